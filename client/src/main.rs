@@ -1,0 +1,106 @@
+//! `shoalctl`: read and write a Shoal cluster, inspect it, run a local
+//! playground, and benchmark it. See `shoalctl --help`.
+//!
+//! Exit codes: 0 success; 1 `get` of a missing key; 2 any error.
+
+mod bench;
+mod commands;
+mod output;
+mod playground;
+mod process;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Format;
+
+#[derive(Parser)]
+#[command(name = "shoalctl", version, about = "Command-line client for Shoal, a distributed key-value store")]
+struct Cli {
+    /// Comma-separated HOST:PORT of cluster nodes.
+    #[arg(long, global = true, env = "SHOAL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:20160")]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    /// Keys and values are hex, on input and output (for binary data).
+    #[arg(long, global = true)]
+    hex: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write KEY = VALUE.
+    Put {
+        key: String,
+        value: String,
+        #[arg(long, default_value = "default")]
+        cf: String,
+    },
+    /// Print the value of KEY (exit 1 when it does not exist).
+    Get {
+        key: String,
+        #[arg(long, default_value = "default")]
+        cf: String,
+        /// Read whatever the contacted node has applied, without a ReadIndex.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY.
+    Delete {
+        key: String,
+        #[arg(long, default_value = "default")]
+        cf: String,
+    },
+    /// Print key<TAB>value for each key in [start, end), in key order.
+    Scan {
+        #[arg(long, default_value = "")]
+        start: String,
+        #[arg(long, default_value = "")]
+        end: String,
+        /// Most pairs to print; 0 prints all.
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        #[arg(long, default_value = "default")]
+        cf: String,
+    },
+    /// Show stores, regions and their leaders.
+    Status,
+    /// Start a local cluster of real shoal-node processes and wait for Ctrl-C.
+    Playground(playground::PlaygroundArgs),
+    /// Measure throughput and latency against the cluster.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let fmt = output::Printer { format: cli.output, hex: cli.hex };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Put { key, value, cf } => commands::put(&cli.endpoints, &fmt, &cf, &key, &value).await,
+            Command::Get { key, cf, stale } => commands::get(&cli.endpoints, &fmt, &cf, &key, stale).await,
+            Command::Delete { key, cf } => commands::delete(&cli.endpoints, &fmt, &cf, &key).await,
+            Command::Scan { start, end, limit, cf } => commands::scan(&cli.endpoints, &fmt, &cf, &start, &end, limit).await,
+            Command::Status => commands::status(&cli.endpoints, &fmt).await,
+            Command::Playground(args) => playground::run(args).await,
+            Command::Bench(args) => bench::run(&cli.endpoints, &fmt, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Node configuration: command-line flags over an optional TOML file over defaults.
+//!
+//! ```toml
+//! name = "n1"
+//! data-dir = "/var/lib/shoal"
+//! listen-addr = "0.0.0.0:20160"
+//! advertise-addr = "shoal-0.shoal:20160"
+//! status-addr = "0.0.0.0:20180"
+//! initial-cluster = "n1=shoal-0.shoal:20160,n2=shoal-1.shoal:20160,n3=shoal-2.shoal:20160"
+//!
+//! [[column-families]]
+//! name = "users"
+//! compression = "zstd"
+//! block_size = 32768
+//! bloom_bits_per_key = 10.0
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::raftstore::bootstrap::InitialMember;
+use crate::storage::cf::{CfConfig, validate_user_cf_name};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("bad config file {0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Command-line flags. Every flag left out falls back to the config file, then to
+/// the default.
+#[derive(Debug, Parser, Default)]
+#[command(name = "shoal-node", version, about = "Shoal storage node: replicated key-value regions on RocksDB")]
+pub struct NodeArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This store's name; must appear in --initial-cluster.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory of the store's RocksDB.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address the gRPC server listens on.
+    #[arg(long)]
+    pub listen_addr: Option<SocketAddr>,
+    /// Address other stores and clients use to reach this one (default: --listen-addr).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long)]
+    pub status_addr: Option<SocketAddr>,
+    /// Members of a new cluster: NAME=ADDR,... (ignored once the store has data).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// A user column family, NAME[:compression=lz4,block_size=16384,bloom_bits_per_key=10]; repeatable.
+    #[arg(long = "column-family", value_name = "SPEC")]
+    pub column_families: Vec<CfConfig>,
+    /// Largest key accepted, in bytes.
+    #[arg(long)]
+    pub max_key_size: Option<usize>,
+    /// Largest value accepted, in bytes.
+    #[arg(long)]
+    pub max_value_size: Option<usize>,
+    /// Raft tick interval, in milliseconds.
+    #[arg(long)]
+    pub raft_tick_ms: Option<u64>,
+    /// Ticks without a leader before a follower campaigns.
+    #[arg(long)]
+    pub raft_election_ticks: Option<usize>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: Option<String>,
+    pub status_addr: SocketAddr,
+    pub initial_cluster: String,
+    pub column_families: Vec<CfConfig>,
+    pub max_key_size: usize,
+    pub max_value_size: usize,
+    /// Largest total of keys and values in one BatchWrite, in bytes.
+    pub max_batch_size: usize,
+    /// Most mutations in one BatchWrite.
+    pub max_batch_mutations: usize,
+    /// Scan limit when a request gives none, and the most one request may ask for.
+    pub default_scan_limit: usize,
+    pub max_scan_limit: usize,
+    pub raft_tick_ms: u64,
+    pub raft_election_ticks: usize,
+    pub raft_heartbeat_ticks: usize,
+    /// How long a request waits for Raft before answering `Unavailable`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: String::new(),
+            data_dir: PathBuf::from("shoal-data"),
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 20160)),
+            advertise_addr: None,
+            status_addr: SocketAddr::from(([127, 0, 0, 1], 20180)),
+            initial_cluster: String::new(),
+            column_families: Vec::new(),
+            max_key_size: 4 << 10,
+            max_value_size: 8 << 20,
+            max_batch_size: 16 << 20,
+            max_batch_mutations: 10_000,
+            default_scan_limit: 1_000,
+            max_scan_limit: 10_000,
+            raft_tick_ms: 100,
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Builds the configuration from flags, reading `--config` if given.
+    pub fn from_args(args: NodeArgs) -> Result<NodeConfig, ConfigError> {
+        let mut cfg = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e.to_string()))?
+            }
+            None => NodeConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = args.$field { cfg.$field = v; } )* };
+        }
+        set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
+        if args.advertise_addr.is_some() {
+            cfg.advertise_addr = args.advertise_addr;
+        }
+        cfg.column_families.extend(args.column_families);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |s: String| Err(ConfigError::Invalid(s));
+        if self.name.is_empty() {
+            return invalid("--name is required".into());
+        }
+        for (i, cf) in self.column_families.iter().enumerate() {
+            validate_user_cf_name(&cf.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            if self.column_families[..i].iter().any(|c| c.name == cf.name) {
+                return invalid(format!("column family {:?} is configured twice", cf.name));
+            }
+        }
+        if self.max_key_size == 0 || self.max_value_size == 0 {
+            return invalid("--max-key-size and --max-value-size must be positive".into());
+        }
+        if self.raft_tick_ms == 0 || self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return invalid("raft ticks: need tick > 0 ms and election ticks > heartbeat ticks > 0".into());
+        }
+        let members = self.initial_members()?;
+        if !members.iter().any(|m| m.name == self.name) {
+            return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
+        }
+        Ok(())
+    }
+
+    /// The address others reach this node at.
+    pub fn advertise_addr(&self) -> String {
+        self.advertise_addr.clone().unwrap_or_else(|| self.listen_addr.to_string())
+    }
+
+    /// Parses `--initial-cluster`; empty means a one-store cluster of this node.
+    pub fn initial_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(vec![InitialMember { name: self.name.clone(), addr: self.advertise_addr() }]);
+        }
+        let mut members: Vec<InitialMember> = Vec::new();
+        for part in self.initial_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((name, addr)) = part.split_once('=') else {
+                return Err(ConfigError::Invalid(format!("--initial-cluster entry {part:?} is not NAME=ADDR")));
+            };
+            if name.is_empty() || addr.is_empty() || members.iter().any(|m| m.name == name) {
+                return Err(ConfigError::Invalid(format!("--initial-cluster entry {part:?} is empty or repeats a name")));
+            }
+            members.push(InitialMember { name: name.to_string(), addr: addr.to_string() });
+        }
+        Ok(members)
+    }
+
+    pub fn raft_tick(&self) -> Duration {
+        Duration::from_millis(self.raft_tick_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::cf::Compression;
+
+    fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut argv = vec!["shoal-node"];
+        argv.extend_from_slice(args);
+        NodeConfig::from_args(NodeArgs::try_parse_from(argv).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+    }
+
+    #[test]
+    fn flags_alone_make_a_config() {
+        let cfg = parse(&["--name", "n2", "--initial-cluster", "n1=h1:1,n2=h2:2", "--column-family", "users:compression=zstd"]).unwrap();
+        assert_eq!(cfg.initial_members().unwrap()[1], InitialMember { name: "n2".into(), addr: "h2:2".into() });
+        assert_eq!(cfg.column_families[0].options.compression, Compression::Zstd);
+        assert_eq!(cfg.max_key_size, 4096);
+        assert_eq!(cfg.max_value_size, 8 << 20);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "name = \"a\"\nmax-key-size = 100\nraft-tick-ms = 50\n[[column-families]]\nname = \"logs\"\nblock_size = 4096\n",
+        )
+        .unwrap();
+        let cfg = parse(&["--config", path.to_str().unwrap(), "--max-key-size", "200", "--column-family", "users"]).unwrap();
+        assert_eq!(cfg.name, "a");
+        assert_eq!(cfg.max_key_size, 200);
+        assert_eq!(cfg.raft_tick_ms, 50);
+        assert_eq!(cfg.column_families.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["logs", "users"]);
+        assert_eq!(cfg.column_families[0].options.block_size, 4096);
+        // Without --initial-cluster a node forms a cluster of one.
+        assert_eq!(cfg.initial_members().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        assert!(parse(&[]).is_err(), "name is required");
+        assert!(parse(&["--name", "x", "--initial-cluster", "a=h:1"]).is_err(), "name must be a member");
+        assert!(parse(&["--name", "a", "--initial-cluster", "a=h:1,a=h:2"]).is_err(), "repeated member");
+        assert!(parse(&["--name", "a", "--initial-cluster", "a"]).is_err(), "entry without address");
+        assert!(parse(&["--name", "a", "--column-family", "raft_log"]).is_err(), "reserved CF");
+        assert!(parse(&["--name", "a", "--column-family", "u", "--column-family", "u"]).is_err(), "repeated CF");
+        assert!(parse(&["--name", "a", "--raft-election-ticks", "1"]).is_err(), "election <= heartbeat");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "name = \"a\"\nunknown-key = 1\n").unwrap();
+        assert!(matches!(parse(&["--config", path.to_str().unwrap()]), Err(ConfigError::Parse(..))));
+    }
+}

@@ -1,0 +1,48 @@
+//! The node's error type. Each variant knows whose fault it is: the client's
+//! (`InvalidArgument`), a routing answer the client acts on (`NotLeader`,
+//! `RegionNotFound`, `KeyNotInRegion`, `EpochNotMatch`), a transient state
+//! (`Unavailable`), or the system's (`Engine`, `Raft`, `Internal`).
+
+use shoal_proto::{Peer, Region};
+
+use crate::storage::EngineError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong; retrying it unchanged cannot succeed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// This store's peer is not the region's leader; `leader` is the last known one.
+    #[error("region {region_id}: not leader")]
+    NotLeader { region_id: u64, leader: Option<Peer> },
+    #[error("no region on this store serves key {0:?}")]
+    RegionNotFound(Vec<u8>),
+    #[error("key {key:?} is not in region {region_id}")]
+    KeyNotInRegion { key: Vec<u8>, region_id: u64 },
+    /// The command was proposed under an older region epoch than the region has now.
+    #[error("region epoch changed: {0}")]
+    EpochNotMatch(String, Vec<Region>),
+    /// Temporarily unable to serve (no leader yet, shutting down); retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A proposal was overwritten by another leader's entry; it was not applied.
+    #[error("command dropped: {0}")]
+    StaleCommand(String),
+    #[error("storage: {0}")]
+    Engine(#[from] EngineError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the client caused this error (and should not retry unchanged).
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Error::InvalidArgument(_))
+    }
+}

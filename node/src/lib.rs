@@ -1,0 +1,19 @@
+//! Shoal's storage node.
+//!
+//! - [`storage`]: RocksDB with user and internal column families (the only RocksDB user).
+//! - [`keys`]: every key layout.
+//! - [`raftstore`]: regions replicated with raft-rs; the store loop.
+//! - [`server`]: gRPC services (`Kv`, `Raft`, `Status`), the Raft transport, the
+//!   HTTP status endpoint, and the wiring that starts a node.
+//! - [`config`]: flags and TOML configuration.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod raftstore;
+pub mod server;
+pub mod storage;
+
+pub use error::{Error, Result};

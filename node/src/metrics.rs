@@ -1,0 +1,81 @@
+//! Prometheus metrics of one store, in a registry of its own (so several stores
+//! can live in one test process). Served as text on the status address.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    /// gRPC requests by method and status code.
+    pub grpc_requests: IntCounterVec,
+    /// gRPC request latency by method.
+    pub grpc_duration: HistogramVec,
+    /// Raft proposals by outcome (`proposed`, `applied`, `rejected`).
+    pub raft_proposals: IntCounterVec,
+    /// Raft messages sent to other stores, and dropped for lack of a connection.
+    pub raft_messages: IntCounterVec,
+    pub region_commit_index: IntGaugeVec,
+    pub region_applied_index: IntGaugeVec,
+    pub region_term: IntGaugeVec,
+    /// 1 on the store whose peer leads the region.
+    pub region_is_leader: IntGaugeVec,
+    pub leader_count: IntGauge,
+    pub region_count: IntGauge,
+    /// Duration of the store loop's synced write (group commit) per round.
+    pub wal_sync_duration: Histogram,
+    /// How many peers had a Ready in one store loop round.
+    pub ready_peers_per_round: Histogram,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_05, 2.0, 18).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let m = Metrics {
+            grpc_requests: IntCounterVec::new(Opts::new("shoal_grpc_requests_total", "gRPC requests handled, by method and status code"), &["method", "code"])?,
+            grpc_duration: HistogramVec::new(
+                HistogramOpts::new("shoal_grpc_request_duration_seconds", "gRPC request latency, by method").buckets(latency_buckets()),
+                &["method"],
+            )?,
+            raft_proposals: IntCounterVec::new(Opts::new("shoal_raft_proposals_total", "Raft proposals, by outcome"), &["outcome"])?,
+            raft_messages: IntCounterVec::new(Opts::new("shoal_raft_messages_total", "Raft messages to other stores, by outcome"), &["outcome"])?,
+            region_commit_index: IntGaugeVec::new(Opts::new("shoal_region_commit_index", "Raft commit index of each region peer on this store"), &["region"])?,
+            region_applied_index: IntGaugeVec::new(Opts::new("shoal_region_applied_index", "Applied index of each region peer on this store"), &["region"])?,
+            region_term: IntGaugeVec::new(Opts::new("shoal_region_term", "Raft term of each region peer on this store"), &["region"])?,
+            region_is_leader: IntGaugeVec::new(Opts::new("shoal_region_is_leader", "1 if this store's peer leads the region"), &["region"])?,
+            leader_count: IntGauge::new("shoal_store_leader_count", "Regions whose leader is on this store")?,
+            region_count: IntGauge::new("shoal_store_region_count", "Region peers on this store")?,
+            wal_sync_duration: Histogram::with_opts(
+                HistogramOpts::new("shoal_wal_sync_duration_seconds", "Duration of the store loop's synced RocksDB write per round").buckets(latency_buckets()),
+            )?,
+            ready_peers_per_round: Histogram::with_opts(
+                HistogramOpts::new("shoal_store_ready_peers_per_round", "Peers with a Ready per store loop round").buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.grpc_requests.clone()))?;
+        m.registry.register(Box::new(m.grpc_duration.clone()))?;
+        m.registry.register(Box::new(m.raft_proposals.clone()))?;
+        m.registry.register(Box::new(m.raft_messages.clone()))?;
+        m.registry.register(Box::new(m.region_commit_index.clone()))?;
+        m.registry.register(Box::new(m.region_applied_index.clone()))?;
+        m.registry.register(Box::new(m.region_term.clone()))?;
+        m.registry.register(Box::new(m.region_is_leader.clone()))?;
+        m.registry.register(Box::new(m.leader_count.clone()))?;
+        m.registry.register(Box::new(m.region_count.clone()))?;
+        m.registry.register(Box::new(m.wal_sync_duration.clone()))?;
+        m.registry.register(Box::new(m.ready_peers_per_round.clone()))?;
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,150 @@
+//! First start of a store: its identity, the initial store registry and the first
+//! region, written in one synced batch — all of it, or none.
+//!
+//! Every member of `--initial-cluster` computes the same layout from the same list:
+//! store ids 1..=N in list order, and region 1 covering the whole key space with
+//! one voter per store (peer id = store id). A store that already has an identity
+//! never bootstraps again; later stores will get their ids from the cluster's
+//! allocator when they join.
+
+use prost::Message as _;
+use shoal_proto::{Peer, Region, RegionEpoch, StoreIdent, StoreInfo};
+
+use super::peer_storage::PeerStorage;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::storage::cf::CF_REGION_META;
+use crate::storage::Engine;
+
+/// The id of the region a new cluster starts with.
+pub const FIRST_REGION_ID: u64 = 1;
+
+/// A member of the initial cluster: its name and the address peers reach it at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub addr: String,
+}
+
+/// Reads this store's identity, if it has one.
+pub fn load_ident(engine: &Engine) -> Result<Option<StoreIdent>> {
+    match engine.get(CF_REGION_META, keys::STORE_IDENT_KEY)? {
+        Some(b) => Ok(Some(StoreIdent::decode(b.as_slice()).map_err(|e| Error::Internal(format!("corrupt store ident: {e}")))?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads the store registry kept on this store.
+pub fn load_stores(engine: &Engine) -> Result<Vec<StoreInfo>> {
+    let (start, end) = keys::store_info_range();
+    let mut stores = Vec::new();
+    let mut bad = None;
+    engine.for_each(CF_REGION_META, &start, &end, |_, v| match StoreInfo::decode(v) {
+        Ok(s) => {
+            stores.push(s);
+            true
+        }
+        Err(e) => {
+            bad = Some(e);
+            false
+        }
+    })?;
+    match bad {
+        Some(e) => Err(Error::Internal(format!("corrupt store registry: {e}"))),
+        None => Ok(stores),
+    }
+}
+
+/// Records `stores` (new addresses of known names included) in the registry.
+pub fn save_stores(engine: &Engine, stores: &[StoreInfo]) -> Result<()> {
+    let mut wb = engine.batch();
+    for s in stores {
+        wb.put(CF_REGION_META, &keys::store_info_key(s.id), &s.encode_to_vec())?;
+    }
+    engine.write(wb, true)?;
+    Ok(())
+}
+
+/// Bootstraps the store named `name` as a member of `members`, or returns the
+/// identity it already has. Refuses a data directory that belongs to another name.
+pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember]) -> Result<StoreIdent> {
+    if let Some(ident) = load_ident(engine)? {
+        if ident.name != name {
+            return Err(Error::InvalidArgument(format!("data directory belongs to store {:?} (id {}), not {name:?}", ident.name, ident.store_id)));
+        }
+        return Ok(ident);
+    }
+    let position = members
+        .iter()
+        .position(|m| m.name == name)
+        .ok_or_else(|| Error::InvalidArgument(format!("--name {name:?} is not in --initial-cluster")))?;
+    let stores: Vec<StoreInfo> =
+        members.iter().enumerate().map(|(i, m)| StoreInfo { id: i as u64 + 1, name: m.name.clone(), address: m.addr.clone() }).collect();
+    let region = Region {
+        id: FIRST_REGION_ID,
+        start_key: vec![],
+        end_key: vec![],
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: stores.iter().map(|s| Peer { id: s.id, store_id: s.id, is_learner: false }).collect(),
+    };
+    let ident = StoreIdent { cluster_id: cluster_id(members), store_id: position as u64 + 1, name: name.to_string() };
+
+    let mut wb = engine.batch();
+    for s in &stores {
+        wb.put(CF_REGION_META, &keys::store_info_key(s.id), &s.encode_to_vec())?;
+    }
+    PeerStorage::write_initial_state(&mut wb, &region)?;
+    wb.put(CF_REGION_META, keys::STORE_IDENT_KEY, &ident.encode_to_vec())?;
+    engine.write(wb, true)?;
+    tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, "bootstrapped a new store");
+    Ok(ident)
+}
+
+/// A cluster id every initial member derives alike: FNV-1a of the member list.
+fn cluster_id(members: &[InitialMember]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in members {
+        for b in m.name.bytes().chain([b'=']).chain(m.addr.bytes()).chain([b',']) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members() -> Vec<InitialMember> {
+        ["a", "b", "c"].iter().enumerate().map(|(i, n)| InitialMember { name: n.to_string(), addr: format!("127.0.0.1:{}", 5000 + i) }).collect()
+    }
+
+    #[test]
+    fn bootstraps_once_and_every_member_agrees_on_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        let ident = bootstrap_or_load(&engine, "b", &members()).unwrap();
+        assert_eq!(ident.store_id, 2);
+        let other = tempfile::tempdir().unwrap();
+        let other_engine = Engine::open(other.path(), &[]).unwrap();
+        assert_eq!(bootstrap_or_load(&other_engine, "c", &members()).unwrap().cluster_id, ident.cluster_id);
+
+        // A second start with a different member list keeps the first identity.
+        let again = bootstrap_or_load(&engine, "b", &members()[1..]).unwrap();
+        assert_eq!(again, ident);
+        assert_eq!(load_stores(&engine).unwrap().len(), 3);
+        let region = PeerStorage::load(std::sync::Arc::new(other_engine), FIRST_REGION_ID).unwrap().region().clone();
+        assert_eq!(region.peers.iter().map(|p| p.store_id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn refuses_a_name_outside_the_cluster_and_a_foreign_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        assert!(matches!(bootstrap_or_load(&engine, "z", &members()), Err(Error::InvalidArgument(_))));
+        assert_eq!(load_ident(&engine).unwrap(), None, "a refused bootstrap writes nothing");
+        bootstrap_or_load(&engine, "a", &members()).unwrap();
+        assert!(matches!(bootstrap_or_load(&engine, "b", &members()), Err(Error::InvalidArgument(_))));
+    }
+}

@@ -1,0 +1,398 @@
+//! [`Peer`]: this store's replica of one region — a `raft::RawNode` over a
+//! [`PeerStorage`], plus the client requests waiting on it.
+//!
+//! Writes wait in `proposals` under the (index, term) their entry got; when that
+//! index is applied with the same term the write succeeded, with another term a
+//! different leader overwrote it and it is answered `StaleCommand`.
+//!
+//! Linearizable reads wait in three steps: *queued* until the next round, when all
+//! of them share one ReadIndex request (one heartbeat round answers them all);
+//! *in flight* until raft returns a `ReadState` with the commit index; *ready*
+//! until this peer has applied that index. Only then is the read answered, and the
+//! caller reads the engine.
+//!
+//! The methods named after the stages of raft-rs's Ready are called by the store
+//! loop ([`super::store::Store::handle_readies`]) in that order.
+
+use std::collections::{HashMap, VecDeque};
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{Entry, EntryType, Message, Ready};
+use raft::{LightReady, RawNode, SoftState, StateRole};
+use shoal_proto::{mutation, Peer as PeerMeta, RaftCmd, RaftMessage, Region};
+use tokio::sync::oneshot;
+
+use super::peer_storage::PeerStorage;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::storage::WriteBatch;
+
+/// Answers a write once its entry is applied (or known to be lost).
+pub type WriteCallback = oneshot::Sender<Result<()>>;
+/// Answers a linearizable read once this peer has applied up to its read index;
+/// carries the region as it was then, so the reader can bound its scan.
+pub type ReadCallback = oneshot::Sender<Result<Region>>;
+
+/// Answers that are sent only after the round's batches are on disk.
+#[derive(Default)]
+pub struct Completions {
+    writes: Vec<(WriteCallback, Result<()>)>,
+}
+
+impl Completions {
+    pub fn fire(self) {
+        for (cb, res) in self.writes {
+            let _ = cb.send(res);
+        }
+    }
+}
+
+struct Proposal {
+    index: u64,
+    term: u64,
+    cb: WriteCallback,
+}
+
+/// Reads sharing one ReadIndex request, and the tick it was issued on.
+struct ReadBatch {
+    issued_at: u64,
+    waiters: Vec<ReadCallback>,
+}
+
+pub struct Peer {
+    store_id: u64,
+    raw_node: RawNode<PeerStorage>,
+    proposals: VecDeque<Proposal>,
+    queued_reads: Vec<ReadCallback>,
+    inflight_reads: HashMap<u64, ReadBatch>,
+    ready_reads: Vec<(u64, Vec<ReadCallback>)>,
+    next_read_id: u64,
+    ticks: u64,
+    read_timeout_ticks: u64,
+}
+
+impl Peer {
+    pub fn new(store_id: u64, storage: PeerStorage, cfg: &raft::Config, logger: &slog::Logger) -> Result<Peer> {
+        let region = storage.region().clone();
+        let me = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store_id)
+            .ok_or_else(|| Error::Internal(format!("region {} has no peer on store {store_id}", region.id)))?;
+        let mut cfg = cfg.clone();
+        cfg.id = me.id;
+        cfg.applied = storage.applied_index();
+        let logger = logger.new(slog::o!("region" => region.id, "peer" => me.id));
+        let raw_node = RawNode::new(&cfg, storage, &logger)?;
+        Ok(Peer {
+            store_id,
+            raw_node,
+            proposals: VecDeque::new(),
+            queued_reads: Vec::new(),
+            inflight_reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            next_read_id: 1,
+            ticks: 0,
+            read_timeout_ticks: cfg.election_tick as u64 * 2,
+        })
+    }
+
+    pub fn region(&self) -> &Region {
+        self.raw_node.store().region()
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region().id
+    }
+
+    pub fn peer_id(&self) -> u64 {
+        self.raw_node.raft.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw_node.raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw_node.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw_node.raft.raft_log.committed
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.raw_node.store().applied_index()
+    }
+
+    /// The leader as this peer knows it.
+    pub fn leader(&self) -> Option<PeerMeta> {
+        let id = self.raw_node.raft.leader_id;
+        self.region().peers.iter().find(|p| p.id == id && id != 0).cloned()
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader { region_id: self.region_id(), leader: self.leader() }
+    }
+
+    /// Feeds one message from another peer of this region.
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        self.raw_node.step(msg)?;
+        Ok(())
+    }
+
+    /// Advances the logical clock: elections, heartbeats, read retries.
+    pub fn tick(&mut self) {
+        self.raw_node.tick();
+        self.ticks += 1;
+        // A ReadIndex whose heartbeat round was lost is asked again.
+        let timeout = self.read_timeout_ticks;
+        let now = self.ticks;
+        let expired: Vec<u64> = self.inflight_reads.iter().filter(|(_, b)| now - b.issued_at > timeout).map(|(id, _)| *id).collect();
+        for id in expired {
+            if let Some(batch) = self.inflight_reads.remove(&id) {
+                self.queued_reads.extend(batch.waiters);
+            }
+        }
+    }
+
+    /// Starts an election now (tests and leader bootstrap).
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raw_node.campaign()?;
+        Ok(())
+    }
+
+    /// Proposes `cmd`; `cb` is answered when it is applied. Refused at once when
+    /// this peer is not the leader.
+    pub fn propose(&mut self, cmd: &RaftCmd, cb: WriteCallback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
+            Ok(()) => {
+                let index = self.raw_node.raft.raft_log.last_index();
+                let term = self.raw_node.raft.term;
+                self.proposals.push_back(Proposal { index, term, cb });
+            }
+            Err(raft::Error::ProposalDropped) => {
+                let _ = cb.send(Err(Error::Unavailable(format!("region {}: proposal dropped (leader changing)", self.region_id()))));
+            }
+            Err(e) => {
+                let _ = cb.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// Queues a linearizable read; refused at once when this peer is not the leader.
+    pub fn read(&mut self, cb: ReadCallback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        self.queued_reads.push(cb);
+    }
+
+    /// Sends one ReadIndex request for every read queued since the last round.
+    /// A new leader waits until it has committed an entry of its own term, since
+    /// raft-rs drops read requests before that.
+    pub fn flush_reads(&mut self) {
+        if self.queued_reads.is_empty() || !self.raw_node.raft.commit_to_current_term() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let waiters = std::mem::take(&mut self.queued_reads);
+        self.inflight_reads.insert(id, ReadBatch { issued_at: self.ticks, waiters });
+        self.raw_node.read_index(id.to_be_bytes().to_vec());
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw_node.has_ready()
+    }
+
+    pub fn ready(&mut self) -> Ready {
+        self.raw_node.ready()
+    }
+
+    /// Stage: messages. Wraps raft messages for the transport, addressed by store.
+    pub fn send_messages(&self, msgs: Vec<Message>, out: &mut Vec<RaftMessage>) {
+        for m in msgs {
+            let Some(to) = self.region().peers.iter().find(|p| p.id == m.to) else {
+                tracing::warn!(region = self.region_id(), to = m.to, "dropping message to a peer not in the region");
+                continue;
+            };
+            match m.write_to_bytes() {
+                Ok(bytes) => out.push(RaftMessage {
+                    region_id: self.region_id(),
+                    from_store_id: self.store_id,
+                    to_store_id: to.store_id,
+                    message: bytes,
+                }),
+                Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
+            }
+        }
+    }
+
+    /// Stage: snapshot. No peer asks for one yet (logs are never truncated and
+    /// every peer is bootstrapped), so receiving one is a bug worth stopping for.
+    pub fn check_snapshot(&self, rd: &Ready) -> Result<()> {
+        if rd.snapshot().get_metadata().index != 0 {
+            return Err(Error::Internal(format!("region {}: received a snapshot, which this version cannot apply", self.region_id())));
+        }
+        Ok(())
+    }
+
+    /// Stage: soft state and read states. A peer that stops leading fails its
+    /// waiting reads with `NotLeader`; read states move reads to "ready".
+    pub fn handle_soft_state_and_reads(&mut self, rd: &mut Ready) {
+        if let Some(SoftState { raft_state, .. }) = rd.ss() {
+            if *raft_state != StateRole::Leader {
+                self.fail_reads();
+            }
+        }
+        for rs in rd.take_read_states() {
+            let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {
+                continue;
+            };
+            if let Some(batch) = self.inflight_reads.remove(&id) {
+                self.ready_reads.push((rs.index, batch.waiters));
+            }
+        }
+    }
+
+    fn take_reads(&mut self) -> Vec<ReadCallback> {
+        let mut waiters: Vec<ReadCallback> = std::mem::take(&mut self.queued_reads);
+        waiters.extend(self.inflight_reads.drain().flat_map(|(_, b)| b.waiters));
+        waiters.extend(self.ready_reads.drain(..).flat_map(|(_, w)| w));
+        waiters
+    }
+
+    fn fail_reads(&mut self) {
+        for cb in self.take_reads() {
+            let _ = cb.send(Err(self.not_leader()));
+        }
+    }
+
+    /// Stage: committed entries. Applies them to the data column families, with the
+    /// new applied index, in `wb`; their writers are answered once `wb` is written.
+    pub fn apply_committed(&mut self, entries: Vec<Entry>, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for entry in &entries {
+            let result = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => Ok(()), // a new leader's empty entry
+                EntryType::EntryNormal => self.apply_command(&entry.data, wb)?,
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // Membership changes arrive with the snapshot and membership work;
+                    // nothing proposes them yet.
+                    tracing::error!(region = self.region_id(), index = entry.index, "ignoring a conf change entry");
+                    Ok(())
+                }
+            };
+            self.resolve_proposals(entry, result, done);
+        }
+        self.raw_node.mut_store().set_applied(last, wb)
+    }
+
+    /// Applies one command into `wb`. Returns the outcome for its writer: a
+    /// command for another region, an older epoch or a key outside the region is
+    /// refused, deterministically on every replica. Only engine failures are `Err`.
+    fn apply_command(&self, data: &[u8], wb: &mut WriteBatch<'_>) -> Result<Result<()>> {
+        let cmd = match RaftCmd::decode(data) {
+            Ok(cmd) => cmd,
+            Err(e) => return Ok(Err(Error::Internal(format!("undecodable command: {e}")))),
+        };
+        let region = self.region();
+        if cmd.region_id != region.id {
+            return Ok(Err(Error::RegionNotFound(vec![])));
+        }
+        if cmd.epoch.as_ref().map(|e| e.version) != region.epoch.as_ref().map(|e| e.version) {
+            return Ok(Err(Error::EpochNotMatch(format!("command epoch {:?}, region epoch {:?}", cmd.epoch, region.epoch), vec![region.clone()])));
+        }
+        if let Some(m) = cmd.mutations.iter().find(|m| !keys::in_range(&m.key, &region.start_key, &region.end_key)) {
+            return Ok(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
+        }
+        for m in &cmd.mutations {
+            let res = match m.op() {
+                mutation::Op::Put => wb.put(&m.cf, &m.key, &m.value),
+                mutation::Op::Delete => wb.delete(&m.cf, &m.key),
+            };
+            if let Err(e) = res {
+                // Every store is configured with the same column families; one
+                // missing here is an operator error, reported loudly.
+                tracing::error!(region = region.id, cf = %m.cf, error = %e, "cannot apply mutation");
+                return Ok(Err(Error::Internal(format!("apply failed: {e}"))));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn resolve_proposals(&mut self, entry: &Entry, result: Result<()>, done: &mut Completions) {
+        let mut result = Some(result);
+        while let Some(front) = self.proposals.front() {
+            if front.index > entry.index {
+                break;
+            }
+            let Some(p) = self.proposals.pop_front() else { break };
+            let outcome = if p.index == entry.index && p.term == entry.term {
+                result.take().unwrap_or(Ok(()))
+            } else {
+                Err(Error::StaleCommand(format!("entry {} of term {} was replaced by another leader's", p.index, p.term)))
+            };
+            done.writes.push((p.cb, outcome));
+        }
+    }
+
+    /// Stage: persist. Adds new entries and the hard state to the round's batch.
+    pub fn persist(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>) -> Result<()> {
+        self.raw_node.mut_store().append(rd.entries(), wb)?;
+        if let Some(hs) = rd.hs() {
+            self.raw_node.mut_store().set_hard_state(hs, wb)?;
+        }
+        Ok(())
+    }
+
+    /// Stage: advance. Tells raft the ready is persisted; returns the light ready.
+    pub fn advance(&mut self, rd: Ready) -> LightReady {
+        self.raw_node.advance(rd)
+    }
+
+    /// Stage: light ready — a commit index learned by persisting, its messages,
+    /// and entries that became committed; then the apply is acknowledged.
+    pub fn handle_light_ready(&mut self, mut light: LightReady, wb: &mut WriteBatch<'_>, out: &mut Vec<RaftMessage>, done: &mut Completions) -> Result<()> {
+        if let Some(commit) = light.commit_index() {
+            self.raw_node.mut_store().set_commit(commit, wb)?;
+        }
+        self.send_messages(light.take_messages(), out);
+        self.apply_committed(light.take_committed_entries(), wb, done)?;
+        self.raw_node.advance_apply();
+        Ok(())
+    }
+
+    /// Answers reads whose index is applied; call after the round's writes landed.
+    pub fn finish_reads(&mut self) {
+        let applied = self.applied_index();
+        if self.ready_reads.is_empty() {
+            return;
+        }
+        let region = self.region().clone();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads).into_iter().partition(|(idx, _)| *idx <= applied);
+        self.ready_reads = waiting;
+        for cb in done.into_iter().flat_map(|(_, w)| w) {
+            let _ = cb.send(Ok(region.clone()));
+        }
+    }
+
+    /// Fails every waiting request; used at shutdown.
+    pub fn fail_all(&mut self, why: &str) {
+        for p in self.proposals.drain(..) {
+            let _ = p.cb.send(Err(Error::Unavailable(why.to_string())));
+        }
+        for cb in self.take_reads() {
+            let _ = cb.send(Err(Error::Unavailable(why.to_string())));
+        }
+    }
+}

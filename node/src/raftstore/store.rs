@@ -1,0 +1,241 @@
+//! [`Store`]: every region peer on this store, and the Ready round that drives them.
+//!
+//! The store is a plain state machine with no threads or sockets: the store loop
+//! ([`super::store_loop`]) — or a test — feeds it Raft messages, client requests and
+//! ticks, then calls [`Store::handle_readies`], which returns the Raft messages to
+//! send. Messages are routed to peers by region id.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use protobuf::Message as _;
+use raft::prelude::Message;
+use shoal_proto::{Mutation, RaftCmd, RaftMessage, Region, RegionLocalState};
+
+use super::peer::{Completions, Peer, ReadCallback, WriteCallback};
+use super::peer_storage::PeerStorage;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::metrics::Metrics;
+use crate::storage::cf::CF_REGION_META;
+use crate::storage::Engine;
+
+/// What a store reports about one of its peers.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    pub leader: Option<shoal_proto::Peer>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub is_leader: bool,
+}
+
+pub struct Store {
+    store_id: u64,
+    engine: Arc<Engine>,
+    /// Region id → this store's peer of it.
+    peers: BTreeMap<u64, Peer>,
+    /// Region start key → region id, to find the region serving a key.
+    ranges: BTreeMap<Vec<u8>, u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Loads every region peer this store holds from the engine.
+    pub fn open(engine: Arc<Engine>, store_id: u64, raft_cfg: &raft::Config, metrics: Arc<Metrics>, logger: &slog::Logger) -> Result<Store> {
+        let mut store = Store { store_id, engine: engine.clone(), peers: BTreeMap::new(), ranges: BTreeMap::new(), metrics };
+        let (start, end) = keys::region_state_range();
+        let mut region_ids = Vec::new();
+        engine.for_each(CF_REGION_META, &start, &end, |_, v| {
+            if let Ok(RegionLocalState { region: Some(r) }) = prost::Message::decode(v) {
+                region_ids.push(r.id);
+            }
+            true
+        })?;
+        for id in region_ids {
+            let storage = PeerStorage::load(engine.clone(), id)?;
+            let peer = Peer::new(store_id, storage, raft_cfg, logger)?;
+            store.ranges.insert(peer.region().start_key.clone(), id);
+            store.peers.insert(id, peer);
+        }
+        store.metrics.region_count.set(store.peers.len() as i64);
+        Ok(store)
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The peer of the region whose range holds `key`.
+    fn peer_for_key(&mut self, key: &[u8]) -> Result<&mut Peer> {
+        let id = self
+            .ranges
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .map(|(_, id)| *id)
+            .ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
+        let peer = self.peers.get_mut(&id).ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
+        let r = peer.region();
+        if !keys::in_range(key, &r.start_key, &r.end_key) {
+            return Err(Error::RegionNotFound(key.to_vec()));
+        }
+        Ok(peer)
+    }
+
+    /// Hands a Raft message from another store to the peer of its region.
+    pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        let Some(peer) = self.peers.get_mut(&msg.region_id) else {
+            tracing::debug!(region = msg.region_id, from = msg.from_store_id, "message for a region this store does not hold");
+            return;
+        };
+        let m = match Message::parse_from_bytes(&msg.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(from = msg.from_store_id, error = %e, "dropping undecodable raft message");
+                return;
+            }
+        };
+        if let Err(e) = peer.step(m) {
+            tracing::debug!(region = msg.region_id, error = %e, "raft refused a message");
+        }
+    }
+
+    /// Proposes `mutations`, which must all fall in one region; `cb` is answered
+    /// once they are applied, or at once with the reason they cannot be.
+    pub fn propose_write(&mut self, mutations: Vec<Mutation>, cb: WriteCallback) {
+        let Some(first) = mutations.first() else {
+            let _ = cb.send(Err(Error::InvalidArgument("a write needs at least one mutation".into())));
+            return;
+        };
+        let metrics = self.metrics.clone();
+        let peer = match self.peer_for_key(&first.key.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = cb.send(Err(e));
+                return;
+            }
+        };
+        let region = peer.region();
+        if let Some(m) = mutations.iter().find(|m| !keys::in_range(&m.key, &region.start_key, &region.end_key)) {
+            let _ = cb.send(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
+            return;
+        }
+        let cmd = RaftCmd { region_id: region.id, epoch: region.epoch, mutations };
+        metrics.raft_proposals.with_label_values(&["proposed"]).inc();
+        peer.propose(&cmd, cb);
+    }
+
+    /// Queues a linearizable read of the region holding `key`.
+    pub fn read(&mut self, key: &[u8], cb: ReadCallback) {
+        match self.peer_for_key(key) {
+            Ok(peer) => peer.read(cb),
+            Err(e) => {
+                let _ = cb.send(Err(e));
+            }
+        }
+    }
+
+    /// One tick of every peer's logical clock; refreshes the per-region gauges.
+    pub fn tick(&mut self) {
+        let mut leaders = 0;
+        for peer in self.peers.values_mut() {
+            peer.tick();
+            let region = peer.region_id().to_string();
+            let m = &self.metrics;
+            m.region_commit_index.with_label_values(&[&region]).set(peer.commit_index() as i64);
+            m.region_applied_index.with_label_values(&[&region]).set(peer.applied_index() as i64);
+            m.region_term.with_label_values(&[&region]).set(peer.term() as i64);
+            m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
+            leaders += peer.is_leader() as i64;
+        }
+        self.metrics.leader_count.set(leaders);
+    }
+
+    /// Makes this store's peer of `region_id` campaign (tests, or a first leader).
+    pub fn campaign(&mut self, region_id: u64) -> Result<()> {
+        self.peers.get_mut(&region_id).ok_or_else(|| Error::RegionNotFound(vec![]))?.campaign()
+    }
+
+    /// One round of the Ready loop for every peer that has a Ready, in raft-rs's
+    /// documented order, with group commit: the new entries and hard states of all
+    /// peers, and what their committed entries write, go to disk in one synced
+    /// batch. Returns the Raft messages to send to other stores.
+    pub fn handle_readies(&mut self) -> Result<Vec<RaftMessage>> {
+        let engine = self.engine.clone();
+        let mut out = Vec::new();
+        let mut done = Completions::default();
+        let mut wb = engine.batch();
+        let mut readies = Vec::new();
+
+        for (id, peer) in self.peers.iter_mut() {
+            peer.flush_reads();
+            if !peer.has_ready() {
+                continue;
+            }
+            let mut rd = peer.ready();
+            peer.send_messages(rd.take_messages(), &mut out); // 1. leader's messages go out before persisting
+            peer.check_snapshot(&rd)?; // 2. snapshot
+            peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
+            peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?; // 4. committed entries
+            peer.persist(&rd, &mut wb)?; // 5. entries and hard state
+            readies.push((*id, rd));
+        }
+        if readies.is_empty() {
+            return Ok(out);
+        }
+        self.metrics.ready_peers_per_round.observe(readies.len() as f64);
+        let started = Instant::now();
+        engine.write(wb, true)?; // one fsync for every peer of the round
+        self.metrics.wal_sync_duration.observe(started.elapsed().as_secs_f64());
+
+        let mut apply_wb = engine.batch();
+        for (id, rd) in readies {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let mut rd = rd;
+            peer.send_messages(rd.take_persisted_messages(), &mut out); // 6. messages that needed the persist
+            let light = peer.advance(rd); // 7. advance
+            peer.handle_light_ready(light, &mut apply_wb, &mut out, &mut done)?; // 8. light ready
+        }
+        // Applies learned from the light ready need no sync: the entries are
+        // durable in the log and are applied again after a crash.
+        if !apply_wb.is_empty() {
+            engine.write(apply_wb, false)?;
+        }
+        done.fire();
+        for peer in self.peers.values_mut() {
+            peer.finish_reads();
+        }
+        Ok(out)
+    }
+
+    /// The state of every peer on this store.
+    pub fn status(&self) -> Vec<PeerStatus> {
+        self.peers
+            .values()
+            .map(|p| PeerStatus {
+                region: p.region().clone(),
+                peer_id: p.peer_id(),
+                leader: p.leader(),
+                term: p.term(),
+                commit_index: p.commit_index(),
+                applied_index: p.applied_index(),
+                is_leader: p.is_leader(),
+            })
+            .collect()
+    }
+
+    /// Fails every waiting client request; the store is stopping.
+    pub fn shutdown(&mut self) {
+        for peer in self.peers.values_mut() {
+            peer.fail_all("store is shutting down");
+        }
+    }
+}

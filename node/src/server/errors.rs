@@ -1,0 +1,42 @@
+//! How node errors travel to clients: routing answers the client acts on go in
+//! the response header as a `RegionError`; everything else becomes a gRPC status
+//! whose code says whose fault it is.
+
+use shoal_proto::{NotLeader, RegionError};
+use tonic::{Code, Status};
+
+use super::registry::StoreRegistry;
+use crate::error::Error;
+
+/// Either a `RegionError` for the response header, or a gRPC status.
+pub enum Reply {
+    Region(RegionError),
+    Status(Status),
+}
+
+/// The label used for this outcome in the request metrics.
+pub fn label(err: &Error) -> &'static str {
+    match err {
+        Error::InvalidArgument(_) => "InvalidArgument",
+        Error::NotLeader { .. } => "NotLeader",
+        Error::RegionNotFound(_) => "RegionNotFound",
+        Error::KeyNotInRegion { .. } => "KeyNotInRegion",
+        Error::EpochNotMatch(..) => "EpochNotMatch",
+        Error::Unavailable(_) | Error::StaleCommand(_) => "Unavailable",
+        Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => "Internal",
+    }
+}
+
+pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
+    let message = err.to_string();
+    match err {
+        Error::NotLeader { region_id, leader } => {
+            let leader_addr = leader.as_ref().and_then(|l| registry.address(l.store_id)).unwrap_or_default();
+            Reply::Region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }) })
+        }
+        Error::RegionNotFound(_) | Error::KeyNotInRegion { .. } | Error::EpochNotMatch(..) => Reply::Region(RegionError { message, not_leader: None }),
+        Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
+        Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),
+        Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => Reply::Status(Status::new(Code::Internal, message)),
+    }
+}

@@ -1,0 +1,121 @@
+//! The node's edges: gRPC services, the Raft transport and the HTTP status
+//! server, and [`run`], which wires them to the store loop.
+//!
+//! Start-up: open the [`Engine`]; bootstrap or load the store's identity
+//! ([`crate::raftstore::bootstrap`]); load the [`Store`] and start its loop; start
+//! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
+//! ([`transport::RaftService`]) and `Status` ([`status::StatusService`]) on the
+//! listen address, and [`http::StatusHttp`] on the status address.
+//!
+//! Shutdown (SIGTERM): stop accepting requests, let in-flight ones finish, stop
+//! the store loop (which fails what still waits and flushes the WAL), return.
+
+pub mod errors;
+pub mod http;
+pub mod kv;
+pub mod registry;
+pub mod status;
+pub mod transport;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use shoal_proto::kv_server::KvServer;
+use shoal_proto::raft_server::RaftServer;
+use shoal_proto::status_server::StatusServer;
+use shoal_proto::StoreInfo;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::raftstore::store::Store;
+use crate::raftstore::{bootstrap, logger, raft_config, store_loop};
+use crate::storage::Engine;
+use registry::StoreRegistry;
+
+/// Runs a node until `shutdown` resolves, or until its store loop fails.
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let engine = Arc::new(Engine::open(&cfg.data_dir, &cfg.column_families)?);
+    let members = cfg.initial_members().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let ident = bootstrap::bootstrap_or_load(&engine, &cfg.name, &members)?;
+
+    // Addresses may change between restarts (a rescheduled pod): the flags win.
+    let mut stores = bootstrap::load_stores(&engine)?;
+    for s in &mut stores {
+        if let Some(m) = members.iter().find(|m| m.name == s.name) {
+            s.address = m.addr.clone();
+        }
+        if s.id == ident.store_id {
+            s.address = cfg.advertise_addr();
+        }
+    }
+    bootstrap::save_stores(&engine, &stores)?;
+    let me = stores.iter().find(|s| s.id == ident.store_id).cloned().unwrap_or(StoreInfo {
+        id: ident.store_id,
+        name: cfg.name.clone(),
+        address: cfg.advertise_addr(),
+    });
+    let registry = StoreRegistry::new(stores);
+
+    let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
+    let raft_cfg = raft_config(cfg.raft_election_ticks, cfg.raft_heartbeat_ticks);
+    let store = Store::open(engine.clone(), ident.store_id, &raft_cfg, metrics.clone(), &logger::raft_logger())?;
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx);
+    let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
+
+    let grpc_listener = TcpListener::bind(cfg.listen_addr).await?;
+    let status_listener = TcpListener::bind(cfg.status_addr).await?;
+    tracing::info!(store_id = ident.store_id, name = %cfg.name, listen = %cfg.listen_addr, status = %cfg.status_addr, "shoal-node serving");
+
+    let http = tokio::spawn(http::StatusHttp { store: handle.clone(), metrics: metrics.clone() }.serve(status_listener));
+
+    let max_message = cfg.max_value_size.saturating_mul(2).saturating_add(cfg.max_key_size + (1 << 20)).max(cfg.max_batch_size + (1 << 20));
+    let kv = kv::KvService {
+        store: handle.clone(),
+        engine: engine.clone(),
+        limits: validate::Limits::from_config(&cfg),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        timeout: cfg.request_timeout(),
+    };
+    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id };
+    let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
+
+    // The store loop ending on its own (an engine failure) stops the node too.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = std::thread::spawn(move || {
+        let res = store_thread.join();
+        let _ = failed_tx.send(());
+        res
+    });
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down"),
+            _ = failed_rx => tracing::error!("store loop stopped; shutting down"),
+        }
+    };
+
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
+        .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
+        .add_service(StatusServer::new(status))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop)
+        .await;
+
+    handle.shutdown();
+    http.abort();
+    transport.abort();
+    let loop_result = tokio::task::spawn_blocking(move || watcher.join())
+        .await
+        .map_err(|e| Error::Internal(format!("joining store loop: {e}")))?
+        .map_err(|_| Error::Internal("store loop watcher panicked".into()))?
+        .map_err(|_| Error::Internal("store loop panicked".into()))?;
+    served.map_err(|e| Error::Internal(format!("grpc server: {e}")))?;
+    loop_result
+}

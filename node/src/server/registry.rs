@@ -1,0 +1,27 @@
+//! [`StoreRegistry`]: the stores this node knows, by id — for addressing Raft
+//! messages and for the leader address in `NotLeader` answers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use shoal_proto::StoreInfo;
+
+#[derive(Clone, Default)]
+pub struct StoreRegistry {
+    stores: Arc<RwLock<BTreeMap<u64, StoreInfo>>>,
+}
+
+impl StoreRegistry {
+    pub fn new(stores: Vec<StoreInfo>) -> StoreRegistry {
+        let map = stores.into_iter().map(|s| (s.id, s)).collect();
+        StoreRegistry { stores: Arc::new(RwLock::new(map)) }
+    }
+
+    pub fn address(&self, store_id: u64) -> Option<String> {
+        self.stores.read().ok()?.get(&store_id).map(|s| s.address.clone())
+    }
+
+    pub fn all(&self) -> Vec<StoreInfo> {
+        self.stores.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,129 @@
+//! The Raft transport: store-to-store message streams.
+//!
+//! Sending: the store loop hands each round's messages to [`run_transport`] as
+//! one batch; it splits them by destination store and feeds one long-lived
+//! client stream (`Raft.Send`) per store, opened lazily and reopened with backoff
+//! when it breaks. Messages for an unreachable store are dropped and counted —
+//! Raft retransmits what matters. Receiving: [`RaftService`] hands every batch to
+//! the store loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_proto::raft_client::RaftClient;
+use shoal_proto::raft_server::Raft;
+use shoal_proto::{RaftDone, RaftMessage, RaftMessageBatch};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::registry::StoreRegistry;
+use crate::metrics::Metrics;
+use crate::raftstore::store_loop::StoreHandle;
+
+/// Largest Raft batch on the wire.
+pub const MAX_RAFT_BATCH_BYTES: usize = 256 << 20;
+/// Batches queued for one store before newer ones are dropped.
+const QUEUE_PER_STORE: usize = 1024;
+
+/// Receives Raft message batches from other stores.
+pub struct RaftService {
+    pub store: StoreHandle,
+    pub store_id: u64,
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<RaftDone>, Status> {
+        let mut stream = request.into_inner();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let (mine, misrouted): (Vec<_>, Vec<_>) = batch.messages.into_iter().partition(|m| m.to_store_id == self.store_id);
+            if !misrouted.is_empty() {
+                tracing::warn!(count = misrouted.len(), to = misrouted[0].to_store_id, "dropping raft messages meant for another store");
+            }
+            self.store.raft_messages(mine).map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(RaftDone {}))
+    }
+}
+
+/// Routes every round's messages to per-store connections until `outbox` closes.
+pub async fn run_transport(mut outbox: mpsc::UnboundedReceiver<Vec<RaftMessage>>, registry: StoreRegistry, metrics: Arc<Metrics>) {
+    let mut conns: HashMap<u64, mpsc::Sender<RaftMessageBatch>> = HashMap::new();
+    while let Some(msgs) = outbox.recv().await {
+        let mut by_store: HashMap<u64, Vec<RaftMessage>> = HashMap::new();
+        for m in msgs {
+            by_store.entry(m.to_store_id).or_default().push(m);
+        }
+        for (store_id, messages) in by_store {
+            let count = messages.len() as u64;
+            let tx = conns.entry(store_id).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
+                tokio::spawn(connection(store_id, registry.clone(), rx, metrics.clone()));
+                tx
+            });
+            let outcome = match tx.try_send(RaftMessageBatch { messages }) {
+                Ok(()) => "sent",
+                Err(_) => "dropped",
+            };
+            metrics.raft_messages.with_label_values(&[outcome]).inc_by(count);
+        }
+    }
+}
+
+/// Keeps one stream open to `store_id` and feeds it batches from `rx`.
+async fn connection(store_id: u64, registry: StoreRegistry, mut rx: mpsc::Receiver<RaftMessageBatch>, metrics: Arc<Metrics>) {
+    let mut backoff = Duration::from_millis(50);
+    while let Some(first) = rx.recv().await {
+        let Some(addr) = registry.address(store_id) else {
+            tracing::warn!(store_id, "no address for store; dropping raft messages");
+            continue;
+        };
+        let channel = match Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(ep) => ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect().await,
+            Err(e) => {
+                tracing::error!(store_id, %addr, error = %e, "bad store address");
+                continue;
+            }
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(store_id, %addr, error = %e, "cannot reach store");
+                metrics.raft_messages.with_label_values(&["dropped"]).inc_by(first.messages.len() as u64);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // Messages queued while down are stale by now; Raft resends what it needs.
+                while let Ok(stale) = rx.try_recv() {
+                    metrics.raft_messages.with_label_values(&["dropped"]).inc_by(stale.messages.len() as u64);
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        tracing::info!(store_id, %addr, "raft stream connected");
+        let (tx, stream_rx) = mpsc::channel(QUEUE_PER_STORE);
+        if tx.send(first).await.is_err() {
+            continue;
+        }
+        let mut client = RaftClient::new(channel).max_encoding_message_size(MAX_RAFT_BATCH_BYTES);
+        let call = client.send(ReceiverStream::new(stream_rx));
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                res = &mut call => {
+                    tracing::info!(store_id, result = ?res.err(), "raft stream closed");
+                    break;
+                }
+                next = rx.recv() => match next {
+                    Some(batch) => if tx.send(batch).await.is_err() { break },
+                    None => return,
+                },
+            }
+        }
+    }
+}

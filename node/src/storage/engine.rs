@@ -1,0 +1,260 @@
+//! [`Engine`]: the store's RocksDB and its column families.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions, DB};
+
+use super::cf::{CfConfig, CfOptions, Compression, CF_DEFAULT, CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, INTERNAL_CFS};
+
+/// A failure of the storage engine. Always the system's fault, never the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("column family {0:?} does not exist")]
+    NoSuchCf(String),
+}
+
+/// One RocksDB instance with the store's user and internal column families.
+pub struct Engine {
+    db: DB,
+    user_cfs: Vec<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.db.path()).field("user_cfs", &self.user_cfs).finish()
+    }
+}
+
+fn rocks_options(opts: &CfOptions) -> Options {
+    let mut o = Options::default();
+    o.set_compression_type(match opts.compression {
+        Compression::None => DBCompressionType::None,
+        Compression::Snappy => DBCompressionType::Snappy,
+        Compression::Lz4 => DBCompressionType::Lz4,
+        Compression::Zstd => DBCompressionType::Zstd,
+    });
+    o.set_write_buffer_size(opts.write_buffer_size);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_size(opts.block_size);
+    if opts.bloom_bits_per_key > 0.0 {
+        table.set_bloom_filter(opts.bloom_bits_per_key, false);
+    }
+    o.set_block_based_table_factory(&table);
+    o
+}
+
+impl Engine {
+    /// Opens (or creates) the database at `path` with `default`, the given user
+    /// column families and the internal ones. User column families that exist on
+    /// disk but are no longer configured stay open with default options, so that
+    /// removing one from the configuration never hides or loses data.
+    pub fn open(path: &Path, user_cfs: &[CfConfig]) -> Result<Engine, EngineError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+
+        let mut configured: Vec<CfConfig> = user_cfs.to_vec();
+        if !configured.iter().any(|c| c.name == CF_DEFAULT) {
+            configured.insert(0, CfConfig { name: CF_DEFAULT.into(), options: CfOptions::default() });
+        }
+        let existing: BTreeSet<String> = DB::list_cf(&db_opts, path).unwrap_or_default().into_iter().collect();
+        for name in &existing {
+            if !INTERNAL_CFS.contains(&name.as_str()) && !configured.iter().any(|c| &c.name == name) {
+                tracing::warn!(cf = %name, "column family exists on disk but is not configured; keeping it with default options");
+                configured.push(CfConfig { name: name.clone(), options: CfOptions::default() });
+            }
+        }
+
+        let mut descriptors: Vec<ColumnFamilyDescriptor> =
+            configured.iter().map(|c| ColumnFamilyDescriptor::new(&c.name, rocks_options(&c.options))).collect();
+        let raft_log = CfOptions { compression: Compression::Lz4, bloom_bits_per_key: 0.0, ..CfOptions::default() };
+        descriptors.push(ColumnFamilyDescriptor::new(CF_RAFT_LOG, rocks_options(&raft_log)));
+        let small = CfOptions { write_buffer_size: 8 << 20, ..CfOptions::default() };
+        descriptors.push(ColumnFamilyDescriptor::new(CF_RAFT_STATE, rocks_options(&small)));
+        descriptors.push(ColumnFamilyDescriptor::new(CF_REGION_META, rocks_options(&small)));
+
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect() })
+    }
+
+    /// The user column families, `default` first.
+    pub fn user_cfs(&self) -> &[String] {
+        &self.user_cfs
+    }
+
+    /// Whether `name` is a user column family clients may read and write.
+    pub fn is_user_cf(&self, name: &str) -> bool {
+        self.user_cfs.iter().any(|c| c == name)
+    }
+
+    fn handle(&self, cf: &str) -> Result<&rocksdb::ColumnFamily, EngineError> {
+        self.db.cf_handle(cf).ok_or_else(|| EngineError::NoSuchCf(cf.to_string()))
+    }
+
+    /// Reads one key.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.db.get_cf(self.handle(cf)?, key)?)
+    }
+
+    /// Reads up to `limit` pairs of `[start, end)` in key order; an empty `end`
+    /// means the end of the key space.
+    pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+        let mut out = Vec::new();
+        self.for_each(cf, start, end, |k, v| {
+            if out.len() >= limit {
+                return false;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` for each pair of `[start, end)` in key order until it returns false.
+    pub fn for_each(&self, cf: &str, start: &[u8], end: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError> {
+        let mut ro = ReadOptions::default();
+        if !end.is_empty() {
+            ro.set_iterate_upper_bound(end.to_vec());
+        }
+        let iter = self.db.iterator_cf_opt(self.handle(cf)?, ro, IteratorMode::From(start, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last key of `[start, end)` (`end` non-empty), if any.
+    pub fn last_key_in(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(start.to_vec());
+        let mut iter = self.db.iterator_cf_opt(self.handle(cf)?, ro, IteratorMode::From(end, rocksdb::Direction::Reverse));
+        while let Some(item) = iter.next() {
+            let (k, _) = item?;
+            if k.as_ref() < end {
+                return Ok(Some(k.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts an empty batch of writes against this engine.
+    pub fn batch(&self) -> WriteBatch<'_> {
+        WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
+    }
+
+    /// Writes `batch` atomically; with `sync` it is on disk when this returns.
+    pub fn write(&self, batch: WriteBatch<'_>, sync: bool) -> Result<(), EngineError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch.inner, &wo)?;
+        Ok(())
+    }
+
+    /// Flushes memtables and the WAL; used on graceful shutdown.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// Writes across column families that land atomically, or not at all.
+pub struct WriteBatch<'a> {
+    engine: &'a Engine,
+    inner: rocksdb::WriteBatch,
+}
+
+impl WriteBatch<'_> {
+    pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        self.inner.put_cf(self.engine.handle(cf)?, key, value);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, cf: &str, key: &[u8]) -> Result<(), EngineError> {
+        self.inner.delete_cf(self.engine.handle(cf)?, key);
+        Ok(())
+    }
+
+    /// Deletes every key of `[start, end)`.
+    pub fn delete_range(&mut self, cf: &str, start: &[u8], end: &[u8]) -> Result<(), EngineError> {
+        self.inner.delete_range_cf(self.engine.handle(cf)?, start, end);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Approximate size of the batch in bytes.
+    pub fn size(&self) -> usize {
+        self.inner.size_in_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cf(spec: &str) -> CfConfig {
+        spec.parse().unwrap()
+    }
+
+    #[test]
+    fn user_cfs_are_separate_and_batches_are_atomic_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &[cf("users:compression=zstd")]).unwrap();
+        assert_eq!(engine.user_cfs(), &["default".to_string(), "users".to_string()]);
+        assert!(engine.is_user_cf("users") && !engine.is_user_cf(CF_RAFT_LOG));
+
+        let mut wb = engine.batch();
+        wb.put("default", b"k", b"in-default").unwrap();
+        wb.put("users", b"k", b"in-users").unwrap();
+        engine.write(wb, true).unwrap();
+        assert_eq!(engine.get("default", b"k").unwrap().as_deref(), Some(&b"in-default"[..]));
+        assert_eq!(engine.get("users", b"k").unwrap().as_deref(), Some(&b"in-users"[..]));
+        assert!(matches!(engine.batch().put("nope", b"k", b"v"), Err(EngineError::NoSuchCf(_))));
+    }
+
+    #[test]
+    fn scan_respects_bounds_and_limit_and_last_key_finds_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        let mut wb = engine.batch();
+        for k in ["a", "b", "c", "d", "e"] {
+            wb.put("default", k.as_bytes(), b"v").unwrap();
+        }
+        engine.write(wb, false).unwrap();
+        let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+        assert_eq!(keys(engine.scan("default", b"b", b"d", 10).unwrap()), ["b", "c"]);
+        assert_eq!(keys(engine.scan("default", b"", b"", 2).unwrap()), ["a", "b"]);
+        assert_eq!(keys(engine.scan("default", b"c", b"", 10).unwrap()), ["c", "d", "e"]);
+        assert_eq!(engine.last_key_in("default", b"a", b"d").unwrap().as_deref(), Some(&b"c"[..]));
+        assert_eq!(engine.last_key_in("default", b"x", b"z").unwrap(), None);
+
+        let mut wb = engine.batch();
+        wb.delete_range("default", b"b", b"e").unwrap();
+        engine.write(wb, true).unwrap();
+        assert_eq!(keys(engine.scan("default", b"", b"", 10).unwrap()), ["a", "e"]);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_unconfigured_cfs() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = Engine::open(dir.path(), &[cf("extra")]).unwrap();
+            let mut wb = engine.batch();
+            wb.put("extra", b"k", b"v").unwrap();
+            engine.write(wb, true).unwrap();
+        }
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        assert!(engine.is_user_cf("extra"));
+        assert_eq!(engine.get("extra", b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+}

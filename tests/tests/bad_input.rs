@@ -1,0 +1,132 @@
+//! Malformed, oversized and garbage input gets a clear error and the node keeps
+//! serving; `/metrics` passes `promtool check metrics`.
+
+use std::time::Duration;
+
+use shoal_proto::kv_client::KvClient;
+use shoal_proto::{BatchWriteRequest, GetRequest, Mutation, PutRequest, ScanRequest, mutation};
+use shoal_tests::{Cluster, http_get};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+async fn raw_client(addr: &str) -> KvClient<tonic::transport::Channel> {
+    KvClient::connect(format!("http://{addr}")).await.expect("connect").max_encoding_message_size(64 << 20)
+}
+
+fn put(cf: &str, key: Vec<u8>, value: Vec<u8>) -> PutRequest {
+    PutRequest { cf: cf.into(), key, value }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_invalid_argument_and_the_node_keeps_serving() {
+    let mut cluster = Cluster::start(3, &["--column-family", "users"]).await;
+    let leader = cluster.leader().await;
+    let addr = cluster.nodes[leader].grpc.clone();
+    let mut kv = raw_client(&addr).await;
+
+    let cases: Vec<(&str, PutRequest)> = vec![
+        ("empty key", put("default", vec![], b"v".to_vec())),
+        ("key over 4 KiB", put("default", vec![b'k'; 4097], b"v".to_vec())),
+        ("value over 8 MiB", put("default", b"k".to_vec(), vec![0; (8 << 20) + 1])),
+        ("unknown column family", put("nope", b"k".to_vec(), b"v".to_vec())),
+        ("internal column family", put("raft_log", b"k".to_vec(), b"v".to_vec())),
+    ];
+    for (what, req) in cases {
+        let err = kv.put(req).await.expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(!err.message().is_empty(), "{what} explains itself");
+    }
+    // The limits are exact: the largest allowed key and value are accepted.
+    kv.put(put("default", vec![b'k'; 4096], vec![7; 8 << 20])).await.expect("key of 4 KiB and value of 8 MiB are allowed");
+
+    let err = kv.get(GetRequest { cf: "users".into(), key: vec![], consistency: 0 }).await.expect_err("empty key");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = kv.get(GetRequest { cf: "users".into(), key: b"k".to_vec(), consistency: 42 }).await.expect_err("bad consistency");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = kv.scan(ScanRequest { cf: "nope".into(), ..Default::default() }).await.expect_err("unknown cf");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let bad_op = Mutation { op: 9, cf: "default".into(), key: b"a".to_vec(), value: vec![] };
+    let good = Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: b"atomic".to_vec(), value: b"x".to_vec() };
+    let err = kv.batch_write(BatchWriteRequest { mutations: vec![good, bad_op] }).await.expect_err("bad op");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = kv.batch_write(BatchWriteRequest { mutations: vec![] }).await.expect_err("empty batch");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Garbage on the gRPC and status ports: the connection fails, the node does not.
+    for port_addr in [addr.clone(), cluster.nodes[leader].status.clone()] {
+        let mut s = tokio::net::TcpStream::connect(&port_addr).await.expect("connect");
+        s.write_all(b"\x16\x03\x01garbage that is neither HTTP/2 nor HTTP/1\r\n\r\n\x00\xff\xfe").await.expect("write");
+        let mut buf = vec![0; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    }
+
+    // Nothing of the refused batch was applied, and the node still serves.
+    let client = cluster.client();
+    assert_eq!(client.get("users", b"atomic").await.expect("get"), None);
+    client.put("users", b"after", b"fine").await.expect("put after bad input");
+    assert_eq!(client.get("users", b"after").await.expect("get").as_deref(), Some(&b"fine"[..]));
+    for i in 0..3 {
+        assert!(cluster.nodes[i].is_running(), "node {i} survived");
+    }
+
+    let (code, metrics) = cluster.http_get(leader, "/metrics").await;
+    assert_eq!(code, 200);
+    let invalid: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("shoal_grpc_requests_total{") && l.contains("code=\"InvalidArgument\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(invalid >= 10.0, "InvalidArgument requests are counted ({invalid})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_endpoints_and_metrics_are_valid() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let leader = cluster.leader().await;
+    cluster.client().put("default", b"k", b"v").await.expect("put");
+    for i in 0..3 {
+        assert_eq!(cluster.http_get(i, "/healthz").await.0, 200);
+        assert_eq!(cluster.http_get(i, "/readyz").await.0, 200);
+    }
+    assert_eq!(cluster.http_get(0, "/nope").await.0, 404);
+    let (_, metrics) = cluster.http_get(leader, "/metrics").await;
+    for name in [
+        "shoal_grpc_requests_total",
+        "shoal_grpc_request_duration_seconds_bucket",
+        "shoal_raft_proposals_total",
+        "shoal_region_commit_index",
+        "shoal_region_applied_index",
+        "shoal_store_leader_count 1",
+        "shoal_store_region_count 1",
+        "shoal_wal_sync_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(name), "/metrics has {name}");
+    }
+
+    let promtool = which("promtool").expect("promtool is installed (apt-get install prometheus); .ci/run installs it");
+    let scraped = cluster.dir.path().join("metrics.txt");
+    std::fs::write(&scraped, &metrics).expect("write metrics");
+    let out = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&scraped).expect("open metrics"))
+        .output()
+        .expect("run promtool");
+    assert!(out.status.success(), "promtool check metrics: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // A node that lost its peers is not ready, but still healthy.
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        cluster.nodes[i].kill9();
+    }
+    shoal_tests::wait_for(Duration::from_secs(30), "the isolated node to report not ready", || {
+        let status = cluster.nodes[leader].status.clone();
+        async move { (http_get(&status, "/readyz").await.0 == 503).then_some(()) }
+    })
+    .await;
+    assert_eq!(cluster.http_get(leader, "/healthz").await.0, 200);
+}
+
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.exists()))
+}
+
