@@ -164,7 +164,13 @@ pub async fn run(endpoints: &[String], p: &Printer, args: BenchArgs) -> Result<E
         Format::Text => {
             println!(
                 "{} ops in {:.1}s, concurrency {}, {} keys, {} B values, read ratio {}, errors {}",
-                all.len(), secs, args.concurrency, args.keys, args.value_size, args.read_ratio, errors
+                all.len(),
+                secs,
+                args.concurrency,
+                args.keys,
+                args.value_size,
+                args.read_ratio,
+                errors
             );
             println!("{:<7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "ops/s", "p50 us", "p95 us", "p99 us", "p999 us", "max us");
             for (name, h) in [("total", &all), ("reads", &reads), ("writes", &writes)] {
@@ -173,7 +179,13 @@ pub async fn run(endpoints: &[String], p: &Printer, args: BenchArgs) -> Result<E
                 }
                 println!(
                     "{:<7} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
-                    name, h.len() as f64 / secs, h.value_at_quantile(0.5), h.value_at_quantile(0.95), h.value_at_quantile(0.99), h.value_at_quantile(0.999), h.max()
+                    name,
+                    h.len() as f64 / secs,
+                    h.value_at_quantile(0.5),
+                    h.value_at_quantile(0.95),
+                    h.value_at_quantile(0.99),
+                    h.value_at_quantile(0.999),
+                    h.max()
                 );
             }
             if let Some(e) = last_error {

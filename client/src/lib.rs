@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-pub use shoal_proto::{Mutation, ReadConsistency, StatusResponse, mutation};
 use shoal_proto::kv_client::KvClient;
 use shoal_proto::status_client::StatusClient;
 use shoal_proto::{BatchWriteRequest, DeleteRequest, GetRequest, PutRequest, RegionError, ScanRequest, StatusRequest};
+pub use shoal_proto::{Mutation, ReadConsistency, StatusResponse, mutation};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -52,7 +52,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { deadline: Duration::from_secs(20), attempt_timeout: Duration::from_secs(5), connect_timeout: Duration::from_secs(1) }
+        ClientOptions {
+            deadline: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -76,7 +80,8 @@ pub struct Client {
 impl Client {
     /// A client for the cluster reachable at `endpoints` (`HOST:PORT`). Connects lazily.
     pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| e.trim().trim_start_matches("http://").to_string()).filter(|e| !e.is_empty()).collect();
+        let endpoints: Vec<String> =
+            endpoints.iter().map(|e| e.trim().trim_start_matches("http://").to_string()).filter(|e| !e.is_empty()).collect();
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new(), "no endpoints given".into()));
         }
@@ -151,7 +156,12 @@ impl Client {
                     last = format!("{addr}: {:?}: {}", status.code(), status.message());
                     match status.code() {
                         Code::InvalidArgument => return Err(ClientError::InvalidArgument(status.message().to_string())),
-                        Code::Internal | Code::Unimplemented | Code::OutOfRange | Code::ResourceExhausted | Code::PermissionDenied | Code::Unauthenticated => {
+                        Code::Internal
+                        | Code::Unimplemented
+                        | Code::OutOfRange
+                        | Code::ResourceExhausted
+                        | Code::PermissionDenied
+                        | Code::Unauthenticated => {
                             return Err(ClientError::Server(last));
                         }
                         _ => self.set_preferred(None), // unavailable, timed out, connection lost: try elsewhere
@@ -234,7 +244,13 @@ impl Client {
         let mut from = start.to_vec();
         loop {
             let want = if limit == 0 { 0 } else { (limit - out.len()).min(u32::MAX as usize) as u32 };
-            let req = ScanRequest { cf: cf.to_string(), start_key: from.clone(), end_key: end.to_vec(), limit: want, consistency: ReadConsistency::Linearizable as i32 };
+            let req = ScanRequest {
+                cf: cf.to_string(),
+                start_key: from.clone(),
+                end_key: end.to_vec(),
+                limit: want,
+                consistency: ReadConsistency::Linearizable as i32,
+            };
             let resp = self
                 .retry(|mut kv, timeout| {
                     let mut r = tonic::Request::new(req.clone());

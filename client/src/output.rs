@@ -18,11 +18,7 @@ pub struct Printer {
 impl Printer {
     /// Turns a command-line key or value into bytes (hex-decoded with `--hex`).
     pub fn input(&self, what: &str, s: &str) -> Result<Vec<u8>> {
-        if self.hex {
-            hex::decode(s).with_context(|| format!("{what} {s:?} is not valid hex"))
-        } else {
-            Ok(s.as_bytes().to_vec())
-        }
+        if self.hex { hex::decode(s).with_context(|| format!("{what} {s:?} is not valid hex")) } else { Ok(s.as_bytes().to_vec()) }
     }
 
     /// Bytes as shown in JSON: hex with `--hex`, else UTF-8 (invalid bytes replaced).

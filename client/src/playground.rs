@@ -105,7 +105,8 @@ fn start(args: &PlaygroundArgs) -> Result<Playground> {
     for (i, (g, s)) in ports.iter().enumerate() {
         let name = format!("n{}", i + 1);
         let log = root.join(format!("{name}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
+        let log_file =
+            std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new(&binary);
         cmd.arg("--name")
             .arg(&name)
@@ -151,7 +152,10 @@ async fn wait_ready(pg: &mut Playground, timeout: Duration) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the cluster did not become ready within {timeout:?}; see the logs in {}", pg.nodes[0].log.parent().map(|p| p.display().to_string()).unwrap_or_default());
+            bail!(
+                "the cluster did not become ready within {timeout:?}; see the logs in {}",
+                pg.nodes[0].log.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -34,24 +34,41 @@ impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let m = Metrics {
-            grpc_requests: IntCounterVec::new(Opts::new("shoal_grpc_requests_total", "gRPC requests handled, by method and status code"), &["method", "code"])?,
+            grpc_requests: IntCounterVec::new(
+                Opts::new("shoal_grpc_requests_total", "gRPC requests handled, by method and status code"),
+                &["method", "code"],
+            )?,
             grpc_duration: HistogramVec::new(
                 HistogramOpts::new("shoal_grpc_request_duration_seconds", "gRPC request latency, by method").buckets(latency_buckets()),
                 &["method"],
             )?,
             raft_proposals: IntCounterVec::new(Opts::new("shoal_raft_proposals_total", "Raft proposals, by outcome"), &["outcome"])?,
-            raft_messages: IntCounterVec::new(Opts::new("shoal_raft_messages_total", "Raft messages to other stores, by outcome"), &["outcome"])?,
-            region_commit_index: IntGaugeVec::new(Opts::new("shoal_region_commit_index", "Raft commit index of each region peer on this store"), &["region"])?,
-            region_applied_index: IntGaugeVec::new(Opts::new("shoal_region_applied_index", "Applied index of each region peer on this store"), &["region"])?,
+            raft_messages: IntCounterVec::new(
+                Opts::new("shoal_raft_messages_total", "Raft messages to other stores, by outcome"),
+                &["outcome"],
+            )?,
+            region_commit_index: IntGaugeVec::new(
+                Opts::new("shoal_region_commit_index", "Raft commit index of each region peer on this store"),
+                &["region"],
+            )?,
+            region_applied_index: IntGaugeVec::new(
+                Opts::new("shoal_region_applied_index", "Applied index of each region peer on this store"),
+                &["region"],
+            )?,
             region_term: IntGaugeVec::new(Opts::new("shoal_region_term", "Raft term of each region peer on this store"), &["region"])?,
-            region_is_leader: IntGaugeVec::new(Opts::new("shoal_region_is_leader", "1 if this store's peer leads the region"), &["region"])?,
-            leader_count: IntGauge::new("shoal_store_leader_count", "Regions whose leader is on this store")?,
-            region_count: IntGauge::new("shoal_store_region_count", "Region peers on this store")?,
+            region_is_leader: IntGaugeVec::new(
+                Opts::new("shoal_region_is_leader", "1 if this store's peer leads the region"),
+                &["region"],
+            )?,
+            leader_count: IntGauge::new("shoal_store_leaders", "Regions whose leader is on this store")?,
+            region_count: IntGauge::new("shoal_store_regions", "Region peers on this store")?,
             wal_sync_duration: Histogram::with_opts(
-                HistogramOpts::new("shoal_wal_sync_duration_seconds", "Duration of the store loop's synced RocksDB write per round").buckets(latency_buckets()),
+                HistogramOpts::new("shoal_wal_sync_duration_seconds", "Duration of the store loop's synced RocksDB write per round")
+                    .buckets(latency_buckets()),
             )?,
             ready_peers_per_round: Histogram::with_opts(
-                HistogramOpts::new("shoal_store_ready_peers_per_round", "Peers with a Ready per store loop round").buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+                HistogramOpts::new("shoal_store_ready_peers_per_round", "Peers with a Ready per store loop round")
+                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
             )?,
             registry,
         };

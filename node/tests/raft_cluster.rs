@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use shoal_node::error::Error;
 use shoal_node::metrics::Metrics;
-use shoal_node::raftstore::bootstrap::{InitialMember, bootstrap_or_load, FIRST_REGION_ID};
+use shoal_node::raftstore::bootstrap::{FIRST_REGION_ID, InitialMember, bootstrap_or_load};
 use shoal_node::raftstore::logger::raft_logger;
 use shoal_node::raftstore::raft_config;
 use shoal_node::raftstore::store::Store;

@@ -182,13 +182,16 @@ impl Cluster {
 
     /// Waits until every running node agrees on one leader; returns its index.
     pub async fn wait_leader(&mut self, timeout: Duration) -> usize {
-        let client = Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..Default::default() }).expect("client");
+        let client =
+            Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..Default::default() }).expect("client");
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
         let nodes: Vec<String> = running.iter().map(|&i| self.nodes[i].grpc.clone()).collect();
+        let running_ids: Vec<u64> = running.iter().map(|&i| i as u64 + 1).collect();
         let logs: Vec<String> = self.nodes.iter().map(|n| n.log.display().to_string()).collect();
         let leader_store = wait_for(timeout, &format!("a leader (logs: {logs:?})"), || {
             let client = &client;
             let nodes = nodes.clone();
+            let running_ids = &running_ids;
             async move {
                 let mut seen = Vec::new();
                 for ep in &nodes {
@@ -196,7 +199,9 @@ impl Cluster {
                     seen.push(s.regions.first()?.leader_store_id);
                 }
                 let first = *seen.first()?;
-                (first != 0 && seen.iter().all(|&l| l == first)).then_some(first)
+                // The leader must be a running node: survivors may still name a dead one.
+                let alive = running_ids.contains(&first);
+                (alive && seen.iter().all(|&l| l == first)).then_some(first)
             }
         })
         .await;

@@ -96,8 +96,8 @@ async fn status_endpoints_and_metrics_are_valid() {
         "shoal_raft_proposals_total",
         "shoal_region_commit_index",
         "shoal_region_applied_index",
-        "shoal_store_leader_count 1",
-        "shoal_store_region_count 1",
+        "shoal_store_leaders 1",
+        "shoal_store_regions 1",
         "shoal_wal_sync_duration_seconds_count",
     ] {
         assert!(metrics.contains(name), "/metrics has {name}");
@@ -111,7 +111,12 @@ async fn status_endpoints_and_metrics_are_valid() {
         .stdin(std::fs::File::open(&scraped).expect("open metrics"))
         .output()
         .expect("run promtool");
-    assert!(out.status.success(), "promtool check metrics: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A node that lost its peers is not ready, but still healthy.
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -129,4 +134,3 @@ async fn status_endpoints_and_metrics_are_valid() {
 fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.exists()))
 }
-

@@ -13,8 +13,8 @@ use shoal_proto::{Peer, Region, RegionEpoch, StoreIdent, StoreInfo};
 use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::storage::cf::CF_REGION_META;
 use crate::storage::Engine;
+use crate::storage::cf::CF_REGION_META;
 
 /// The id of the region a new cluster starts with.
 pub const FIRST_REGION_ID: u64 = 1;
@@ -70,7 +70,10 @@ pub fn save_stores(engine: &Engine, stores: &[StoreInfo]) -> Result<()> {
 pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember]) -> Result<StoreIdent> {
     if let Some(ident) = load_ident(engine)? {
         if ident.name != name {
-            return Err(Error::InvalidArgument(format!("data directory belongs to store {:?} (id {}), not {name:?}", ident.name, ident.store_id)));
+            return Err(Error::InvalidArgument(format!(
+                "data directory belongs to store {:?} (id {}), not {name:?}",
+                ident.name, ident.store_id
+            )));
         }
         return Ok(ident);
     }
@@ -117,7 +120,11 @@ mod tests {
     use super::*;
 
     fn members() -> Vec<InitialMember> {
-        ["a", "b", "c"].iter().enumerate().map(|(i, n)| InitialMember { name: n.to_string(), addr: format!("127.0.0.1:{}", 5000 + i) }).collect()
+        ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| InitialMember { name: n.to_string(), addr: format!("127.0.0.1:{}", 5000 + i) })
+            .collect()
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{Entry, EntryType, Message, Ready};
 use raft::{LightReady, RawNode, SoftState, StateRole};
-use shoal_proto::{mutation, Peer as PeerMeta, RaftCmd, RaftMessage, Region};
+use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region, mutation};
 use tokio::sync::oneshot;
 
 use super::peer_storage::PeerStorage;
@@ -310,7 +310,10 @@ impl Peer {
             return Ok(Err(Error::RegionNotFound(vec![])));
         }
         if cmd.epoch.as_ref().map(|e| e.version) != region.epoch.as_ref().map(|e| e.version) {
-            return Ok(Err(Error::EpochNotMatch(format!("command epoch {:?}, region epoch {:?}", cmd.epoch, region.epoch), vec![region.clone()])));
+            return Ok(Err(Error::EpochNotMatch(
+                format!("command epoch {:?}, region epoch {:?}", cmd.epoch, region.epoch),
+                vec![region.clone()],
+            )));
         }
         if let Some(m) = cmd.mutations.iter().find(|m| !keys::in_range(&m.key, &region.start_key, &region.end_key)) {
             return Ok(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
@@ -362,7 +365,13 @@ impl Peer {
 
     /// Stage: light ready — a commit index learned by persisting, its messages,
     /// and entries that became committed; then the apply is acknowledged.
-    pub fn handle_light_ready(&mut self, mut light: LightReady, wb: &mut WriteBatch<'_>, out: &mut Vec<RaftMessage>, done: &mut Completions) -> Result<()> {
+    pub fn handle_light_ready(
+        &mut self,
+        mut light: LightReady,
+        wb: &mut WriteBatch<'_>,
+        out: &mut Vec<RaftMessage>,
+        done: &mut Completions,
+    ) -> Result<()> {
         if let Some(commit) = light.commit_index() {
             self.raw_node.mut_store().set_commit(commit, wb)?;
         }

@@ -80,11 +80,8 @@ impl PeerStorage {
         wb.put(CF_REGION_META, &keys::region_state_key(region.id), &region_state.encode_to_vec())?;
         let raft_state = RaftLocalState { term: RAFT_INIT_LOG_TERM, vote: 0, commit: RAFT_INIT_LOG_INDEX, last_index: RAFT_INIT_LOG_INDEX };
         wb.put(CF_RAFT_STATE, &keys::raft_state_key(region.id), &raft_state.encode_to_vec())?;
-        let apply_state = RaftApplyState {
-            applied_index: RAFT_INIT_LOG_INDEX,
-            truncated_index: RAFT_INIT_LOG_INDEX,
-            truncated_term: RAFT_INIT_LOG_TERM,
-        };
+        let apply_state =
+            RaftApplyState { applied_index: RAFT_INIT_LOG_INDEX, truncated_index: RAFT_INIT_LOG_INDEX, truncated_term: RAFT_INIT_LOG_TERM };
         wb.put(CF_REGION_META, &keys::apply_state_key(region.id), &apply_state.encode_to_vec())?;
         Ok(())
     }

@@ -19,8 +19,8 @@ use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::storage::cf::CF_REGION_META;
 use crate::storage::Engine;
+use crate::storage::cf::CF_REGION_META;
 
 /// What a store reports about one of its peers.
 #[derive(Clone, Debug)]
@@ -46,7 +46,13 @@ pub struct Store {
 
 impl Store {
     /// Loads every region peer this store holds from the engine.
-    pub fn open(engine: Arc<Engine>, store_id: u64, raft_cfg: &raft::Config, metrics: Arc<Metrics>, logger: &slog::Logger) -> Result<Store> {
+    pub fn open(
+        engine: Arc<Engine>,
+        store_id: u64,
+        raft_cfg: &raft::Config,
+        metrics: Arc<Metrics>,
+        logger: &slog::Logger,
+    ) -> Result<Store> {
         let mut store = Store { store_id, engine: engine.clone(), peers: BTreeMap::new(), ranges: BTreeMap::new(), metrics };
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();

@@ -76,7 +76,11 @@ impl StoreHandle {
 /// Starts the store loop on its own thread. Outgoing Raft messages go to `outbox`.
 /// The thread ends on `Shutdown`, or with an error if the engine fails — after
 /// which the node must stop, since it can no longer persist what it acknowledges.
-pub fn spawn(mut store: Store, tick: Duration, outbox: tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>) -> (StoreHandle, JoinHandle<Result<()>>) {
+pub fn spawn(
+    mut store: Store,
+    tick: Duration,
+    outbox: tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
+) -> (StoreHandle, JoinHandle<Result<()>>) {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("store-{}", store.store_id()))
@@ -92,7 +96,12 @@ pub fn spawn(mut store: Store, tick: Duration, outbox: tokio::sync::mpsc::Unboun
     (StoreHandle { tx }, thread)
 }
 
-fn run(store: &mut Store, rx: &Receiver<StoreMsg>, tick: Duration, outbox: &tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>) -> Result<()> {
+fn run(
+    store: &mut Store,
+    rx: &Receiver<StoreMsg>,
+    tick: Duration,
+    outbox: &tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
+) -> Result<()> {
     let mut next_tick = Instant::now() + tick;
     loop {
         let timeout = next_tick.saturating_duration_since(Instant::now());

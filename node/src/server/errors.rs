@@ -34,7 +34,9 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
             let leader_addr = leader.as_ref().and_then(|l| registry.address(l.store_id)).unwrap_or_default();
             Reply::Region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }) })
         }
-        Error::RegionNotFound(_) | Error::KeyNotInRegion { .. } | Error::EpochNotMatch(..) => Reply::Region(RegionError { message, not_leader: None }),
+        Error::RegionNotFound(_) | Error::KeyNotInRegion { .. } | Error::EpochNotMatch(..) => {
+            Reply::Region(RegionError { message, not_leader: None })
+        }
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
         Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),
         Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => Reply::Status(Status::new(Code::Internal, message)),

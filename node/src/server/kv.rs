@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::kv_server::Kv;
 use shoal_proto::{
-    BatchWriteRequest, BatchWriteResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KvPair, Mutation, PutRequest, PutResponse,
-    ReadConsistency, Region, ResponseHeader, ScanRequest, ScanResponse, mutation,
+    BatchWriteRequest, BatchWriteResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KvPair, Mutation, PutRequest,
+    PutResponse, ReadConsistency, Region, ResponseHeader, ScanRequest, ScanResponse, mutation,
 };
 use tonic::{Request, Response, Status};
 
@@ -51,7 +51,9 @@ impl KvService {
         let started = Instant::now();
         let res = match tokio::time::timeout(self.timeout, work).await {
             Ok(res) => res,
-            Err(_) => Err(Error::Unavailable(format!("no answer from Raft within {:?}; a write may or may not have happened", self.timeout))),
+            Err(_) => {
+                Err(Error::Unavailable(format!("no answer from Raft within {:?}; a write may or may not have happened", self.timeout)))
+            }
         };
         let code = match &res {
             Ok(_) => "OK",

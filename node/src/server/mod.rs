@@ -21,10 +21,10 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
+use shoal_proto::StoreInfo;
 use shoal_proto::kv_server::KvServer;
 use shoal_proto::raft_server::RaftServer;
 use shoal_proto::status_server::StatusServer;
-use shoal_proto::StoreInfo;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -83,7 +83,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         metrics: metrics.clone(),
         timeout: cfg.request_timeout(),
     };
-    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
 
     // The store loop ending on its own (an engine failure) stops the node too.
@@ -98,6 +99,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             _ = shutdown => tracing::info!("shutting down"),
             _ = failed_rx => tracing::error!("store loop stopped; shutting down"),
         }
+        let _ = shutdown_tx.send(true);
     };
 
     let served = tonic::transport::Server::builder()

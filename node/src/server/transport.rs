@@ -33,14 +33,24 @@ const QUEUE_PER_STORE: usize = 1024;
 pub struct RaftService {
     pub store: StoreHandle,
     pub store_id: u64,
+    /// Turns true when the node shuts down: open streams end so that the gRPC
+    /// server's graceful shutdown does not wait on them forever.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<RaftDone>, Status> {
         let mut stream = request.into_inner();
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                next = stream.next() => match next {
+                    Some(batch) => batch?,
+                    None => break,
+                },
+                _ = shutdown.wait_for(|down| *down) => break,
+            };
             let (mine, misrouted): (Vec<_>, Vec<_>) = batch.messages.into_iter().partition(|m| m.to_store_id == self.store_id);
             if !misrouted.is_empty() {
                 tracing::warn!(count = misrouted.len(), to = misrouted[0].to_store_id, "dropping raft messages meant for another store");

@@ -100,7 +100,14 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_key_size: 8, max_value_size: 16, max_batch_size: 30, max_batch_mutations: 3, default_scan_limit: 10, max_scan_limit: 100 }
+        Limits {
+            max_key_size: 8,
+            max_value_size: 16,
+            max_batch_size: 30,
+            max_batch_mutations: 3,
+            default_scan_limit: 10,
+            max_scan_limit: 100,
+        }
     }
 
     fn put(cf: &str, k: &[u8], v: &[u8]) -> Mutation {

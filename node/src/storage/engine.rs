@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions, DB};
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions};
 
-use super::cf::{CfConfig, CfOptions, Compression, CF_DEFAULT, CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, INTERNAL_CFS};
+use super::cf::{CF_DEFAULT, CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, CfConfig, CfOptions, Compression, INTERNAL_CFS};
 
 /// A failure of the storage engine. Always the system's fault, never the client's.
 #[derive(Debug, thiserror::Error)]
