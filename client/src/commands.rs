@@ -104,25 +104,39 @@ pub async fn status(endpoints: &[String], p: &Printer) -> Result<ExitCode> {
     match p.format {
         Format::Json => p.json(&json!({"stores": stores, "regions": regions}))?,
         Format::Text => {
-            println!("STORE  NAME        ADDRESS                 UP     REGIONS  LEADERS");
+            let show = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".to_string(),
+                other => other.to_string(),
+            };
+            println!("{:<6} {:<12} {:<24} {:<5} {:>7} {:>7}", "STORE", "NAME", "ADDRESS", "UP", "REGIONS", "LEADERS");
             for s in &stores {
                 println!(
-                    "{:<6} {:<11} {:<23} {:<6} {:<8} {}",
-                    s["id"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
-                    s["name"].as_str().unwrap_or("-"),
-                    s["address"].as_str().unwrap_or("-"),
-                    s["up"],
-                    s["region_count"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
-                    s["leader_count"].as_u64().map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                    "{:<6} {:<12} {:<24} {:<5} {:>7} {:>7}",
+                    show(&s["id"]),
+                    show(&s["name"]),
+                    show(&s["address"]),
+                    show(&s["up"]),
+                    show(&s["region_count"]),
+                    show(&s["leader_count"])
                 );
             }
             println!();
-            println!("REGION  STORE  RANGE                 LEADER-STORE  TERM   COMMIT   APPLIED");
+            println!(
+                "{:<7} {:<6} {:<24} {:>12} {:>6} {:>9} {:>9}",
+                "REGION", "STORE", "RANGE", "LEADER-STORE", "TERM", "COMMIT", "APPLIED"
+            );
             for r in &regions {
-                let range = format!("[{:?}, {:?})", r["start_key"].as_str().unwrap_or(""), r["end_key"].as_str().unwrap_or(""));
+                let range = format!("[{:?}, {:?})", show(&r["start_key"]), show(&r["end_key"]));
                 println!(
-                    "{:<7} {:<6} {:<21} {:<13} {:<6} {:<8} {}",
-                    r["id"], r["store_id"], range, r["leader_store_id"], r["term"], r["commit_index"], r["applied_index"]
+                    "{:<7} {:<6} {:<24} {:>12} {:>6} {:>9} {:>9}",
+                    show(&r["id"]),
+                    show(&r["store_id"]),
+                    range,
+                    show(&r["leader_store_id"]),
+                    show(&r["term"]),
+                    show(&r["commit_index"]),
+                    show(&r["applied_index"])
                 );
             }
         }

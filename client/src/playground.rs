@@ -2,7 +2,7 @@
 //!
 //! Starts N nodes on 127.0.0.1 (gRPC on BASE+2i, status on BASE+2i+1), each with
 //! its own data directory and log file, waits until every node reports a leader
-//! for every region and a write goes through, prints `ready: endpoints=...` and
+//! for every region and a linearizable read goes through, prints `ready: endpoints=...` and
 //! the metrics URLs, then stays in the foreground until Ctrl-C or SIGTERM, when it
 //! stops the nodes gracefully.
 
@@ -129,8 +129,8 @@ fn start(args: &PlaygroundArgs) -> Result<Playground> {
     Ok(pg)
 }
 
-/// Waits until every node answers with a leader for every region and a write
-/// through the client succeeds.
+/// Waits until every node answers with a leader for every region and a
+/// linearizable read through the client succeeds.
 async fn wait_ready(pg: &mut Playground, timeout: Duration) -> Result<()> {
     let endpoints: Vec<String> = pg.nodes.iter().map(|n| n.grpc.clone()).collect();
     let client = Client::new(&endpoints, ClientOptions { deadline: Duration::from_secs(2), ..Default::default() })?;
@@ -148,7 +148,8 @@ async fn wait_ready(pg: &mut Playground, timeout: Duration) -> Result<()> {
                 _ => all_led = false,
             }
         }
-        if all_led && client.put("default", b"\x00playground-probe", b"ok").await.is_ok() {
+        // A linearizable read needs an elected leader that heard from a quorum.
+        if all_led && client.get("default", b"playground-probe").await.is_ok() {
             return Ok(());
         }
         if Instant::now() > deadline {

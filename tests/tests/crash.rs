@@ -141,5 +141,15 @@ async fn acknowledged_writes_survive_leader_crash_and_full_cluster_crash() {
     cluster.wait_leader(Duration::from_secs(60)).await;
     let ledger = ledger.lock().await;
     verify(&cluster.client(), &ledger).await;
+
+    // SIGTERM is a clean, prompt exit, and the node comes back with its data.
+    for node in &mut cluster.nodes {
+        assert!(node.terminate(Duration::from_secs(10)), "{} exits 0 on SIGTERM within 10 s", node.name);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_leader(Duration::from_secs(60)).await;
+    verify(&cluster.client(), &ledger).await;
     eprintln!("attempted {} writes, {} acknowledged, all acknowledged ones read back", ledger.attempted.len(), ledger.acked.len());
 }

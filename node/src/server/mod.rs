@@ -26,7 +26,7 @@ use shoal_proto::kv_server::KvServer;
 use shoal_proto::raft_server::RaftServer;
 use shoal_proto::status_server::StatusServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -107,7 +107,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
         .add_service(StatusServer::new(status))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop)
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop)
         .await;
 
     handle.shutdown();
