@@ -89,7 +89,16 @@ async fn status_endpoints_and_metrics_are_valid() {
         assert_eq!(cluster.http_get(i, "/readyz").await.0, 200);
     }
     assert_eq!(cluster.http_get(0, "/nope").await.0, 404);
-    let (_, metrics) = cluster.http_get(leader, "/metrics").await;
+    // Per-region gauges refresh on every Raft tick (100 ms).
+    let status_addr = cluster.nodes[leader].status.clone();
+    let metrics = shoal_tests::wait_for(Duration::from_secs(10), "leader gauges on /metrics", || {
+        let addr = status_addr.clone();
+        async move {
+            let (_, m) = http_get(&addr, "/metrics").await;
+            m.contains("shoal_store_leaders 1").then_some(m)
+        }
+    })
+    .await;
     for name in [
         "shoal_grpc_requests_total",
         "shoal_grpc_request_duration_seconds_bucket",
