@@ -174,7 +174,7 @@ pub async fn run(endpoints: &[String], p: &Printer, args: BenchArgs) -> Result<E
             );
             println!("{:<7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}", "", "ops/s", "p50 us", "p95 us", "p99 us", "p999 us", "max us");
             for (name, h) in [("total", &all), ("reads", &reads), ("writes", &writes)] {
-                if h.len() == 0 {
+                if h.is_empty() {
                     continue;
                 }
                 println!(

@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn raft_log_keys_sort_by_region_then_index() {
-        let mut keys = vec![raft_log_key(2, 1), raft_log_key(1, 256), raft_log_key(1, 2), raft_log_key(1, u64::MAX), raft_log_key(256, 0)];
+        let mut keys = [raft_log_key(2, 1), raft_log_key(1, 256), raft_log_key(1, 2), raft_log_key(1, u64::MAX), raft_log_key(256, 0)];
         keys.sort();
         let decoded: Vec<_> = keys.iter().map(|k| decode_raft_log_key(k).unwrap()).collect();
         assert_eq!(decoded, vec![(1, 2), (1, 256), (1, u64::MAX), (2, 1), (256, 0)]);

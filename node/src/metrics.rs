@@ -9,7 +9,8 @@ pub struct Metrics {
     pub grpc_requests: IntCounterVec,
     /// gRPC request latency by method.
     pub grpc_duration: HistogramVec,
-    /// Raft proposals by outcome (`proposed`, `applied`, `rejected`).
+    /// Raft proposals by outcome: `proposed` (handed to a peer), `refused` (no
+    /// region for the key), then `applied` or `failed` (dropped, stale, refused at apply).
     pub raft_proposals: IntCounterVec,
     /// Raft messages sent to other stores, and dropped for lack of a connection.
     pub raft_messages: IntCounterVec,

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Raft behaviour of real `Store`s (real RocksDB in temp dirs, real raft-rs) over
 //! an in-memory network that the test drives: no threads, no sleeps, no sockets.
 //! Time is ticks; the network delivers, drops or partitions messages on command.
@@ -23,6 +24,9 @@ struct Cluster {
     stores: Vec<Option<Store>>,
     /// Stores cut off from every other store.
     isolated: HashSet<u64>,
+    /// Percentage of messages the network loses, decided by a seeded generator.
+    loss_percent: u64,
+    rng: u64,
 }
 
 fn members(n: usize) -> Vec<InitialMember> {
@@ -45,7 +49,7 @@ impl Cluster {
     fn new(n: usize) -> Cluster {
         let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
         let stores = dirs.iter().enumerate().map(|(i, d)| Some(open_store(d.path(), i as u64 + 1, n))).collect();
-        Cluster { dirs, stores, isolated: HashSet::new() }
+        Cluster { dirs, stores, isolated: HashSet::new(), loss_percent: 0, rng: 0x2545_f491_4f6c_dd1d }
     }
 
     fn store(&mut self, id: u64) -> &mut Store {
@@ -63,7 +67,7 @@ impl Cluster {
                 return;
             }
             for m in msgs {
-                if self.isolated.contains(&m.from_store_id) || self.isolated.contains(&m.to_store_id) {
+                if self.isolated.contains(&m.from_store_id) || self.isolated.contains(&m.to_store_id) || self.lose() {
                     continue;
                 }
                 if let Some(Some(to)) = self.stores.get_mut(m.to_store_id as usize - 1) {
@@ -72,6 +76,14 @@ impl Cluster {
             }
         }
         panic!("network never went quiet");
+    }
+
+    /// Whether to lose the next message (xorshift, so every run loses the same ones).
+    fn lose(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < self.loss_percent
     }
 
     fn tick(&mut self, times: usize) {
@@ -272,4 +284,38 @@ fn a_batch_is_applied_atomically_across_column_families() {
         assert_eq!(c.value(id, "u"), None, "the later delete in the batch wins");
         assert_eq!(c.store(id).engine().get("default", b"d").unwrap().as_deref(), Some(&b"2"[..]));
     }
+}
+
+#[test]
+fn writes_commit_and_reads_complete_despite_message_loss() {
+    let mut c = Cluster::new(3);
+    c.loss_percent = 30;
+    let mut pending = Vec::new();
+    for i in 0..30 {
+        let leader = c.wait_leader();
+        pending.push((format!("k{i:02}"), c.write(leader, put(&format!("k{i:02}"), &format!("v{i}")))));
+        c.tick(2);
+    }
+    c.loss_percent = 0;
+    c.tick(20);
+    let leader = c.wait_leader();
+    let mut acked = 0;
+    for (key, mut rx) in pending {
+        match rx.try_recv() {
+            Ok(Ok(())) => {
+                acked += 1;
+                for id in 1..=3 {
+                    assert!(c.value(id, &key).is_some(), "acknowledged {key} is on store {id}");
+                }
+            }
+            // Refused, or overwritten while leadership moved: then it was not applied.
+            Ok(Err(_)) => assert_eq!(c.value(leader, &key), None, "{key} failed but was applied"),
+            Err(e) => panic!("{key} was never answered: {e:?}"),
+        }
+    }
+    assert!(acked >= 20, "most writes get through 30% loss ({acked}/30)");
+    let (tx, mut rx) = oneshot::channel();
+    c.store(leader).read(b"k00", tx);
+    c.tick(2);
+    assert!(matches!(rx.try_recv(), Ok(Ok(_))), "reads complete once the network heals");
 }

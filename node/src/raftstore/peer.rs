@@ -41,10 +41,18 @@ pub struct Completions {
 }
 
 impl Completions {
-    pub fn fire(self) {
+    /// Answers every writer; returns how many writes were applied and how many failed.
+    pub fn fire(self) -> (u64, u64) {
+        let (mut applied, mut failed) = (0, 0);
         for (cb, res) in self.writes {
+            if res.is_ok() {
+                applied += 1
+            } else {
+                failed += 1
+            }
             let _ = cb.send(res);
         }
+        (applied, failed)
     }
 }
 
@@ -247,10 +255,10 @@ impl Peer {
     /// Stage: soft state and read states. A peer that stops leading fails its
     /// waiting reads with `NotLeader`; read states move reads to "ready".
     pub fn handle_soft_state_and_reads(&mut self, rd: &mut Ready) {
-        if let Some(SoftState { raft_state, .. }) = rd.ss() {
-            if *raft_state != StateRole::Leader {
-                self.fail_reads();
-            }
+        if let Some(SoftState { raft_state, .. }) = rd.ss()
+            && *raft_state != StateRole::Leader
+        {
+            self.fail_reads();
         }
         for rs in rd.take_read_states() {
             let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()).map(u64::from_be_bytes) else {

@@ -179,10 +179,7 @@ impl PeerStorage {
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let mut hs = HardState::default();
-        hs.term = self.raft_state.term;
-        hs.vote = self.raft_state.vote;
-        hs.commit = self.raft_state.commit;
+        let hs = HardState { term: self.raft_state.term, vote: self.raft_state.vote, commit: self.raft_state.commit, ..Default::default() };
         Ok(RaftState::new(hs, self.conf_state()))
     }
 
@@ -274,11 +271,7 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 10].into();
-        e
+        Entry { index, term, data: vec![index as u8; 10].into(), ..Default::default() }
     }
 
     fn setup() -> (tempfile::TempDir, Arc<Engine>) {
@@ -346,10 +339,7 @@ mod tests {
         let (_dir, engine) = setup();
         let mut s = PeerStorage::load(engine.clone(), 1).unwrap();
         append(&mut s, &[entry(6, 6), entry(7, 6)]);
-        let mut hs = HardState::default();
-        hs.term = 6;
-        hs.vote = 1;
-        hs.commit = 6;
+        let hs = HardState { term: 6, vote: 1, commit: 6, ..Default::default() };
         let mut wb = engine.batch();
         s.set_hard_state(&hs, &mut wb).unwrap();
         s.set_applied(7, &mut wb).unwrap();

@@ -125,6 +125,7 @@ impl Store {
         let peer = match self.peer_for_key(&first.key.clone()) {
             Ok(p) => p,
             Err(e) => {
+                metrics.raft_proposals.with_label_values(&["refused"]).inc();
                 let _ = cb.send(Err(e));
                 return;
             }
@@ -215,7 +216,9 @@ impl Store {
         if !apply_wb.is_empty() {
             engine.write(apply_wb, false)?;
         }
-        done.fire();
+        let (applied, failed) = done.fire();
+        self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
+        self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
         for peer in self.peers.values_mut() {
             peer.finish_reads();
         }

@@ -105,11 +105,11 @@ impl KvService {
         // Stop at the end of the serving region; the client continues from there.
         let mut end = req.end_key.clone();
         let mut resume_at_region_end = None;
-        if let Some(r) = region.filter(|r| !r.end_key.is_empty()) {
-            if end.is_empty() || r.end_key < end {
-                end = r.end_key.clone();
-                resume_at_region_end = Some(r.end_key);
-            }
+        if let Some(r) = region.filter(|r| !r.end_key.is_empty())
+            && (end.is_empty() || r.end_key < end)
+        {
+            end = r.end_key.clone();
+            resume_at_region_end = Some(r.end_key);
         }
         let engine = self.engine.clone();
         let start = req.start_key.clone();

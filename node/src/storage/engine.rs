@@ -16,6 +16,9 @@ pub enum EngineError {
     NoSuchCf(String),
 }
 
+/// A key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
 /// One RocksDB instance with the store's user and internal column families.
 pub struct Engine {
     db: DB,
@@ -103,7 +106,7 @@ impl Engine {
 
     /// Reads up to `limit` pairs of `[start, end)` in key order; an empty `end`
     /// means the end of the key space.
-    pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
+    pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, EngineError> {
         let mut out = Vec::new();
         self.for_each(cf, start, end, |k, v| {
             if out.len() >= limit {
@@ -135,8 +138,8 @@ impl Engine {
     pub fn last_key_in(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(start.to_vec());
-        let mut iter = self.db.iterator_cf_opt(self.handle(cf)?, ro, IteratorMode::From(end, rocksdb::Direction::Reverse));
-        while let Some(item) = iter.next() {
+        let iter = self.db.iterator_cf_opt(self.handle(cf)?, ro, IteratorMode::From(end, rocksdb::Direction::Reverse));
+        for item in iter {
             let (k, _) = item?;
             if k.as_ref() < end {
                 return Ok(Some(k.to_vec()));
