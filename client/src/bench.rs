@@ -45,6 +45,14 @@ pub struct BenchArgs {
     cf: String,
 }
 
+/// Fills `value` with random printable letters, so a benchmarked cluster scans readably.
+fn fill_value(value: &mut [u8]) {
+    rand::rng().fill_bytes(value);
+    for b in value.iter_mut() {
+        *b = b'a' + *b % 26;
+    }
+}
+
 fn key(i: u64) -> Vec<u8> {
     format!("bench/{i:010}").into_bytes()
 }
@@ -69,8 +77,8 @@ async fn worker(client: Arc<Client>, args: BenchArgs, until: Instant) -> Tally {
     let consistency = if args.stale_reads { ReadConsistency::Stale } else { ReadConsistency::Linearizable };
     while Instant::now() < until {
         let (k, is_read) = {
+            fill_value(&mut value);
             let mut rng = rand::rng();
-            rng.fill_bytes(&mut value);
             (key(rng.random_range(0..args.keys)), rng.random_bool(args.read_ratio))
         };
         let started = Instant::now();
@@ -101,7 +109,7 @@ async fn prefill(client: &Arc<Client>, args: &BenchArgs) -> Result<()> {
             let mut value = vec![0u8; args.value_size];
             let mut i = w;
             while i < args.keys {
-                rand::rng().fill_bytes(&mut value);
+                fill_value(&mut value);
                 client.put(&args.cf, &key(i), &value).await?;
                 i += workers;
             }
