@@ -7,7 +7,11 @@
 //!   next endpoint after a backoff (20 ms doubling to 500 ms, with jitter);
 //! - `InvalidArgument` and internal errors are returned at once.
 //!
-//! Puts and deletes are idempotent, so retrying one whose answer was lost is safe.
+//! Writes are retried only when the answer proves nothing was applied (a region
+//! error, `UNAVAILABLE`, a refused connection). When a write's fate is unknown —
+//! it timed out, or the connection broke after it was sent — the call returns
+//! [`ClientError::OutcomeUnknown`] rather than retrying, since a blind retry could
+//! overwrite a later write of another client. Reads are always retried.
 //! `BatchWrite` is atomic: all of its mutations are applied, or none.
 //! Reads are linearizable unless [`ReadConsistency::Stale`] is asked for.
 
@@ -35,6 +39,9 @@ pub enum ClientError {
     /// The server failed in a way retrying will not fix.
     #[error("server error: {0}")]
     Server(String),
+    /// A write may or may not have been applied; read the key to find out.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("bad endpoint {0:?}: {1}")]
     BadEndpoint(String, String),
 }
@@ -52,9 +59,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
+        // An attempt outlasts the server's own request timeout (5 s), so that the
+        // server, which knows whether a write was proposed, answers first.
         ClientOptions {
             deadline: Duration::from_secs(20),
-            attempt_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(1),
         }
     }
@@ -62,6 +71,13 @@ impl Default for ClientOptions {
 
 /// One key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// Whether a request may be sent again when its first answer was lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
 
 /// What one attempt tells the retry loop.
 enum Attempt<T> {
@@ -78,7 +94,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the cluster reachable at `endpoints` (`HOST:PORT`). Connects lazily.
+    /// A client for the cluster reachable at `endpoints` (`HOST:PORT`). Connects
+    /// lazily, on first use (which must be inside a Tokio runtime).
     pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client> {
         let endpoints: Vec<String> =
             endpoints.iter().map(|e| e.trim().trim_start_matches("http://").to_string()).filter(|e| !e.is_empty()).collect();
@@ -87,7 +104,7 @@ impl Client {
         }
         let client = Client { endpoints, opts, channels: Mutex::new(HashMap::new()), preferred: Mutex::new(None) };
         for e in &client.endpoints {
-            client.channel(e)?;
+            Endpoint::from_shared(format!("http://{e}")).map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
         }
         Ok(client)
     }
@@ -117,7 +134,7 @@ impl Client {
 
     /// Runs `op` against some endpoint until it succeeds, fails for good, or the
     /// deadline passes.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T>
+    async fn retry<T, F, Fut>(&self, kind: Kind, mut op: F) -> Result<T>
     where
         F: FnMut(KvClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<Attempt<T>, Status>>,
@@ -140,7 +157,14 @@ impl Client {
             attempts += 1;
             let timeout = self.opts.attempt_timeout.min(self.opts.deadline - elapsed);
             let mut wait = true;
-            match op(self.kv(&addr)?, timeout).await {
+            let kv = match self.kv(&addr) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.set_preferred(None); // a bad leader hint must not stick
+                    return Err(e);
+                }
+            };
+            match op(kv, timeout).await {
                 Ok(Attempt::Done(v)) => {
                     self.set_preferred(Some(addr));
                     return Ok(v);
@@ -164,7 +188,13 @@ impl Client {
                         | Code::Unauthenticated => {
                             return Err(ClientError::Server(last));
                         }
-                        _ => self.set_preferred(None), // unavailable, timed out, connection lost: try elsewhere
+                        Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::DataLoss
+                            if kind == Kind::Write =>
+                        {
+                            self.set_preferred(None);
+                            return Err(ClientError::OutcomeUnknown(last));
+                        }
+                        _ => self.set_preferred(None), // nothing was done, or a read: try elsewhere
                     }
                 }
             }
@@ -183,7 +213,7 @@ impl Client {
 
     pub async fn get_with(&self, cf: &str, key: &[u8], consistency: ReadConsistency) -> Result<Option<Vec<u8>>> {
         let req = GetRequest { cf: cf.to_string(), key: key.to_vec(), consistency: consistency as i32 };
-        self.retry(|mut kv, timeout| {
+        self.retry(Kind::Read, |mut kv, timeout| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(timeout);
             async move {
@@ -199,7 +229,7 @@ impl Client {
 
     pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let req = PutRequest { cf: cf.to_string(), key: key.to_vec(), value: value.to_vec() };
-        self.retry(|mut kv, timeout| {
+        self.retry(Kind::Write, |mut kv, timeout| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(timeout);
             async move {
@@ -212,7 +242,7 @@ impl Client {
 
     pub async fn delete(&self, cf: &str, key: &[u8]) -> Result<()> {
         let req = DeleteRequest { cf: cf.to_string(), key: key.to_vec() };
-        self.retry(|mut kv, timeout| {
+        self.retry(Kind::Write, |mut kv, timeout| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(timeout);
             async move {
@@ -226,7 +256,7 @@ impl Client {
     /// Applies `mutations` atomically: all of them, or none.
     pub async fn batch_write(&self, mutations: Vec<Mutation>) -> Result<()> {
         let req = BatchWriteRequest { mutations };
-        self.retry(|mut kv, timeout| {
+        self.retry(Kind::Write, |mut kv, timeout| {
             let mut r = tonic::Request::new(req.clone());
             r.set_timeout(timeout);
             async move {
@@ -252,7 +282,7 @@ impl Client {
                 consistency: ReadConsistency::Linearizable as i32,
             };
             let resp = self
-                .retry(|mut kv, timeout| {
+                .retry(Kind::Read, |mut kv, timeout| {
                     let mut r = tonic::Request::new(req.clone());
                     r.set_timeout(timeout);
                     async move {

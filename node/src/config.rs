@@ -125,7 +125,7 @@ impl Default for NodeConfig {
             raft_tick_ms: 100,
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
-            request_timeout_ms: 10_000,
+            request_timeout_ms: 5_000,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The node's error type. Each variant knows whose fault it is: the client's
 //! (`InvalidArgument`), a routing answer the client acts on (`NotLeader`,
 //! `RegionNotFound`, `KeyNotInRegion`, `EpochNotMatch`), a transient state
-//! (`Unavailable`), or the system's (`Engine`, `Raft`, `Internal`).
+//! (`Unavailable`: nothing was done, retry), an ambiguous write
+//! (`OutcomeUnknown`: it may or may not have been applied), or the system's
+//! (`Engine`, `Raft`, `Internal`).
 
 use shoal_proto::{Peer, Region};
 
@@ -30,6 +32,10 @@ pub enum Error {
     /// A proposal was overwritten by another leader's entry; it was not applied.
     #[error("command dropped: {0}")]
     StaleCommand(String),
+    /// A write was proposed but its fate is not known (timed out, or the store
+    /// stopped while it waited): it may still be committed. Never retried blindly.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("storage: {0}")]
     Engine(#[from] EngineError),
     #[error("raft: {0}")]

@@ -182,6 +182,14 @@ impl Peer {
             Ok(()) => {
                 let index = self.raw_node.raft.raft_log.last_index();
                 let term = self.raw_node.raft.term;
+                // Proposals at or after this index were made in an earlier term and
+                // their entries have been replaced: keep the queue sorted by index.
+                while self.proposals.back().is_some_and(|p| p.index >= index) {
+                    if let Some(stale) = self.proposals.pop_back() {
+                        let msg = format!("entry {} of term {} was replaced by another leader's", stale.index, stale.term);
+                        let _ = stale.cb.send(Err(Error::StaleCommand(msg)));
+                    }
+                }
                 self.proposals.push_back(Proposal { index, term, cb });
             }
             Err(raft::Error::ProposalDropped) => {
@@ -326,16 +334,19 @@ impl Peer {
         if let Some(m) = cmd.mutations.iter().find(|m| !keys::in_range(&m.key, &region.start_key, &region.end_key)) {
             return Ok(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
         }
+        // Every store is configured with the same column families. A committed
+        // command this store cannot apply in full would make it diverge from the
+        // others: stop the store instead (fatal error) and write none of it.
+        if let Some(m) = cmd.mutations.iter().find(|m| !wb.has_cf(&m.cf)) {
+            return Err(Error::Internal(format!(
+                "region {}: committed command writes column family {:?}, which this store does not have; configure it and restart",
+                region.id, m.cf
+            )));
+        }
         for m in &cmd.mutations {
-            let res = match m.op() {
-                mutation::Op::Put => wb.put(&m.cf, &m.key, &m.value),
-                mutation::Op::Delete => wb.delete(&m.cf, &m.key),
-            };
-            if let Err(e) = res {
-                // Every store is configured with the same column families; one
-                // missing here is an operator error, reported loudly.
-                tracing::error!(region = region.id, cf = %m.cf, error = %e, "cannot apply mutation");
-                return Ok(Err(Error::Internal(format!("apply failed: {e}"))));
+            match m.op() {
+                mutation::Op::Put => wb.put(&m.cf, &m.key, &m.value)?,
+                mutation::Op::Delete => wb.delete(&m.cf, &m.key)?,
             }
         }
         Ok(Ok(()))
@@ -403,10 +414,11 @@ impl Peer {
         }
     }
 
-    /// Fails every waiting request; used at shutdown.
+    /// Fails every waiting request; used at shutdown. Proposed writes may still
+    /// be committed by the other replicas, so their outcome is unknown.
     pub fn fail_all(&mut self, why: &str) {
         for p in self.proposals.drain(..) {
-            let _ = p.cb.send(Err(Error::Unavailable(why.to_string())));
+            let _ = p.cb.send(Err(Error::OutcomeUnknown(why.to_string())));
         }
         for cb in self.take_reads() {
             let _ = cb.send(Err(Error::Unavailable(why.to_string())));

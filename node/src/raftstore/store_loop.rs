@@ -50,7 +50,7 @@ impl StoreHandle {
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<()> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::Write { mutations, cb })?;
-        rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
+        rx.await.map_err(|_| Error::OutcomeUnknown("store loop dropped the write".into()))?
     }
 
     /// Waits until this store may serve a linearizable read of `key`'s region;

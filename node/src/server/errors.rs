@@ -23,6 +23,7 @@ pub fn label(err: &Error) -> &'static str {
         Error::KeyNotInRegion { .. } => "KeyNotInRegion",
         Error::EpochNotMatch(..) => "EpochNotMatch",
         Error::Unavailable(_) | Error::StaleCommand(_) => "Unavailable",
+        Error::OutcomeUnknown(_) => "OutcomeUnknown",
         Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => "Internal",
     }
 }
@@ -38,7 +39,10 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
             Reply::Region(RegionError { message, not_leader: None })
         }
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
+        // UNAVAILABLE promises that nothing was applied, so a client may retry.
         Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),
+        // UNKNOWN: the write may or may not have been applied.
+        Error::OutcomeUnknown(_) => Reply::Status(Status::new(Code::Unknown, message)),
         Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => Reply::Status(Status::new(Code::Internal, message)),
     }
 }

@@ -52,7 +52,7 @@ impl KvService {
         let res = match tokio::time::timeout(self.timeout, work).await {
             Ok(res) => res,
             Err(_) => {
-                Err(Error::Unavailable(format!("no answer from Raft within {:?}; a write may or may not have happened", self.timeout)))
+                Err(Error::OutcomeUnknown(format!("no answer from Raft within {:?}; a write may or may not have happened", self.timeout)))
             }
         };
         let code = match &res {
@@ -94,8 +94,10 @@ impl KvService {
 
     async fn scan_inner(&self, req: ScanRequest) -> Result<ScanResponse> {
         let cf = validate::cf(&self.engine, &req.cf)?.to_string();
-        if req.start_key.len() > self.limits.max_key_size || req.end_key.len() > self.limits.max_key_size {
-            return Err(Error::InvalidArgument(format!("scan bounds must be at most {} bytes", self.limits.max_key_size)));
+        // A resume key is the last key returned plus one zero byte, hence the + 1.
+        let max_bound = self.limits.max_key_size + 1;
+        if req.start_key.len() > max_bound || req.end_key.len() > max_bound {
+            return Err(Error::InvalidArgument(format!("scan bounds must be at most {max_bound} bytes")));
         }
         if !req.end_key.is_empty() && req.end_key <= req.start_key {
             return Ok(ScanResponse::default());

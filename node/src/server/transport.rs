@@ -26,6 +26,8 @@ use crate::raftstore::store_loop::StoreHandle;
 
 /// Largest Raft batch on the wire.
 pub const MAX_RAFT_BATCH_BYTES: usize = 256 << 20;
+/// Target size of one frame on a stream; a single larger message gets a frame of its own.
+const FRAME_BYTES: usize = 32 << 20;
 /// Batches queued for one store before newer ones are dropped.
 const QUEUE_PER_STORE: usize = 1024;
 
@@ -65,11 +67,19 @@ impl Raft for RaftService {
 pub async fn run_transport(mut outbox: mpsc::UnboundedReceiver<Vec<RaftMessage>>, registry: StoreRegistry, metrics: Arc<Metrics>) {
     let mut conns: HashMap<u64, mpsc::Sender<RaftMessageBatch>> = HashMap::new();
     while let Some(msgs) = outbox.recv().await {
-        let mut by_store: HashMap<u64, Vec<RaftMessage>> = HashMap::new();
+        // Split by destination, and into frames well under the wire limit.
+        let mut frames: Vec<(u64, Vec<RaftMessage>, usize)> = Vec::new();
         for m in msgs {
-            by_store.entry(m.to_store_id).or_default().push(m);
+            let size = m.message.len();
+            match frames.iter_mut().rev().find(|(to, _, _)| *to == m.to_store_id) {
+                Some((_, batch, bytes)) if *bytes + size <= FRAME_BYTES => {
+                    *bytes += size;
+                    batch.push(m);
+                }
+                _ => frames.push((m.to_store_id, vec![m], size)),
+            }
         }
-        for (store_id, messages) in by_store {
+        for (store_id, messages, _) in frames {
             let count = messages.len() as u64;
             let tx = conns.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
@@ -94,7 +104,17 @@ async fn connection(store_id: u64, registry: StoreRegistry, mut rx: mpsc::Receiv
             continue;
         };
         let channel = match Endpoint::from_shared(format!("http://{addr}")) {
-            Ok(ep) => ep.connect_timeout(Duration::from_secs(1)).tcp_nodelay(true).connect().await,
+            // Keepalive pings find a vanished peer in seconds, not at TCP's pace.
+            Ok(ep) => {
+                ep.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .tcp_keepalive(Some(Duration::from_secs(10)))
+                    .http2_keep_alive_interval(Duration::from_secs(3))
+                    .keep_alive_timeout(Duration::from_secs(3))
+                    .keep_alive_while_idle(true)
+                    .connect()
+                    .await
+            }
             Err(e) => {
                 tracing::error!(store_id, %addr, error = %e, "bad store address");
                 continue;
@@ -130,7 +150,14 @@ async fn connection(store_id: u64, registry: StoreRegistry, mut rx: mpsc::Receiv
                     break;
                 }
                 next = rx.recv() => match next {
-                    Some(batch) => if tx.send(batch).await.is_err() { break },
+                    // Never wait on a stalled stream: drop, and let Raft resend.
+                    Some(batch) => match tx.try_send(batch) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(b)) => {
+                            metrics.raft_messages.with_label_values(&["dropped"]).inc_by(b.messages.len() as u64);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    },
                     None => return,
                 },
             }

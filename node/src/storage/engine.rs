@@ -195,6 +195,11 @@ impl WriteBatch<'_> {
         self.inner.is_empty()
     }
 
+    /// Whether the engine has column family `cf`.
+    pub fn has_cf(&self, cf: &str) -> bool {
+        self.engine.db.cf_handle(cf).is_some()
+    }
+
     /// Approximate size of the batch in bytes.
     pub fn size(&self) -> usize {
         self.inner.size_in_bytes()
