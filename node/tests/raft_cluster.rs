@@ -319,3 +319,44 @@ fn writes_commit_and_reads_complete_despite_message_loss() {
     c.tick(2);
     assert!(matches!(rx.try_recv(), Ok(Ok(_))), "reads complete once the network heals");
 }
+
+#[test]
+fn a_deposed_leader_that_leads_again_answers_its_new_writes() {
+    // Regression: a leader deposed with writes pending, whose log was then cut back
+    // by the next leader, must answer writes it accepts after leading again — its
+    // old proposals sit at higher log indexes than the new ones.
+    let mut c = Cluster::new(3);
+    let old = c.wait_leader();
+    ok(c.write(old, put("base", "0")));
+    c.isolated.insert(old);
+    let stale: Vec<_> = (0..10).map(|i| c.write(old, put(&format!("stale{i}"), "x"))).collect();
+    let other = c.wait_leader();
+    assert_ne!(other, old);
+    c.isolated.clear();
+    c.tick(5);
+
+    // Make `old` lead again: cut off whoever leads and let `old` campaign.
+    for _ in 0..50 {
+        if c.leaders() == vec![old] {
+            break;
+        }
+        let current: Vec<u64> = c.leaders().into_iter().filter(|&l| l != old).collect();
+        c.isolated = current.into_iter().collect();
+        c.store(old).campaign(FIRST_REGION_ID).unwrap();
+        c.tick(1);
+    }
+    assert!(c.leaders().contains(&old), "the deposed leader leads again");
+    c.isolated.clear();
+    c.settle();
+
+    let fresh = c.write(old, put("fresh", "1"));
+    c.tick(3);
+    ok(fresh);
+    for mut rx in stale {
+        assert!(matches!(rx.try_recv(), Ok(Err(Error::StaleCommand(_)))), "writes replaced by another leader fail as stale");
+    }
+    for id in 1..=3 {
+        assert_eq!(c.value(id, "fresh").as_deref(), Some("1"), "store {id}");
+        assert_eq!(c.value(id, "stale0"), None, "store {id}");
+    }
+}
