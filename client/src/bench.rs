@@ -135,8 +135,11 @@ fn summary(h: &Histogram<u64>, secs: f64) -> serde_json::Value {
 }
 
 pub async fn run(endpoints: &[String], p: &Printer, args: BenchArgs) -> Result<ExitCode> {
-    if args.concurrency == 0 || args.keys == 0 || args.duration == 0 || !(0.0..=1.0).contains(&args.read_ratio) {
-        bail!("need --concurrency, --keys and --duration above 0 and --read-ratio in 0..=1");
+    if args.concurrency == 0 || args.concurrency > 10_000 || args.keys == 0 || !(1..=86_400).contains(&args.duration) {
+        bail!("need --concurrency in 1..=10000, --keys above 0 and --duration in 1..=86400 seconds");
+    }
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!("--read-ratio must be in 0..=1");
     }
     let client = Arc::new(Client::new(endpoints, ClientOptions::default())?);
     if args.prefill {

@@ -144,6 +144,7 @@ impl Client {
         let mut backoff = Duration::from_millis(20);
         let mut next = 0usize;
         let mut last = String::from("no attempt made");
+        let mut followed_hint = false;
         loop {
             let elapsed = started.elapsed();
             if elapsed >= self.opts.deadline {
@@ -160,8 +161,10 @@ impl Client {
             let kv = match self.kv(&addr) {
                 Ok(kv) => kv,
                 Err(e) => {
-                    self.set_preferred(None); // a bad leader hint must not stick
-                    return Err(e);
+                    // A leader hint that is not a usable address: forget it, go on.
+                    last = e.to_string();
+                    self.set_preferred(None);
+                    continue;
                 }
             };
             match op(kv, timeout).await {
@@ -172,8 +175,10 @@ impl Client {
                 Ok(Attempt::Region(err)) => {
                     last = format!("{addr}: {}", err.message);
                     let hint = err.not_leader.map(|n| n.leader_addr).filter(|a| !a.is_empty() && *a != addr);
-                    // A fresh leader hint is worth trying at once.
-                    wait = hint.is_none();
+                    // A fresh leader hint is worth trying at once, but only once in a
+                    // row: two stores naming each other must not spin.
+                    wait = hint.is_none() || followed_hint;
+                    followed_hint = hint.is_some() && !followed_hint;
                     self.set_preferred(hint);
                 }
                 Err(status) => {

@@ -52,9 +52,14 @@ struct Playground {
 }
 
 impl Drop for Playground {
+    /// SIGTERM to every node at once, then one shared 10 s grace before SIGKILL.
     fn drop(&mut self) {
+        for n in &self.nodes {
+            process::signal(&n.child, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
         for n in &mut self.nodes {
-            process::stop(&mut n.child, Duration::from_secs(10));
+            process::stop(&mut n.child, deadline.saturating_duration_since(Instant::now()));
         }
     }
 }
@@ -81,6 +86,9 @@ fn tail(path: &Path, lines: usize) -> String {
 fn start(args: &PlaygroundArgs) -> Result<Playground> {
     if args.nodes == 0 || args.nodes > 32 {
         bail!("--nodes must be 1..=32");
+    }
+    if !(1..=3600).contains(&args.ready_timeout_secs) {
+        bail!("--ready-timeout-secs must be 1..=3600");
     }
     let last_port = args.base_port as usize + 2 * args.nodes;
     if last_port > u16::MAX as usize {

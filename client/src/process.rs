@@ -27,7 +27,7 @@ pub fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-/// SIGTERM, then wait up to `grace` for the exit, then SIGKILL.
+/// SIGTERM (again, if already sent), then wait up to `grace` for the exit, then SIGKILL.
 pub fn stop(child: &mut Child, grace: Duration) {
     if matches!(child.try_wait(), Ok(Some(_))) {
         return;

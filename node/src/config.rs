@@ -163,12 +163,19 @@ impl NodeConfig {
                 return invalid(format!("column family {:?} is configured twice", cf.name));
             }
         }
-        if self.max_key_size == 0 || self.max_value_size == 0 {
-            return invalid("--max-key-size and --max-value-size must be positive".into());
-        }
-        if self.raft_tick_ms == 0 || self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
-            return invalid("raft ticks: need tick > 0 ms and election ticks > heartbeat ticks > 0".into());
-        }
+        let in_range = |name: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) { Ok(()) } else { Err(ConfigError::Invalid(format!("{name} must be {lo}..={hi}, got {v}"))) }
+        };
+        in_range("max-key-size", self.max_key_size as u64, 1, 64 << 10)?;
+        in_range("max-value-size", self.max_value_size as u64, 1, 256 << 20)?;
+        in_range("max-batch-size", self.max_batch_size as u64, 1, 256 << 20)?;
+        in_range("max-batch-mutations", self.max_batch_mutations as u64, 1, 1_000_000)?;
+        in_range("max-scan-limit", self.max_scan_limit as u64, 1, 1_000_000)?;
+        in_range("default-scan-limit", self.default_scan_limit as u64, 1, self.max_scan_limit as u64)?;
+        in_range("raft-tick-ms", self.raft_tick_ms, 1, 10_000)?;
+        in_range("raft-heartbeat-ticks", self.raft_heartbeat_ticks as u64, 1, 1_000)?;
+        in_range("raft-election-ticks", self.raft_election_ticks as u64, self.raft_heartbeat_ticks as u64 + 1, 10_000)?;
+        in_range("request-timeout-ms", self.request_timeout_ms, 1, 600_000)?;
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
@@ -213,6 +220,13 @@ mod tests {
     use super::*;
     use crate::storage::cf::Compression;
 
+    fn dir_with(toml: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, toml).unwrap();
+        (dir, path)
+    }
+
     fn parse(args: &[&str]) -> Result<NodeConfig, ConfigError> {
         let mut argv = vec!["shoal-node"];
         argv.extend_from_slice(args);
@@ -256,6 +270,10 @@ mod tests {
         assert!(parse(&["--name", "a", "--column-family", "raft_log"]).is_err(), "reserved CF");
         assert!(parse(&["--name", "a", "--column-family", "u", "--column-family", "u"]).is_err(), "repeated CF");
         assert!(parse(&["--name", "a", "--raft-election-ticks", "1"]).is_err(), "election <= heartbeat");
+        assert!(parse(&["--name", "a", "--max-key-size", "18446744073709551615"]).is_err(), "absurd key limit");
+        assert!(parse(&["--name", "a", "--raft-election-ticks", "4000000000"]).is_err(), "absurd election ticks");
+        let zero_scan = dir_with("name = \"a\"\ndefault-scan-limit = 0\n");
+        assert!(parse(&["--config", zero_scan.1.to_str().unwrap()]).is_err(), "a scan limit of 0 would never progress");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "name = \"a\"\nunknown-key = 1\n").unwrap();

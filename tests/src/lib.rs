@@ -234,6 +234,10 @@ impl Drop for Cluster {
 
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(10), http_get_inner(addr, path)).await.expect("status request answered within 10 s")
+}
+
+async fn http_get_inner(addr: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to status address");
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("send request");

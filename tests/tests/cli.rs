@@ -17,6 +17,15 @@ fn shoalctl(endpoints: &[String], args: &[&str]) -> Output {
         .expect("run shoalctl")
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -87,7 +96,7 @@ fn playground_starts_serves_and_stops_on_sigterm() {
         }
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(bin_dir().join("shoalctl"))
+    let child = Command::new(bin_dir().join("shoalctl"))
         .args(["playground", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
         .arg(dir.path())
         .args(["--node-arg=--column-family=users"])
@@ -95,17 +104,27 @@ fn playground_starts_serves_and_stops_on_sigterm() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start playground");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Killed on drop if the test fails early; its nodes die with it (PDEATHSIG).
+    let mut child = KillOnDrop(child);
+    // Read its output on a thread, so that waiting for a line has a deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.0.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(90);
+    let next_line = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("playground output before the deadline");
     let endpoints = loop {
-        assert!(Instant::now() < deadline, "playground never printed ready");
-        let line = lines.next().expect("playground output").expect("utf-8 line");
-        if let Some(eps) = line.strip_prefix("ready: endpoints=") {
+        if let Some(eps) = next_line().strip_prefix("ready: endpoints=") {
             break eps.to_string();
         }
     };
     assert_eq!(endpoints.split(',').count(), 3);
-    let metrics_line = lines.next().expect("a metrics line").expect("line");
+    let metrics_line = next_line();
     assert!(metrics_line.starts_with("metrics: http://127.0.0.1:"), "{metrics_line}");
 
     let eps = vec![endpoints];
@@ -113,10 +132,10 @@ fn playground_starts_serves_and_stops_on_sigterm() {
     assert_eq!(stdout(&shoalctl(&eps, &["get", "hello", "--cf", "users"])), "world\n");
     assert_eq!(stdout(&shoalctl(&eps, &["scan", "--cf", "users"])), "hello\tworld\n");
 
-    send_signal(&child, libc::SIGTERM);
+    send_signal(&child.0, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = child.0.try_wait().expect("wait") {
             break s;
         }
         assert!(Instant::now() < deadline, "playground did not stop");
