@@ -45,10 +45,3 @@ pub enum Error {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
-
-impl Error {
-    /// Whether the client caused this error (and should not retry unchanged).
-    pub fn is_client_fault(&self) -> bool {
-        matches!(self, Error::InvalidArgument(_))
-    }
-}

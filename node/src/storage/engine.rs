@@ -134,20 +134,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The last key of `[start, end)` (`end` non-empty), if any.
-    pub fn last_key_in(&self, cf: &str, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(start.to_vec());
-        let iter = self.db.iterator_cf_opt(self.handle(cf)?, ro, IteratorMode::From(end, rocksdb::Direction::Reverse));
-        for item in iter {
-            let (k, _) = item?;
-            if k.as_ref() < end {
-                return Ok(Some(k.to_vec()));
-            }
-        }
-        Ok(None)
-    }
-
     /// Starts an empty batch of writes against this engine.
     pub fn batch(&self) -> WriteBatch<'_> {
         WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
@@ -199,11 +185,6 @@ impl WriteBatch<'_> {
     pub fn has_cf(&self, cf: &str) -> bool {
         self.engine.db.cf_handle(cf).is_some()
     }
-
-    /// Approximate size of the batch in bytes.
-    pub fn size(&self) -> usize {
-        self.inner.size_in_bytes()
-    }
 }
 
 #[cfg(test)]
@@ -231,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn scan_respects_bounds_and_limit_and_last_key_finds_the_end() {
+    fn scan_respects_bounds_and_limit_and_range_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path(), &[]).unwrap();
         let mut wb = engine.batch();
@@ -243,8 +224,6 @@ mod tests {
         assert_eq!(keys(engine.scan("default", b"b", b"d", 10).unwrap()), ["b", "c"]);
         assert_eq!(keys(engine.scan("default", b"", b"", 2).unwrap()), ["a", "b"]);
         assert_eq!(keys(engine.scan("default", b"c", b"", 10).unwrap()), ["c", "d", "e"]);
-        assert_eq!(engine.last_key_in("default", b"a", b"d").unwrap().as_deref(), Some(&b"c"[..]));
-        assert_eq!(engine.last_key_in("default", b"x", b"z").unwrap(), None);
 
         let mut wb = engine.batch();
         wb.delete_range("default", b"b", b"e").unwrap();
