@@ -62,6 +62,13 @@ struct Proposal {
     cb: WriteCallback,
 }
 
+impl Proposal {
+    /// The answer for a proposal whose entry another leader replaced: not applied.
+    fn replaced(&self) -> Error {
+        Error::StaleCommand(format!("entry {} of term {} was replaced by another leader's", self.index, self.term))
+    }
+}
+
 /// Reads sharing one ReadIndex request, and the tick it was issued on.
 struct ReadBatch {
     issued_at: u64,
@@ -186,8 +193,8 @@ impl Peer {
                 // their entries have been replaced: keep the queue sorted by index.
                 while self.proposals.back().is_some_and(|p| p.index >= index) {
                     if let Some(stale) = self.proposals.pop_back() {
-                        let msg = format!("entry {} of term {} was replaced by another leader's", stale.index, stale.term);
-                        let _ = stale.cb.send(Err(Error::StaleCommand(msg)));
+                        let err = stale.replaced();
+                        let _ = stale.cb.send(Err(err));
                     }
                 }
                 self.proposals.push_back(Proposal { index, term, cb });
@@ -359,11 +366,7 @@ impl Peer {
                 break;
             }
             let Some(p) = self.proposals.pop_front() else { break };
-            let outcome = if p.index == entry.index && p.term == entry.term {
-                result.take().unwrap_or(Ok(()))
-            } else {
-                Err(Error::StaleCommand(format!("entry {} of term {} was replaced by another leader's", p.index, p.term)))
-            };
+            let outcome = if p.index == entry.index && p.term == entry.term { result.take().unwrap_or(Ok(())) } else { Err(p.replaced()) };
             done.writes.push((p.cb, outcome));
         }
     }
