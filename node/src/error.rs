@@ -1,6 +1,6 @@
 //! The node's error type. Each variant knows whose fault it is: the client's
 //! (`InvalidArgument`), a routing answer the client acts on (`NotLeader`,
-//! `RegionNotFound`, `KeyNotInRegion`, `EpochNotMatch`), a transient state
+//! `RegionNotFound`, `KeyNotInRegion`, `EpochNotMatch`, `ServerIsBusy`), a transient state
 //! (`Unavailable`: nothing was done, retry), an ambiguous write
 //! (`OutcomeUnknown`: it may or may not have been applied), or the system's
 //! (`Engine`, `Raft`, `Internal`).
@@ -26,6 +26,9 @@ pub enum Error {
     /// The command was proposed under an older region epoch than the region has now.
     #[error("region epoch changed: {0}")]
     EpochNotMatch(String, Vec<Region>),
+    /// Too many requests wait already; nothing was done, back off and retry.
+    #[error("server is busy: {0}")]
+    ServerIsBusy(String),
     /// Temporarily unable to serve (no leader yet, shutting down); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),

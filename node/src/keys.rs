@@ -13,6 +13,12 @@
 //! | `region_meta` | `0x02 ‖ region_id:be64`               | `RaftApplyState` (prost)   |
 //! | `region_meta` | `0x03 ‖ store_id:be64`                | `StoreInfo` (prost)        |
 //! | `region_meta` | `0x00 ‖ "store_ident"`                | `StoreIdent` (prost)       |
+//! | `meta`        | `0x01`                                | `MetaIdState` (prost)      |
+//! | `meta`        | `0x02 ‖ store_id:be64`                | `StoreMeta` (prost)        |
+//! | `meta`        | `0x03 ‖ region_id:be64`               | `RegionInfo` (prost)       |
+//!
+//! The `meta` CF is written only by the meta Raft group's state machine
+//! ([`crate::meta`]), identically on every store that holds a meta peer.
 //!
 //! Big-endian integers make RocksDB's byte order equal to numeric order, so a
 //! region's log is one contiguous, index-ordered range.
@@ -79,6 +85,38 @@ pub fn store_info_range() -> ([u8; 1], [u8; 1]) {
     ([STORE_INFO_PREFIX], [STORE_INFO_PREFIX + 1])
 }
 
+const META_STORE_PREFIX: u8 = 0x02;
+const META_REGION_PREFIX: u8 = 0x03;
+
+/// Key of the meta group's id allocator state.
+pub const META_ID_KEY: &[u8] = b"\x01";
+
+/// Key of store `store_id` in the cluster's store registry (meta CF).
+pub fn meta_store_key(store_id: u64) -> [u8; 9] {
+    prefixed(META_STORE_PREFIX, store_id)
+}
+
+/// The range `[start, end)` of every store in the registry (meta CF).
+pub fn meta_store_range() -> ([u8; 1], [u8; 1]) {
+    ([META_STORE_PREFIX], [META_STORE_PREFIX + 1])
+}
+
+/// Key of region `region_id` in the region directory (meta CF).
+pub fn meta_region_key(region_id: u64) -> [u8; 9] {
+    prefixed(META_REGION_PREFIX, region_id)
+}
+
+/// The range `[start, end)` of the whole region directory (meta CF).
+pub fn meta_region_range() -> ([u8; 1], [u8; 1]) {
+    ([META_REGION_PREFIX], [META_REGION_PREFIX + 1])
+}
+
+/// Whether the ranges `[a_start, a_end)` and `[b_start, b_end)` share a key
+/// (empty ends are unbounded).
+pub fn ranges_overlap(a_start: &[u8], a_end: &[u8], b_start: &[u8], b_end: &[u8]) -> bool {
+    (a_end.is_empty() || b_start < a_end) && (b_end.is_empty() || a_start < b_end)
+}
+
 /// Whether `key` lies in `[start, end)`, where an empty `end` means unbounded.
 pub fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
     key >= start && (end.is_empty() || key < end)
@@ -113,6 +151,15 @@ mod tests {
         let store = store_info_key(3);
         assert!(store.as_slice() >= ss.as_slice() && store.as_slice() < se.as_slice());
         assert!(STORE_IDENT_KEY < rs.as_slice());
+    }
+
+    #[test]
+    fn overlap_handles_unbounded_ends_and_touching_ranges() {
+        assert!(ranges_overlap(b"", b"", b"m", b"n"));
+        assert!(ranges_overlap(b"a", b"m", b"l", b""));
+        assert!(!ranges_overlap(b"a", b"m", b"m", b""), "[a,m) and [m,..) only touch");
+        assert!(!ranges_overlap(b"m", b"", b"a", b"m"));
+        assert!(ranges_overlap(b"m", b"", b"a", b"n"));
     }
 
     #[test]

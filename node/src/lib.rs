@@ -11,6 +11,7 @@
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod meta;
 pub mod metrics;
 pub mod raftstore;
 pub mod server;

@@ -10,8 +10,9 @@ use shoal_node::error::Error;
 use shoal_node::metrics::Metrics;
 use shoal_node::raftstore::bootstrap::{FIRST_REGION_ID, InitialMember, bootstrap_or_load};
 use shoal_node::raftstore::logger::raft_logger;
+use shoal_node::raftstore::peer::CmdResult;
 use shoal_node::raftstore::raft_config;
-use shoal_node::raftstore::store::Store;
+use shoal_node::raftstore::store::{PeerStatus, Store};
 use shoal_node::storage::Engine;
 use shoal_proto::{Mutation, RaftMessage, mutation};
 use tokio::sync::oneshot;
@@ -39,6 +40,10 @@ fn open_store(dir: &std::path::Path, id: u64, n: usize) -> Store {
     let ident = bootstrap_or_load(&engine, &format!("s{id}"), &members(n)).unwrap();
     assert_eq!(ident.store_id, id);
     Store::open(engine, id, &raft_config(10, 2), Arc::new(Metrics::new().unwrap()), &raft_logger()).unwrap()
+}
+
+fn status_of(store: &Store, region_id: u64) -> PeerStatus {
+    store.status().into_iter().find(|p| p.region.id == region_id).expect("store holds the region")
 }
 
 fn put(key: &str, value: &str) -> Vec<Mutation> {
@@ -97,7 +102,7 @@ impl Cluster {
 
     /// Store ids whose peer of the first region believes it leads.
     fn leaders(&self) -> Vec<u64> {
-        self.stores.iter().flatten().filter(|s| s.status()[0].is_leader).map(|s| s.store_id()).collect()
+        self.stores.iter().flatten().filter(|s| status_of(s, FIRST_REGION_ID).is_leader).map(|s| s.store_id()).collect()
     }
 
     /// Ticks until exactly one store outside `isolated` leads; returns it.
@@ -112,7 +117,7 @@ impl Cluster {
         panic!("no leader elected");
     }
 
-    fn write(&mut self, on: u64, muts: Vec<Mutation>) -> oneshot::Receiver<Result<(), Error>> {
+    fn write(&mut self, on: u64, muts: Vec<Mutation>) -> oneshot::Receiver<Result<CmdResult, Error>> {
         let (tx, rx) = oneshot::channel();
         self.store(on).propose_write(muts, tx);
         self.settle();
@@ -124,7 +129,7 @@ impl Cluster {
     }
 
     fn applied(&mut self, on: u64) -> u64 {
-        self.store(on).status()[0].applied_index
+        status_of(self.store(on), FIRST_REGION_ID).applied_index
     }
 
     fn crash(&mut self, id: u64) {
@@ -137,9 +142,9 @@ impl Cluster {
     }
 }
 
-fn ok(mut rx: oneshot::Receiver<Result<(), Error>>) {
+fn ok(mut rx: oneshot::Receiver<Result<CmdResult, Error>>) {
     match rx.try_recv() {
-        Ok(Ok(())) => {}
+        Ok(Ok(CmdResult::Written)) => {}
         other => panic!("write did not succeed: {other:?}"),
     }
 }
@@ -151,9 +156,8 @@ fn three_stores_elect_exactly_one_leader_that_all_agree_on() {
     c.tick(5);
     assert_eq!(c.leaders(), vec![leader]);
     for id in 1..=3 {
-        let st = c.store(id).status();
-        assert_eq!(st[0].region.id, FIRST_REGION_ID);
-        assert_eq!(st[0].leader.as_ref().map(|l| l.store_id), Some(leader), "store {id} knows the leader");
+        let st = status_of(c.store(id), FIRST_REGION_ID);
+        assert_eq!(st.leader.as_ref().map(|l| l.store_id), Some(leader), "store {id} knows the leader");
     }
 }
 
@@ -211,7 +215,7 @@ fn a_partitioned_leader_is_replaced_and_its_uncommitted_write_is_dropped() {
     c.store(old).read(b"before", tx);
     c.tick(30);
     assert!(!matches!(stale_read.try_recv(), Ok(Ok(_))), "a partitioned leader must not serve a linearizable read");
-    assert!(!c.store(old).status()[0].is_leader, "check-quorum makes the old leader step down");
+    assert!(!status_of(c.store(old), FIRST_REGION_ID).is_leader, "check-quorum makes the old leader step down");
 
     c.isolated.clear();
     c.tick(10);
@@ -250,7 +254,7 @@ fn every_store_recovers_its_data_and_state_after_all_crash() {
         ok(c.write(leader, put(&format!("k{i}"), &format!("v{i}"))));
     }
     c.tick(3);
-    let terms: Vec<u64> = (1..=3).map(|i| c.store(i).status()[0].term).collect();
+    let terms: Vec<u64> = (1..=3).map(|i| status_of(c.store(i), FIRST_REGION_ID).term).collect();
     for id in 1..=3 {
         c.crash(id);
     }
@@ -259,7 +263,7 @@ fn every_store_recovers_its_data_and_state_after_all_crash() {
     }
     for id in 1..=3 {
         assert_eq!(c.value(id, "k9").as_deref(), Some("v9"), "store {id} after restart");
-        assert!(c.store(id).status()[0].term >= terms[id as usize - 1], "terms never go back");
+        assert!(status_of(c.store(id), FIRST_REGION_ID).term >= terms[id as usize - 1], "terms never go back");
     }
     let leader = c.wait_leader();
     ok(c.write(leader, put("k10", "v10")));
@@ -302,7 +306,7 @@ fn writes_commit_and_reads_complete_despite_message_loss() {
     let mut acked = 0;
     for (key, mut rx) in pending {
         match rx.try_recv() {
-            Ok(Ok(())) => {
+            Ok(Ok(_)) => {
                 acked += 1;
                 for id in 1..=3 {
                     assert!(c.value(id, &key).is_some(), "acknowledged {key} is on store {id}");

@@ -2,22 +2,25 @@
 //! region, written in one synced batch — all of it, or none.
 //!
 //! Every member of `--initial-cluster` computes the same layout from the same list:
-//! store ids 1..=N in list order, and region 1 covering the whole key space with
-//! one voter per store (peer id = store id). A store that already has an identity
-//! never bootstraps again; later stores will get their ids from the cluster's
-//! allocator when they join.
+//! store ids 1..=N in list order; the meta group (region 1, peer id = store id)
+//! with its initial state (every store `Up`, the directory holding region 2, ids
+//! from 2N+1 on); and region 2 covering the whole key space with one voter per
+//! store (peer id = N + store id). A store that already has an identity never
+//! bootstraps again; every later id comes from the meta group's allocator.
 
 use prost::Message as _;
-use shoal_proto::{Peer, Region, RegionEpoch, StoreIdent, StoreInfo};
+use shoal_proto::{Peer, Region, RegionEpoch, RegionInfo, StoreIdent, StoreInfo, StoreMeta, StoreState};
 
 use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::meta::META_REGION_ID;
+use crate::meta::state::MetaState;
 use crate::storage::Engine;
 use crate::storage::cf::CF_REGION_META;
 
-/// The id of the region a new cluster starts with.
-pub const FIRST_REGION_ID: u64 = 1;
+/// The id of the data region a new cluster starts with (region 1 is meta).
+pub const FIRST_REGION_ID: u64 = 2;
 
 /// A member of the initial cluster: its name and the address peers reach it at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,20 +86,29 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
         .ok_or_else(|| Error::InvalidArgument(format!("--name {name:?} is not in --initial-cluster")))?;
     let stores: Vec<StoreInfo> =
         members.iter().enumerate().map(|(i, m)| StoreInfo { id: i as u64 + 1, name: m.name.clone(), address: m.addr.clone() }).collect();
-    let region = Region {
-        id: FIRST_REGION_ID,
+    let n = stores.len() as u64;
+    let group = |id: u64, peer_id_base: u64| Region {
+        id,
         start_key: vec![],
         end_key: vec![],
         epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
-        peers: stores.iter().map(|s| Peer { id: s.id, store_id: s.id, is_learner: false }).collect(),
+        peers: stores.iter().map(|s| Peer { id: peer_id_base + s.id, store_id: s.id, is_learner: false }).collect(),
     };
+    let meta_region = group(META_REGION_ID, 0);
+    let region = group(FIRST_REGION_ID, n);
+    let store_metas: Vec<StoreMeta> = stores
+        .iter()
+        .map(|s| StoreMeta { id: s.id, name: s.name.clone(), address: s.address.clone(), state: StoreState::Up as i32 })
+        .collect();
     let ident = StoreIdent { cluster_id: cluster_id(members), store_id: position as u64 + 1, name: name.to_string() };
 
     let mut wb = engine.batch();
     for s in &stores {
         wb.put(CF_REGION_META, &keys::store_info_key(s.id), &s.encode_to_vec())?;
     }
+    PeerStorage::write_initial_state(&mut wb, &meta_region)?;
     PeerStorage::write_initial_state(&mut wb, &region)?;
+    MetaState::write_initial(&mut wb, &store_metas, &[RegionInfo { region: Some(region), ..Default::default() }], 2 * n + 1)?;
     wb.put(CF_REGION_META, keys::STORE_IDENT_KEY, &ident.encode_to_vec())?;
     engine.write(wb, true)?;
     tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, "bootstrapped a new store");

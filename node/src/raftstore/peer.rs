@@ -11,6 +11,13 @@
 //! until this peer has applied that index. Only then is the read answered, and the
 //! caller reads the engine.
 //!
+//! What a committed command does depends on the group: in a data region it
+//! writes mutations or splits the region (the new right half's peer is created by
+//! the store once the round is written, see [`SplitDone`]); in the meta group it
+//! changes the [`crate::meta::state::MetaState`]. Either way a command whose region
+//! id or epoch version no longer matches, or whose keys left the region, is
+//! refused on every replica alike.
+//!
 //! The methods named after the stages of raft-rs's Ready are called by the store
 //! loop ([`super::store::Store::handle_readies`]) in that order.
 
@@ -20,24 +27,45 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{Entry, EntryType, Message, Ready};
 use raft::{LightReady, RawNode, SoftState, StateRole};
-use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region, mutation};
+use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region, SplitCmd, mutation};
 use tokio::sync::oneshot;
 
 use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::meta::SharedMeta;
+use crate::meta::state::MetaResult;
 use crate::storage::WriteBatch;
+use crate::storage::cf::CF_REGION_META;
 
-/// Answers a write once its entry is applied (or known to be lost).
-pub type WriteCallback = oneshot::Sender<Result<()>>;
+/// What an applied command produced, for its proposer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CmdResult {
+    Written,
+    Split { left: Region, right: Region },
+    Meta(MetaResult),
+}
+
+/// Answers a command once its entry is applied (or known to be lost).
+pub type WriteCallback = oneshot::Sender<Result<CmdResult>>;
 /// Answers a linearizable read once this peer has applied up to its read index;
 /// carries the region as it was then, so the reader can bound its scan.
 pub type ReadCallback = oneshot::Sender<Result<Region>>;
 
-/// Answers that are sent only after the round's batches are on disk.
+/// A split this store applied: once the round's batches are written, the store
+/// creates its peer of `right` (and makes it campaign if it led the parent, so
+/// the new region gets a leader without waiting for an election timeout).
+#[derive(Clone, Debug)]
+pub struct SplitDone {
+    pub right: Region,
+    pub campaign: bool,
+}
+
+/// What waits until the round's batches are on disk: answers, and new regions.
 #[derive(Default)]
 pub struct Completions {
-    writes: Vec<(WriteCallback, Result<()>)>,
+    writes: Vec<(WriteCallback, Result<CmdResult>)>,
+    pub splits: Vec<SplitDone>,
 }
 
 impl Completions {
@@ -77,6 +105,11 @@ struct ReadBatch {
 
 pub struct Peer {
     store_id: u64,
+    /// The meta state machine, for the meta group's peer; `None` in data regions.
+    meta: Option<SharedMeta>,
+    /// Bytes and keys written by applied commands since the last heartbeat.
+    written_bytes: u64,
+    written_keys: u64,
     raw_node: RawNode<PeerStorage>,
     proposals: VecDeque<Proposal>,
     queued_reads: Vec<ReadCallback>,
@@ -88,7 +121,9 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(store_id: u64, storage: PeerStorage, cfg: &raft::Config, logger: &slog::Logger) -> Result<Peer> {
+    /// A peer of `storage`'s region; `meta` is the state machine when the region is
+    /// the meta group.
+    pub fn new(store_id: u64, storage: PeerStorage, meta: Option<SharedMeta>, cfg: &raft::Config, logger: &slog::Logger) -> Result<Peer> {
         let region = storage.region().clone();
         let me = region
             .peers
@@ -102,6 +137,9 @@ impl Peer {
         let raw_node = RawNode::new(&cfg, storage, &logger)?;
         Ok(Peer {
             store_id,
+            meta,
+            written_bytes: 0,
+            written_keys: 0,
             raw_node,
             proposals: VecDeque::new(),
             queued_reads: Vec::new(),
@@ -170,6 +208,19 @@ impl Peer {
                 self.queued_reads.extend(batch.waiters);
             }
         }
+    }
+
+    /// Asks raft to hand leadership to `to` (a voter of this region); ignored
+    /// unless this peer leads.
+    pub fn transfer_leader(&mut self, to: u64) {
+        if self.is_leader() && to != self.peer_id() {
+            self.raw_node.transfer_leader(to);
+        }
+    }
+
+    /// Bytes and keys written since the last call (for heartbeats).
+    pub fn take_written(&mut self) -> (u64, u64) {
+        (std::mem::take(&mut self.written_bytes), std::mem::take(&mut self.written_keys))
     }
 
     /// Starts an election now (tests and leader bootstrap).
@@ -306,13 +357,13 @@ impl Peer {
         };
         for entry in &entries {
             let result = match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => Ok(()), // a new leader's empty entry
-                EntryType::EntryNormal => self.apply_command(&entry.data, wb)?,
+                EntryType::EntryNormal if entry.data.is_empty() => Ok(CmdResult::Written), // a new leader's empty entry
+                EntryType::EntryNormal => self.apply_command(&entry.data, wb, done)?,
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     // Membership changes arrive with the snapshot and membership work;
                     // nothing proposes them yet.
                     tracing::error!(region = self.region_id(), index = entry.index, "ignoring a conf change entry");
-                    Ok(())
+                    Ok(CmdResult::Written)
                 }
             };
             self.resolve_proposals(entry, result, done);
@@ -323,7 +374,7 @@ impl Peer {
     /// Applies one command into `wb`. Returns the outcome for its writer: a
     /// command for another region, an older epoch or a key outside the region is
     /// refused, deterministically on every replica. Only engine failures are `Err`.
-    fn apply_command(&self, data: &[u8], wb: &mut WriteBatch<'_>) -> Result<Result<()>> {
+    fn apply_command(&mut self, data: &[u8], wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<Result<CmdResult>> {
         let cmd = match RaftCmd::decode(data) {
             Ok(cmd) => cmd,
             Err(e) => return Ok(Err(Error::Internal(format!("undecodable command: {e}")))),
@@ -337,6 +388,19 @@ impl Peer {
                 format!("command epoch {:?}, region epoch {:?}", cmd.epoch, region.epoch),
                 vec![region.clone()],
             )));
+        }
+        if let Some(meta_cmd) = &cmd.meta {
+            let Some(meta) = &self.meta else {
+                return Ok(Err(Error::InvalidArgument(format!("region {} is not the meta group", region.id))));
+            };
+            let mut state = meta.write().unwrap_or_else(|p| p.into_inner());
+            return Ok(Ok(CmdResult::Meta(state.apply(meta_cmd, wb)?)));
+        }
+        if self.meta.is_some() {
+            return Ok(Err(Error::InvalidArgument("the meta group holds no user data".into())));
+        }
+        if let Some(split) = &cmd.split {
+            return self.apply_split(split, wb, done);
         }
         if let Some(m) = cmd.mutations.iter().find(|m| !keys::in_range(&m.key, &region.start_key, &region.end_key)) {
             return Ok(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
@@ -355,18 +419,69 @@ impl Peer {
                 mutation::Op::Put => wb.put(&m.cf, &m.key, &m.value)?,
                 mutation::Op::Delete => wb.delete(&m.cf, &m.key)?,
             }
+            self.written_bytes += (m.key.len() + m.value.len()) as u64;
+            self.written_keys += 1;
         }
-        Ok(Ok(()))
+        Ok(Ok(CmdResult::Written))
     }
 
-    fn resolve_proposals(&mut self, entry: &Entry, result: Result<()>, done: &mut Completions) {
+    /// Splits this region at `split.split_key`: this peer keeps the left half and
+    /// the right half's initial state goes into `wb`, so both descriptors and the
+    /// apply index land in one batch. Refused (on every replica) when the key is
+    /// not strictly inside the region or the ids do not fit.
+    fn apply_split(&mut self, split: &SplitCmd, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<Result<CmdResult>> {
+        let region = self.region().clone();
+        let key = &split.split_key;
+        if key.is_empty() || *key == region.start_key || !keys::in_range(key, &region.start_key, &region.end_key) {
+            return Ok(Err(Error::InvalidArgument(format!("split key {key:?} is not inside region {}", region.id))));
+        }
+        if split.new_region_id == 0 || split.new_peer_ids.len() != region.peers.len() || split.new_peer_ids.contains(&0) {
+            return Ok(Err(Error::InvalidArgument(format!(
+                "split of region {} needs a region id and {} peer ids",
+                region.id,
+                region.peers.len()
+            ))));
+        }
+        let mut epoch = region.epoch.unwrap_or_default();
+        epoch.version += 1;
+        let mut left = region.clone();
+        left.end_key = key.clone();
+        left.epoch = Some(epoch);
+        let right = Region {
+            id: split.new_region_id,
+            start_key: key.clone(),
+            end_key: region.end_key.clone(),
+            epoch: Some(epoch),
+            peers: region
+                .peers
+                .iter()
+                .zip(&split.new_peer_ids)
+                .map(|(p, id)| PeerMeta { id: *id, store_id: p.store_id, is_learner: p.is_learner })
+                .collect(),
+        };
+        // A split applied again after a crash must not reset a right half that
+        // has made progress since.
+        if self.raw_node.store().engine().get(CF_REGION_META, &keys::region_state_key(right.id))?.is_none() {
+            super::peer_storage::PeerStorage::write_initial_state(wb, &right)?;
+        }
+        self.raw_node.mut_store().set_region(left.clone(), wb)?;
+        done.splits.push(SplitDone { right: right.clone(), campaign: self.is_leader() });
+        tracing::info!(region = region.id, new_region = right.id, split_key = ?String::from_utf8_lossy(key), "region split");
+        Ok(Ok(CmdResult::Split { left, right }))
+    }
+
+    fn resolve_proposals(&mut self, entry: &Entry, result: Result<CmdResult>, done: &mut Completions) {
         let mut result = Some(result);
         while let Some(front) = self.proposals.front() {
             if front.index > entry.index {
                 break;
             }
             let Some(p) = self.proposals.pop_front() else { break };
-            let outcome = if p.index == entry.index && p.term == entry.term { result.take().unwrap_or(Ok(())) } else { Err(p.replaced()) };
+            let outcome = if p.index == entry.index && p.term == entry.term {
+                result.take().unwrap_or(Ok(CmdResult::Written))
+            } else {
+                Err(p.replaced())
+            };
             done.writes.push((p.cb, outcome));
         }
     }

@@ -156,6 +156,15 @@ impl PeerStorage {
         Ok(())
     }
 
+    /// Replaces the region descriptor (a split changed its range and epoch); goes in
+    /// the same batch as the apply index of the command that changed it.
+    pub fn set_region(&mut self, region: Region, wb: &mut WriteBatch<'_>) -> Result<()> {
+        let state = RegionLocalState { region: Some(region.clone()) };
+        wb.put(CF_REGION_META, &keys::region_state_key(region.id), &state.encode_to_vec())?;
+        self.region = region;
+        Ok(())
+    }
+
     /// Records that entries up to `index` are applied; goes in the same batch as
     /// the data those entries wrote.
     pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch<'_>) -> Result<()> {

@@ -3,21 +3,28 @@
 //! The store is a plain state machine with no threads or sockets: the store loop
 //! ([`super::store_loop`]) — or a test — feeds it Raft messages, client requests and
 //! ticks, then calls [`Store::handle_readies`], which returns the Raft messages to
-//! send. Messages are routed to peers by region id.
+//! send. Messages are routed to peers by region id; client requests by key, over
+//! the data regions' ranges (the meta group has none: it is reached by id).
+//!
+//! A split is applied by the parent's peer ([`Peer`]); once the round's batches
+//! are written, the store creates its peer of the new region and routes the right
+//! half's keys to it.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::prelude::Message;
-use shoal_proto::{Mutation, RaftCmd, RaftMessage, Region, RegionLocalState};
+use shoal_proto::{MetaCmd, Mutation, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
 
-use super::peer::{Completions, Peer, ReadCallback, WriteCallback};
+use super::peer::{Completions, Peer, ReadCallback, SplitDone, WriteCallback};
 use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::meta::state::MetaState;
+use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::metrics::Metrics;
 use crate::storage::Engine;
 use crate::storage::cf::CF_REGION_META;
@@ -34,6 +41,16 @@ pub struct PeerStatus {
     pub is_leader: bool,
 }
 
+/// What a region's leader tells meta about the region by heartbeat.
+#[derive(Clone, Debug)]
+pub struct LeaderReport {
+    pub region: Region,
+    pub term: u64,
+    /// Bytes and keys written since the previous report.
+    pub written_bytes: u64,
+    pub written_keys: u64,
+}
+
 pub struct Store {
     store_id: u64,
     engine: Arc<Engine>,
@@ -41,6 +58,10 @@ pub struct Store {
     peers: BTreeMap<u64, Peer>,
     /// Region start key → region id, to find the region serving a key.
     ranges: BTreeMap<Vec<u8>, u64>,
+    /// The meta state machine, when this store holds a meta peer.
+    meta: Option<SharedMeta>,
+    raft_cfg: raft::Config,
+    logger: slog::Logger,
     metrics: Arc<Metrics>,
 }
 
@@ -53,7 +74,16 @@ impl Store {
         metrics: Arc<Metrics>,
         logger: &slog::Logger,
     ) -> Result<Store> {
-        let mut store = Store { store_id, engine: engine.clone(), peers: BTreeMap::new(), ranges: BTreeMap::new(), metrics };
+        let mut store = Store {
+            store_id,
+            engine: engine.clone(),
+            peers: BTreeMap::new(),
+            ranges: BTreeMap::new(),
+            meta: None,
+            raft_cfg: raft_cfg.clone(),
+            logger: logger.clone(),
+            metrics,
+        };
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();
         engine.for_each(CF_REGION_META, &start, &end, |_, v| {
@@ -63,10 +93,7 @@ impl Store {
             true
         })?;
         for id in region_ids {
-            let storage = PeerStorage::load(engine.clone(), id)?;
-            let peer = Peer::new(store_id, storage, raft_cfg, logger)?;
-            store.ranges.insert(peer.region().start_key.clone(), id);
-            store.peers.insert(id, peer);
+            store.add_peer(id, false)?;
         }
         store.metrics.region_count.set(store.peers.len() as i64);
         Ok(store)
@@ -80,6 +107,47 @@ impl Store {
         &self.engine
     }
 
+    /// The meta state machine, when this store holds a meta peer.
+    pub fn meta(&self) -> Option<SharedMeta> {
+        self.meta.clone()
+    }
+
+    /// Loads this store's peer of `region_id` from the engine and starts routing
+    /// to it; the meta group's peer gets the meta state machine.
+    fn add_peer(&mut self, region_id: u64, campaign: bool) -> Result<()> {
+        if self.peers.contains_key(&region_id) {
+            return Ok(());
+        }
+        let storage = PeerStorage::load(self.engine.clone(), region_id)?;
+        let meta = if region_id == META_REGION_ID {
+            let state: SharedMeta = Arc::new(RwLock::new(MetaState::load(&self.engine)?));
+            self.meta = Some(state.clone());
+            Some(state)
+        } else {
+            None
+        };
+        let mut peer = Peer::new(self.store_id, storage, meta, &self.raft_cfg, &self.logger)?;
+        if campaign {
+            peer.campaign()?;
+        }
+        if region_id != META_REGION_ID {
+            self.ranges.insert(peer.region().start_key.clone(), region_id);
+        }
+        self.peers.insert(region_id, peer);
+        self.metrics.region_count.set(self.peers.len() as i64);
+        Ok(())
+    }
+
+    /// Creates the peers of regions split off this round.
+    fn finish_splits(&mut self, splits: Vec<SplitDone>) -> Result<()> {
+        for split in splits {
+            self.add_peer(split.right.id, split.campaign)?;
+            // The right half's start now routes to it, even if the peer existed.
+            self.ranges.insert(split.right.start_key.clone(), split.right.id);
+        }
+        Ok(())
+    }
+
     /// The peer of the region whose range holds `key`.
     fn peer_for_key(&mut self, key: &[u8]) -> Result<&mut Peer> {
         let id = self
@@ -89,6 +157,7 @@ impl Store {
             .map(|(_, id)| *id)
             .ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
         let peer = self.peers.get_mut(&id).ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
+        // A stale range entry (never expected) must not route a key elsewhere.
         let r = peer.region();
         if !keys::in_range(key, &r.start_key, &r.end_key) {
             return Err(Error::RegionNotFound(key.to_vec()));
@@ -135,9 +204,74 @@ impl Store {
             let _ = cb.send(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
             return;
         }
-        let cmd = RaftCmd { region_id: region.id, epoch: region.epoch, mutations };
+        let cmd = RaftCmd { region_id: region.id, epoch: region.epoch, mutations, ..Default::default() };
         metrics.raft_proposals.with_label_values(&["proposed"]).inc();
         peer.propose(&cmd, cb);
+    }
+
+    /// Proposes splitting `region_id` at `split_key`, if the region still has
+    /// `epoch` (a split check made on an older epoch is refused with
+    /// `EpochNotMatch`); `cb` is answered once the split is applied.
+    pub fn propose_split(&mut self, region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback) {
+        let Some(peer) = self.peers.get_mut(&region_id).filter(|_| region_id != META_REGION_ID) else {
+            let _ = cb.send(Err(Error::RegionNotFound(vec![])));
+            return;
+        };
+        let region = peer.region();
+        if region.epoch != Some(epoch) {
+            let _ = cb.send(Err(Error::EpochNotMatch(
+                format!("split planned under {epoch:?}, region has {:?}", region.epoch),
+                vec![region.clone()],
+            )));
+            return;
+        }
+        let cmd = RaftCmd { region_id, epoch: Some(epoch), split: Some(split), ..Default::default() };
+        peer.propose(&cmd, cb);
+    }
+
+    /// Proposes a command to the meta group; refused unless this store's meta
+    /// peer leads.
+    pub fn propose_meta(&mut self, cmd: MetaCmd, cb: WriteCallback) {
+        let Some(peer) = self.peers.get_mut(&META_REGION_ID) else {
+            let _ = cb.send(Err(Error::RegionNotFound(vec![])));
+            return;
+        };
+        let cmd = RaftCmd { region_id: META_REGION_ID, epoch: peer.region().epoch, meta: Some(cmd), ..Default::default() };
+        peer.propose(&cmd, cb);
+    }
+
+    /// Queues a linearizable read of a whole region, by id (the meta group's reads).
+    pub fn read_region(&mut self, region_id: u64, cb: ReadCallback) {
+        match self.peers.get_mut(&region_id) {
+            Some(peer) => peer.read(cb),
+            None => {
+                let _ = cb.send(Err(Error::RegionNotFound(vec![])));
+            }
+        }
+    }
+
+    /// Moves leadership of `region_id` to its peer `to_peer`, if the region still
+    /// has `epoch` and this store leads it; otherwise does nothing.
+    pub fn transfer_leader(&mut self, region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64) {
+        if let Some(peer) = self.peers.get_mut(&region_id)
+            && peer.region().epoch == epoch
+            && peer.region().peers.iter().any(|p| p.id == to_peer && !p.is_learner)
+        {
+            tracing::info!(region = region_id, to_peer, "transferring leadership");
+            peer.transfer_leader(to_peer);
+        }
+    }
+
+    /// Every data region this store leads, with what was written since the last call.
+    pub fn leader_reports(&mut self) -> Vec<LeaderReport> {
+        self.peers
+            .values_mut()
+            .filter(|p| p.is_leader() && p.region_id() != META_REGION_ID)
+            .map(|p| {
+                let (written_bytes, written_keys) = p.take_written();
+                LeaderReport { region: p.region().clone(), term: p.term(), written_bytes, written_keys }
+            })
+            .collect()
     }
 
     /// Queues a linearizable read of the region holding `key`.
@@ -216,12 +350,14 @@ impl Store {
         if !apply_wb.is_empty() {
             engine.write(apply_wb, false)?;
         }
+        let splits = std::mem::take(&mut done.splits);
         let (applied, failed) = done.fire();
         self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
         self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
         for peer in self.peers.values_mut() {
             peer.finish_reads();
         }
+        self.finish_splits(splits)?;
         Ok(out)
     }
 

@@ -5,38 +5,71 @@
 //! runs [`Store::handle_readies`] once for all of it, and hands the outgoing Raft
 //! messages to the transport as one batch. Batching at every step is where the
 //! throughput comes from: one synced write per round, however many requests.
+//!
+//! The mailbox is bounded in effect: client requests (writes and reads) past
+//! [`MAX_PENDING_REQUESTS`] waiting in it are refused with `ServerIsBusy` before
+//! they are queued, so an overloaded store pushes back instead of growing memory
+//! and latency without limit. Raft messages are never refused.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_proto::{Mutation, RaftMessage};
+use shoal_proto::{MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
 use tokio::sync::oneshot;
 
-use super::peer::{ReadCallback, WriteCallback};
-use super::store::{PeerStatus, Store};
+use super::peer::{CmdResult, ReadCallback, WriteCallback};
+use super::store::{LeaderReport, PeerStatus, Store};
 use crate::error::{Error, Result};
 
 /// Most messages taken from the mailbox in one round.
 const MAX_MSGS_PER_ROUND: usize = 4096;
+/// Client requests that may wait in the mailbox before new ones are refused.
+pub const MAX_PENDING_REQUESTS: usize = 65_536;
 
 pub enum StoreMsg {
     Raft(RaftMessage),
     Write { mutations: Vec<Mutation>, cb: WriteCallback },
     Read { key: Vec<u8>, cb: ReadCallback },
+    ReadRegion { region_id: u64, cb: ReadCallback },
+    Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
+    Meta { cmd: MetaCmd, cb: WriteCallback },
+    TransferLeader { region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64 },
+    LeaderReports { cb: oneshot::Sender<Vec<LeaderReport>> },
     Status { cb: oneshot::Sender<Vec<PeerStatus>> },
     Shutdown,
+}
+
+impl StoreMsg {
+    /// Whether this message is a client request that counts against the limit.
+    fn is_request(&self) -> bool {
+        matches!(self, StoreMsg::Write { .. } | StoreMsg::Read { .. })
+    }
 }
 
 /// A cheap, cloneable way to reach the store loop from any thread or task.
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: Sender<StoreMsg>,
+    /// Client requests sent and not yet taken by the loop.
+    pending: Arc<AtomicUsize>,
 }
 
 impl StoreHandle {
     fn send(&self, msg: StoreMsg) -> Result<()> {
+        if msg.is_request() && self.pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_REQUESTS {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::ServerIsBusy(format!("{MAX_PENDING_REQUESTS} requests already wait for the store loop")));
+        }
         self.tx.send(msg).map_err(|_| Error::Unavailable("store loop has stopped".into()))
+    }
+
+    async fn command(&self, msg: impl FnOnce(WriteCallback) -> StoreMsg) -> Result<CmdResult> {
+        let (cb, rx) = oneshot::channel();
+        self.send(msg(cb))?;
+        rx.await.map_err(|_| Error::OutcomeUnknown("store loop dropped the command".into()))?
     }
 
     pub fn raft_messages(&self, msgs: Vec<RaftMessage>) -> Result<()> {
@@ -48,9 +81,36 @@ impl StoreHandle {
 
     /// Proposes `mutations` (one region) and waits until they are applied.
     pub async fn write(&self, mutations: Vec<Mutation>) -> Result<()> {
+        self.command(|cb| StoreMsg::Write { mutations, cb }).await.map(drop)
+    }
+
+    /// Proposes splitting `region_id` (still at `epoch`) and waits until it is applied.
+    pub async fn split(&self, region_id: u64, epoch: RegionEpoch, split: SplitCmd) -> Result<CmdResult> {
+        self.command(|cb| StoreMsg::Split { region_id, epoch, split, cb }).await
+    }
+
+    /// Proposes a meta command (this store's meta peer must lead) and waits for its result.
+    pub async fn meta(&self, cmd: MetaCmd) -> Result<CmdResult> {
+        self.command(|cb| StoreMsg::Meta { cmd, cb }).await
+    }
+
+    /// Waits until this store may serve a linearizable read of all of `region_id`.
+    pub async fn read_region(&self, region_id: u64) -> Result<Region> {
         let (cb, rx) = oneshot::channel();
-        self.send(StoreMsg::Write { mutations, cb })?;
-        rx.await.map_err(|_| Error::OutcomeUnknown("store loop dropped the write".into()))?
+        self.send(StoreMsg::ReadRegion { region_id, cb })?;
+        rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
+    }
+
+    /// Asks the region's leader on this store to hand leadership to `to_peer`.
+    pub fn transfer_leader(&self, region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64) -> Result<()> {
+        self.send(StoreMsg::TransferLeader { region_id, epoch, to_peer })
+    }
+
+    /// The data regions this store leads, with writes since the last call.
+    pub async fn leader_reports(&self) -> Result<Vec<LeaderReport>> {
+        let (cb, rx) = oneshot::channel();
+        self.send(StoreMsg::LeaderReports { cb })?;
+        rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))
     }
 
     /// Waits until this store may serve a linearizable read of `key`'s region;
@@ -82,10 +142,12 @@ pub fn spawn(
     outbox: tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
 ) -> (StoreHandle, JoinHandle<Result<()>>) {
     let (tx, rx) = mpsc::channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let counter = pending.clone();
     let thread = std::thread::Builder::new()
         .name(format!("store-{}", store.store_id()))
         .spawn(move || {
-            let res = run(&mut store, &rx, tick, &outbox);
+            let res = run(&mut store, &rx, tick, &outbox, &counter);
             store.shutdown();
             if let Err(e) = &res {
                 tracing::error!(error = %e, "store loop failed");
@@ -93,7 +155,7 @@ pub fn spawn(
             res
         })
         .expect("spawning the store thread");
-    (StoreHandle { tx }, thread)
+    (StoreHandle { tx, pending }, thread)
 }
 
 fn run(
@@ -101,6 +163,7 @@ fn run(
     rx: &Receiver<StoreMsg>,
     tick: Duration,
     outbox: &tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
+    pending: &AtomicUsize,
 ) -> Result<()> {
     let mut next_tick = Instant::now() + tick;
     loop {
@@ -112,8 +175,18 @@ fn run(
         };
         let mut stop = false;
         for msg in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_MSGS_PER_ROUND)) {
+            if msg.is_request() {
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
             match msg {
                 StoreMsg::Raft(m) => store.on_raft_message(m),
+                StoreMsg::ReadRegion { region_id, cb } => store.read_region(region_id, cb),
+                StoreMsg::Split { region_id, epoch, split, cb } => store.propose_split(region_id, epoch, split, cb),
+                StoreMsg::Meta { cmd, cb } => store.propose_meta(cmd, cb),
+                StoreMsg::TransferLeader { region_id, epoch, to_peer } => store.transfer_leader(region_id, epoch, to_peer),
+                StoreMsg::LeaderReports { cb } => {
+                    let _ = cb.send(store.leader_reports());
+                }
                 StoreMsg::Write { mutations, cb } => store.propose_write(mutations, cb),
                 StoreMsg::Read { key, cb } => store.read(&key, cb),
                 StoreMsg::Status { cb } => {

@@ -2,7 +2,7 @@
 //! the response header as a `RegionError`; everything else becomes a gRPC status
 //! whose code says whose fault it is.
 
-use shoal_proto::{NotLeader, RegionError};
+use shoal_proto::{EpochNotMatch, KeyNotInRegion, NotLeader, RegionError, RegionNotFound, ServerIsBusy};
 use tonic::{Code, Status};
 
 use super::registry::StoreRegistry;
@@ -22,6 +22,7 @@ pub fn label(err: &Error) -> &'static str {
         Error::RegionNotFound(_) => "RegionNotFound",
         Error::KeyNotInRegion { .. } => "KeyNotInRegion",
         Error::EpochNotMatch(..) => "EpochNotMatch",
+        Error::ServerIsBusy(_) => "ServerIsBusy",
         Error::Unavailable(_) | Error::StaleCommand(_) => "Unavailable",
         Error::OutcomeUnknown(_) => "OutcomeUnknown",
         Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => "Internal",
@@ -33,10 +34,21 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
     match err {
         Error::NotLeader { region_id, leader } => {
             let leader_addr = leader.as_ref().and_then(|l| registry.address(l.store_id)).unwrap_or_default();
-            Reply::Region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }) })
+            Reply::Region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }), ..Default::default() })
         }
-        Error::RegionNotFound(_) | Error::KeyNotInRegion { .. } | Error::EpochNotMatch(..) => {
-            Reply::Region(RegionError { message, not_leader: None })
+        Error::RegionNotFound(key) => {
+            Reply::Region(RegionError { message, region_not_found: Some(RegionNotFound { region_id: 0, key }), ..Default::default() })
+        }
+        Error::KeyNotInRegion { key, region_id } => Reply::Region(RegionError {
+            message,
+            key_not_in_region: Some(KeyNotInRegion { key, region_id, ..Default::default() }),
+            ..Default::default()
+        }),
+        Error::EpochNotMatch(_, current_regions) => {
+            Reply::Region(RegionError { message, epoch_not_match: Some(EpochNotMatch { current_regions }), ..Default::default() })
+        }
+        Error::ServerIsBusy(reason) => {
+            Reply::Region(RegionError { message, server_is_busy: Some(ServerIsBusy { reason }), ..Default::default() })
         }
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
         // UNAVAILABLE promises that nothing was applied, so a client may retry.

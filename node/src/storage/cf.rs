@@ -18,8 +18,11 @@ pub const CF_RAFT_STATE: &str = "raft_state";
 /// Region descriptors, apply states, the store's identity and registry.
 pub const CF_REGION_META: &str = "region_meta";
 
-/// Column families that hold Raft and region state, never user data.
-pub const INTERNAL_CFS: [&str; 3] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META];
+/// The meta Raft group's state machine: store registry, region directory, ids.
+pub const CF_META: &str = "meta";
+
+/// Column families that hold Raft, region and cluster state, never user data.
+pub const INTERNAL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, CF_META];
 
 /// Block compression of a column family's SST files.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

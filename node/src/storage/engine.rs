@@ -5,7 +5,7 @@ use std::path::Path;
 
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions};
 
-use super::cf::{CF_DEFAULT, CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, CfConfig, CfOptions, Compression, INTERNAL_CFS};
+use super::cf::{CF_DEFAULT, CF_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META, CfConfig, CfOptions, Compression, INTERNAL_CFS};
 
 /// A failure of the storage engine. Always the system's fault, never the client's.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,7 @@ impl Engine {
         let small = CfOptions { write_buffer_size: 8 << 20, ..CfOptions::default() };
         descriptors.push(ColumnFamilyDescriptor::new(CF_RAFT_STATE, rocks_options(&small)));
         descriptors.push(ColumnFamilyDescriptor::new(CF_REGION_META, rocks_options(&small)));
+        descriptors.push(ColumnFamilyDescriptor::new(CF_META, rocks_options(&small)));
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
         Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect() })

@@ -1,0 +1,356 @@
+//! [`MetaState`]: the meta Raft group's state machine — the store registry, the
+//! region directory and the id allocator.
+//!
+//! Every store that holds a meta peer applies the same committed [`MetaCmd`]s
+//! in the same order, so every copy is identical. Each command writes its effect
+//! into the round's `WriteBatch` (the `meta` CF, layouts in [`crate::keys`]) and
+//! into memory at once; the in-memory copy is rebuilt from the CF on start.
+//!
+//! Directory merge rule (as PD's): a report with an older epoch than the region
+//! has in the directory is ignored; one with a newer epoch replaces it and drops
+//! every region it overlaps whose epoch is older (the parent of a split, say); a
+//! report overlapped by a region with a *newer* version is stale and ignored.
+//! A leader reported in an older term never overrides a newer one.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use prost::Message as _;
+use shoal_proto::{MetaCmd, MetaIdState, RegionEpoch, RegionInfo, StoreMeta, meta_cmd};
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::storage::cf::CF_META;
+use crate::storage::{Engine, WriteBatch};
+
+/// What applying a meta command returns to its proposer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaResult {
+    Done,
+    /// Ids `first .. first + count` were handed out.
+    Ids {
+        first: u64,
+        count: u64,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MetaState {
+    next_id: u64,
+    stores: BTreeMap<u64, StoreMeta>,
+    regions: BTreeMap<u64, RegionInfo>,
+    /// Start key → region id, for lookups by key.
+    by_start: BTreeMap<Vec<u8>, u64>,
+}
+
+fn epoch(r: &RegionInfo) -> RegionEpoch {
+    r.region.as_ref().and_then(|r| r.epoch).unwrap_or_default()
+}
+
+fn corrupt(what: &str, e: prost::DecodeError) -> Error {
+    Error::Internal(format!("corrupt meta {what}: {e}"))
+}
+
+impl MetaState {
+    /// Writes the state a new cluster's meta group starts with (bootstrap).
+    pub fn write_initial(wb: &mut WriteBatch<'_>, stores: &[StoreMeta], regions: &[RegionInfo], next_id: u64) -> Result<()> {
+        wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id }.encode_to_vec())?;
+        for s in stores {
+            wb.put(CF_META, &keys::meta_store_key(s.id), &s.encode_to_vec())?;
+        }
+        for r in regions {
+            let id = r.region.as_ref().map_or(0, |r| r.id);
+            wb.put(CF_META, &keys::meta_region_key(id), &r.encode_to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Reads the state this store has applied.
+    pub fn load(engine: &Engine) -> Result<MetaState> {
+        let mut state = MetaState::default();
+        if let Some(b) = engine.get(CF_META, keys::META_ID_KEY)? {
+            state.next_id = MetaIdState::decode(b.as_slice()).map_err(|e| corrupt("id state", e))?.next_id;
+        }
+        let mut bad = None;
+        let (start, end) = keys::meta_store_range();
+        engine.for_each(CF_META, &start, &end, |_, v| match StoreMeta::decode(v) {
+            Ok(s) => {
+                state.stores.insert(s.id, s);
+                true
+            }
+            Err(e) => {
+                bad = Some(corrupt("store", e));
+                false
+            }
+        })?;
+        let (start, end) = keys::meta_region_range();
+        engine.for_each(CF_META, &start, &end, |_, v| match RegionInfo::decode(v) {
+            Ok(r) => {
+                state.insert_region(r);
+                true
+            }
+            Err(e) => {
+                bad = Some(corrupt("region", e));
+                false
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(state),
+        }
+    }
+
+    /// Applies one committed command: into `wb` and into memory.
+    pub fn apply(&mut self, cmd: &MetaCmd, wb: &mut WriteBatch<'_>) -> Result<MetaResult> {
+        match &cmd.cmd {
+            Some(meta_cmd::Cmd::AllocIds(count)) => {
+                let count = (*count).max(1) as u64;
+                let first = self.next_id;
+                self.next_id += count;
+                wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;
+                Ok(MetaResult::Ids { first, count })
+            }
+            Some(meta_cmd::Cmd::PutRegions(list)) => {
+                for report in &list.regions {
+                    for (id, merged) in self.merge_region(report) {
+                        match merged {
+                            Some(info) => wb.put(CF_META, &keys::meta_region_key(id), &info.encode_to_vec())?,
+                            None => wb.delete(CF_META, &keys::meta_region_key(id))?,
+                        }
+                    }
+                }
+                Ok(MetaResult::Done)
+            }
+            Some(meta_cmd::Cmd::PutStore(store)) => {
+                wb.put(CF_META, &keys::meta_store_key(store.id), &store.encode_to_vec())?;
+                self.next_id = self.next_id.max(store.id + 1);
+                self.stores.insert(store.id, store.clone());
+                Ok(MetaResult::Done)
+            }
+            None => Ok(MetaResult::Done),
+        }
+    }
+
+    /// Merges one region report into the directory. Returns what changed: region
+    /// id → its new entry, or `None` for a region dropped from the directory.
+    fn merge_region(&mut self, report: &RegionInfo) -> Vec<(u64, Option<RegionInfo>)> {
+        let Some(region) = report.region.as_ref() else { return vec![] };
+        let new_epoch = epoch(report);
+        let overlapping = self.overlapping(&region.start_key, &region.end_key);
+        // A region we know with a newer version covers part of this range: stale.
+        if overlapping.iter().any(|id| *id != region.id && self.regions.get(id).is_some_and(|r| epoch(r).version > new_epoch.version)) {
+            return vec![];
+        }
+        let mut merged = report.clone();
+        if let Some(old) = self.regions.get(&region.id) {
+            let old_epoch = epoch(old);
+            if new_epoch.version < old_epoch.version || new_epoch.conf_ver < old_epoch.conf_ver {
+                return vec![];
+            }
+            if report.leader_term < old.leader_term {
+                merged.leader_store_id = old.leader_store_id;
+                merged.leader_term = old.leader_term;
+            }
+        }
+        let mut changes = Vec::new();
+        for id in overlapping {
+            if id != region.id {
+                self.remove_region(id);
+                changes.push((id, None));
+            }
+        }
+        self.remove_region(region.id);
+        self.insert_region(merged.clone());
+        changes.push((region.id, Some(merged)));
+        changes
+    }
+
+    fn overlapping(&self, start: &[u8], end: &[u8]) -> Vec<u64> {
+        // The region holding `start` (it may begin before it), then every region
+        // beginning inside the range.
+        let first = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(start))).next_back().map(|(_, id)| *id);
+        let rest = self
+            .by_start
+            .range::<[u8], _>((Bound::Excluded(start), Bound::Unbounded))
+            .take_while(|(s, _)| end.is_empty() || s.as_slice() < end)
+            .map(|(_, id)| *id);
+        first
+            .into_iter()
+            .chain(rest)
+            .filter(|id| {
+                self.regions
+                    .get(id)
+                    .and_then(|r| r.region.as_ref())
+                    .is_some_and(|r| keys::ranges_overlap(&r.start_key, &r.end_key, start, end))
+            })
+            .collect()
+    }
+
+    fn insert_region(&mut self, info: RegionInfo) {
+        let Some(region) = info.region.as_ref() else { return };
+        self.by_start.insert(region.start_key.clone(), region.id);
+        self.regions.insert(region.id, info);
+    }
+
+    fn remove_region(&mut self, id: u64) {
+        if let Some(old) = self.regions.remove(&id)
+            && let Some(r) = old.region
+            && self.by_start.get(&r.start_key) == Some(&id)
+        {
+            self.by_start.remove(&r.start_key);
+        }
+    }
+
+    /// The region whose range holds `key`.
+    pub fn region_by_key(&self, key: &[u8]) -> Option<&RegionInfo> {
+        let (_, id) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
+        let info = self.regions.get(id)?;
+        let r = info.region.as_ref()?;
+        keys::in_range(key, &r.start_key, &r.end_key).then_some(info)
+    }
+
+    /// Regions overlapping `[start, end)` in key order, at most `limit` (0: all).
+    pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<RegionInfo> {
+        let ids = self.overlapping(start, end);
+        let mut out: Vec<RegionInfo> = ids.into_iter().filter_map(|id| self.regions.get(&id).cloned()).collect();
+        if limit > 0 {
+            out.truncate(limit);
+        }
+        out
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &RegionInfo> {
+        self.regions.values()
+    }
+
+    pub fn region(&self, id: u64) -> Option<&RegionInfo> {
+        self.regions.get(&id)
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &StoreMeta> {
+        self.stores.values()
+    }
+
+    pub fn store(&self, id: u64) -> Option<&StoreMeta> {
+        self.stores.get(&id)
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::{MetaRegions, Peer, Region};
+
+    use super::*;
+
+    fn info(id: u64, start: &str, end: &str, version: u64, leader: u64, term: u64) -> RegionInfo {
+        RegionInfo {
+            region: Some(Region {
+                id,
+                start_key: start.into(),
+                end_key: end.into(),
+                epoch: Some(RegionEpoch { conf_ver: 1, version }),
+                peers: vec![Peer { id: id * 10, store_id: 1, is_learner: false }],
+            }),
+            leader_store_id: leader,
+            leader_term: term,
+            ..Default::default()
+        }
+    }
+
+    fn put(regions: Vec<RegionInfo>) -> MetaCmd {
+        MetaCmd { cmd: Some(meta_cmd::Cmd::PutRegions(MetaRegions { regions })) }
+    }
+
+    fn ids(state: &MetaState) -> Vec<u64> {
+        state.scan_regions(b"", b"", 0).iter().map(|r| r.region.as_ref().unwrap().id).collect()
+    }
+
+    fn setup() -> (tempfile::TempDir, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        (dir, engine)
+    }
+
+    #[test]
+    fn a_split_replaces_its_parent_and_survives_a_reload() {
+        let (_dir, engine) = setup();
+        let mut wb = engine.batch();
+        MetaState::write_initial(&mut wb, &[], &[info(2, "", "", 1, 1, 5)], 100).unwrap();
+        engine.write(wb, true).unwrap();
+        let mut state = MetaState::load(&engine).unwrap();
+        assert_eq!(state.region_by_key(b"anything").unwrap().region.as_ref().unwrap().id, 2);
+
+        // The right half reports first: the parent (older version) is dropped,
+        // leaving a hole until the left half reports.
+        let mut wb = engine.batch();
+        state.apply(&put(vec![info(7, "m", "", 2, 2, 5)]), &mut wb).unwrap();
+        assert_eq!(ids(&state), vec![7]);
+        assert!(state.region_by_key(b"a").is_none());
+        state.apply(&put(vec![info(2, "", "m", 2, 1, 5)]), &mut wb).unwrap();
+        engine.write(wb, true).unwrap();
+        assert_eq!(ids(&state), vec![2, 7]);
+        assert_eq!(state.region_by_key(b"l").unwrap().region.as_ref().unwrap().id, 2);
+        assert_eq!(state.region_by_key(b"m").unwrap().region.as_ref().unwrap().id, 7);
+
+        let reloaded = MetaState::load(&engine).unwrap();
+        assert_eq!(ids(&reloaded), vec![2, 7]);
+        assert_eq!(reloaded.region_by_key(b"m").unwrap().leader_store_id, 2);
+    }
+
+    #[test]
+    fn stale_reports_change_nothing() {
+        let (_dir, engine) = setup();
+        let mut state = MetaState::default();
+        let mut wb = engine.batch();
+        state.apply(&put(vec![info(2, "", "m", 2, 1, 6), info(7, "m", "", 2, 1, 6)]), &mut wb).unwrap();
+        // The unsplit parent, reported late by a lagging store: older version.
+        state.apply(&put(vec![info(2, "", "", 1, 3, 9)]), &mut wb).unwrap();
+        assert_eq!(ids(&state), vec![2, 7]);
+        assert_eq!(state.region(2).unwrap().region.as_ref().unwrap().end_key, b"m");
+        // A leader from an older term does not override the known one.
+        state.apply(&put(vec![info(7, "m", "", 2, 3, 5)]), &mut wb).unwrap();
+        assert_eq!(state.region(7).unwrap().leader_store_id, 1);
+        // A newer term does.
+        state.apply(&put(vec![info(7, "m", "", 2, 3, 7)]), &mut wb).unwrap();
+        assert_eq!(state.region(7).unwrap().leader_store_id, 3);
+    }
+
+    #[test]
+    fn ids_are_never_handed_out_twice_even_after_reload() {
+        let (_dir, engine) = setup();
+        let mut wb = engine.batch();
+        MetaState::write_initial(&mut wb, &[], &[], 10).unwrap();
+        engine.write(wb, true).unwrap();
+        let mut state = MetaState::load(&engine).unwrap();
+        let mut wb = engine.batch();
+        let alloc = MetaCmd { cmd: Some(meta_cmd::Cmd::AllocIds(3)) };
+        assert_eq!(state.apply(&alloc, &mut wb).unwrap(), MetaResult::Ids { first: 10, count: 3 });
+        assert_eq!(state.apply(&alloc, &mut wb).unwrap(), MetaResult::Ids { first: 13, count: 3 });
+        engine.write(wb, true).unwrap();
+        let mut state = MetaState::load(&engine).unwrap();
+        let mut wb = engine.batch();
+        let zero = MetaCmd { cmd: Some(meta_cmd::Cmd::AllocIds(0)) };
+        assert_eq!(state.apply(&zero, &mut wb).unwrap(), MetaResult::Ids { first: 16, count: 1 });
+    }
+
+    #[test]
+    fn scan_regions_starts_at_the_region_holding_start_and_respects_limits() {
+        let mut state = MetaState::default();
+        let (_dir, engine) = setup();
+        let mut wb = engine.batch();
+        state
+            .apply(
+                &put(vec![info(1, "", "c", 2, 1, 1), info(2, "c", "f", 2, 1, 1), info(3, "f", "k", 2, 1, 1), info(4, "k", "", 2, 1, 1)]),
+                &mut wb,
+            )
+            .unwrap();
+        let got: Vec<u64> = state.scan_regions(b"d", b"k", 0).iter().map(|r| r.region.as_ref().unwrap().id).collect();
+        assert_eq!(got, vec![2, 3], "[d,k) overlaps [c,f) and [f,k) only");
+        assert_eq!(state.scan_regions(b"", b"", 2).len(), 2);
+        assert_eq!(state.region_by_key(b"zzz").unwrap().region.as_ref().unwrap().id, 4);
+    }
+}
