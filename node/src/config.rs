@@ -77,6 +77,18 @@ pub struct NodeArgs {
     /// Ticks without a leader before a follower campaigns.
     #[arg(long)]
     pub raft_election_ticks: Option<usize>,
+    /// A region whose data grows past this many bytes is split in two.
+    #[arg(long)]
+    pub region_split_size: Option<u64>,
+    /// A region holding more than this many keys is split in two.
+    #[arg(long)]
+    pub region_split_keys: Option<u64>,
+    /// How often a store reports itself and the regions it leads to meta, in milliseconds.
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Replicas placement keeps of every region.
+    #[arg(long)]
+    pub replication_factor: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -104,6 +116,10 @@ pub struct NodeConfig {
     pub raft_heartbeat_ticks: usize,
     /// How long a request waits for Raft before answering `Unavailable`.
     pub request_timeout_ms: u64,
+    pub region_split_size: u64,
+    pub region_split_keys: u64,
+    pub heartbeat_interval_ms: u64,
+    pub replication_factor: usize,
 }
 
 impl Default for NodeConfig {
@@ -126,6 +142,10 @@ impl Default for NodeConfig {
             raft_election_ticks: 10,
             raft_heartbeat_ticks: 2,
             request_timeout_ms: 5_000,
+            region_split_size: 96 << 20,
+            region_split_keys: 960_000,
+            heartbeat_interval_ms: 1_000,
+            replication_factor: 3,
         }
     }
 }
@@ -144,6 +164,7 @@ impl NodeConfig {
             ($($field:ident),*) => { $( if let Some(v) = args.$field { cfg.$field = v; } )* };
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
+        set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -176,6 +197,10 @@ impl NodeConfig {
         in_range("raft-heartbeat-ticks", self.raft_heartbeat_ticks as u64, 1, 1_000)?;
         in_range("raft-election-ticks", self.raft_election_ticks as u64, self.raft_heartbeat_ticks as u64 + 1, 10_000)?;
         in_range("request-timeout-ms", self.request_timeout_ms, 1, 600_000)?;
+        in_range("region-split-size", self.region_split_size, 64 << 10, 64 << 30)?;
+        in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
+        in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
+        in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
@@ -208,6 +233,10 @@ impl NodeConfig {
 
     pub fn raft_tick(&self) -> Duration {
         Duration::from_millis(self.raft_tick_ms)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -25,6 +25,14 @@ pub struct Metrics {
     pub wal_sync_duration: Histogram,
     /// How many peers had a Ready in one store loop round.
     pub ready_peers_per_round: Histogram,
+    /// Splits this store proposed as a region leader, by outcome.
+    pub region_splits: IntCounterVec,
+    /// Heartbeats to meta, by outcome.
+    pub heartbeats: IntCounterVec,
+    /// Placement orders issued by this store while it led meta, by kind.
+    pub placement_operators: IntCounterVec,
+    /// Regions short of replicas, as the meta leader last planned.
+    pub under_replicated_regions: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -71,6 +79,19 @@ impl Metrics {
                 HistogramOpts::new("shoal_store_ready_peers_per_round", "Peers with a Ready per store loop round")
                     .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
             )?,
+            region_splits: IntCounterVec::new(
+                Opts::new("shoal_region_splits_total", "Region splits proposed by this store, by outcome"),
+                &["outcome"],
+            )?,
+            heartbeats: IntCounterVec::new(Opts::new("shoal_meta_heartbeats_total", "Heartbeats sent to meta, by outcome"), &["outcome"])?,
+            placement_operators: IntCounterVec::new(
+                Opts::new("shoal_placement_operators_total", "Placement orders issued by this store as meta leader, by kind"),
+                &["kind"],
+            )?,
+            under_replicated_regions: IntGauge::new(
+                "shoal_placement_under_replicated_regions",
+                "Regions short of voters, as the meta leader last planned",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.grpc_requests.clone()))?;
@@ -85,6 +106,10 @@ impl Metrics {
         m.registry.register(Box::new(m.region_count.clone()))?;
         m.registry.register(Box::new(m.wal_sync_duration.clone()))?;
         m.registry.register(Box::new(m.ready_peers_per_round.clone()))?;
+        m.registry.register(Box::new(m.region_splits.clone()))?;
+        m.registry.register(Box::new(m.heartbeats.clone()))?;
+        m.registry.register(Box::new(m.placement_operators.clone()))?;
+        m.registry.register(Box::new(m.under_replicated_regions.clone()))?;
         Ok(m)
     }
 

@@ -77,7 +77,7 @@ pub fn plan(stores: &BTreeSet<u64>, regions: &[RegionInfo], cooling: &HashSet<u6
                     return None;
                 }
                 let to = r.peers.iter().find(|p| p.store_id == lo && !p.is_learner)?;
-                Some(Transfer { region_id: r.id, from_store: hi, to: to.clone() })
+                Some(Transfer { region_id: r.id, from_store: hi, to: *to })
             });
             if let Some(t) = candidate {
                 chosen = Some((lo, t));

@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod logger;
 pub mod peer;
 pub mod peer_storage;
+pub mod split_check;
 pub mod store;
 pub mod store_loop;
 

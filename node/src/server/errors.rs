@@ -10,7 +10,7 @@ use crate::error::Error;
 
 /// Either a `RegionError` for the response header, or a gRPC status.
 pub enum Reply {
-    Region(RegionError),
+    Region(Box<RegionError>),
     Status(Status),
 }
 
@@ -34,22 +34,20 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
     match err {
         Error::NotLeader { region_id, leader } => {
             let leader_addr = leader.as_ref().and_then(|l| registry.address(l.store_id)).unwrap_or_default();
-            Reply::Region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }), ..Default::default() })
+            region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }), ..Default::default() })
         }
         Error::RegionNotFound(key) => {
-            Reply::Region(RegionError { message, region_not_found: Some(RegionNotFound { region_id: 0, key }), ..Default::default() })
+            region(RegionError { message, region_not_found: Some(RegionNotFound { region_id: 0, key }), ..Default::default() })
         }
-        Error::KeyNotInRegion { key, region_id } => Reply::Region(RegionError {
+        Error::KeyNotInRegion { key, region_id } => region(RegionError {
             message,
             key_not_in_region: Some(KeyNotInRegion { key, region_id, ..Default::default() }),
             ..Default::default()
         }),
         Error::EpochNotMatch(_, current_regions) => {
-            Reply::Region(RegionError { message, epoch_not_match: Some(EpochNotMatch { current_regions }), ..Default::default() })
+            region(RegionError { message, epoch_not_match: Some(EpochNotMatch { current_regions }), ..Default::default() })
         }
-        Error::ServerIsBusy(reason) => {
-            Reply::Region(RegionError { message, server_is_busy: Some(ServerIsBusy { reason }), ..Default::default() })
-        }
+        Error::ServerIsBusy(reason) => region(RegionError { message, server_is_busy: Some(ServerIsBusy { reason }), ..Default::default() }),
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
         // UNAVAILABLE promises that nothing was applied, so a client may retry.
         Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),
@@ -57,4 +55,8 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
         Error::OutcomeUnknown(_) => Reply::Status(Status::new(Code::Unknown, message)),
         Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => Reply::Status(Status::new(Code::Internal, message)),
     }
+}
+
+fn region(err: RegionError) -> Reply {
+    Reply::Region(Box::new(err))
 }

@@ -16,6 +16,7 @@ use super::errors::{Reply, label, to_reply};
 use super::registry::StoreRegistry;
 use super::validate::{self, Limits};
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::metrics::Metrics;
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
@@ -66,7 +67,7 @@ impl KvService {
             Err(e) => match to_reply(e, &self.registry) {
                 Reply::Region(region_error) => {
                     let mut resp = T::default();
-                    resp.set_header(ResponseHeader { region_error: Some(region_error) });
+                    resp.set_header(ResponseHeader { region_error: Some(*region_error) });
                     Ok(Response::new(resp))
                 }
                 Reply::Status(status) => Err(status),
@@ -78,7 +79,15 @@ impl KvService {
     /// for a stale read. Returns the region, when known.
     async fn before_read(&self, key: &[u8], consistency: i32) -> Result<Option<Region>> {
         match ReadConsistency::try_from(consistency) {
-            Ok(ReadConsistency::Linearizable) => Ok(Some(self.store.read_index(key.to_vec()).await?)),
+            Ok(ReadConsistency::Linearizable) => {
+                let region = self.store.read_index(key.to_vec()).await?;
+                // The region may have split while the read waited: the key's new
+                // region may have another leader that has taken writes since.
+                if !keys::in_range(key, &region.start_key, &region.end_key) {
+                    return Err(Error::EpochNotMatch(format!("region {} no longer holds the key", region.id), vec![region]));
+                }
+                Ok(Some(region))
+            }
             Ok(ReadConsistency::Stale) => Ok(None),
             Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {consistency}"))),
         }

@@ -4,15 +4,20 @@
 //! Start-up: open the [`Engine`]; bootstrap or load the store's identity
 //! ([`crate::raftstore::bootstrap`]); load the [`Store`] and start its loop; start
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
-//! ([`transport::RaftService`]) and `Status` ([`status::StatusService`]) on the
-//! listen address, and [`http::StatusHttp`] on the status address.
+//! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]) and `Status`
+//! ([`status::StatusService`]) on the listen address, and [`http::StatusHttp`]
+//! on the status address; start the [`heartbeat::Heartbeat`] task, which reports
+//! to meta, splits regions and carries out placement orders.
 //!
 //! Shutdown (SIGTERM): stop accepting requests, let in-flight ones finish, stop
 //! the store loop (which fails what still waits and flushes the WAL), return.
 
 pub mod errors;
+pub mod heartbeat;
 pub mod http;
 pub mod kv;
+pub mod meta;
+pub mod meta_client;
 pub mod registry;
 pub mod status;
 pub mod transport;
@@ -21,16 +26,19 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
-use shoal_proto::StoreInfo;
 use shoal_proto::kv_server::KvServer;
+use shoal_proto::meta_server::MetaServer;
 use shoal_proto::raft_server::RaftServer;
 use shoal_proto::status_server::StatusServer;
+use shoal_proto::{StoreInfo, StoreMeta, StoreState};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::meta::placement::PlacementConfig;
 use crate::metrics::Metrics;
+use crate::raftstore::split_check::SplitConfig;
 use crate::raftstore::store::Store;
 use crate::raftstore::{bootstrap, logger, raft_config, store_loop};
 use crate::storage::Engine;
@@ -64,6 +72,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
     let raft_cfg = raft_config(cfg.raft_election_ticks, cfg.raft_heartbeat_ticks);
     let store = Store::open(engine.clone(), ident.store_id, &raft_cfg, metrics.clone(), &logger::raft_logger())?;
+    let meta_state = store.meta();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx);
     let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
@@ -83,6 +92,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         metrics: metrics.clone(),
         timeout: cfg.request_timeout(),
     };
+    let meta = meta::MetaService {
+        store: handle.clone(),
+        meta: meta_state,
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        timeout: cfg.request_timeout(),
+        placement: PlacementConfig { replication_factor: cfg.replication_factor, ..PlacementConfig::default() },
+        view: Default::default(),
+    };
+    let heartbeat = tokio::spawn(
+        heartbeat::Heartbeat {
+            store: handle.clone(),
+            engine: engine.clone(),
+            me: StoreMeta { id: me.id, name: me.name.clone(), address: me.address.clone(), state: StoreState::Up as i32 },
+            meta: meta_client::MetaClient::new(registry.clone(), cfg.request_timeout()),
+            interval: cfg.heartbeat_interval(),
+            split: SplitConfig { split_size: cfg.region_split_size, split_keys: cfg.region_split_keys },
+            metrics: metrics.clone(),
+            data_dir: cfg.data_dir.clone(),
+        }
+        .run(),
+    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
@@ -108,12 +139,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
+        .add_service(MetaServer::new(meta))
         .add_service(StatusServer::new(status))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop)
         .await;
 
     handle.shutdown();
     http.abort();
+    heartbeat.abort();
     transport.abort();
     let loop_result = tokio::task::spawn_blocking(move || watcher.join())
         .await

@@ -135,6 +135,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Bytes in SST files and memtables across every column family (approximate).
+    pub fn approximate_used_bytes(&self) -> u64 {
+        let mut total = 0;
+        for cf in self.user_cfs.iter().map(String::as_str).chain(INTERNAL_CFS) {
+            if let Ok(h) = self.handle(cf) {
+                for prop in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                    total += self.db.property_int_value_cf(h, prop).ok().flatten().unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+
     /// Starts an empty batch of writes against this engine.
     pub fn batch(&self) -> WriteBatch<'_> {
         WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }

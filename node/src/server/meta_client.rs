@@ -1,0 +1,117 @@
+//! [`MetaClient`]: how a store reaches the meta leader — for heartbeats and ids.
+//!
+//! It tries the leader it last found, else every store in the registry in turn;
+//! a `NotLeader` answer naming the leader's address is followed at once. Calls
+//! are few (one heartbeat a second, ids per split), so channels are made lazily
+//! and kept.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shoal_proto::meta_client::MetaClient as MetaGrpc;
+use shoal_proto::{AllocIdRequest, HeartbeatRequest, HeartbeatResponse, MetaHeader};
+use tonic::transport::{Channel, Endpoint};
+
+use super::registry::StoreRegistry;
+use crate::error::{Error, Result};
+
+pub struct MetaClient {
+    registry: StoreRegistry,
+    timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+    leader: Mutex<Option<String>>,
+}
+
+/// What one attempt against one store gave.
+enum Answer<T> {
+    Done(T),
+    /// Not the leader; the leader's address when it knows it.
+    Redirect(Option<String>),
+}
+
+fn answer<T>(header: Option<MetaHeader>, value: T) -> Answer<T> {
+    match header.and_then(|h| h.region_error) {
+        None => Answer::Done(value),
+        Some(e) => Answer::Redirect(e.not_leader.map(|n| n.leader_addr).filter(|a| !a.is_empty())),
+    }
+}
+
+impl MetaClient {
+    pub fn new(registry: StoreRegistry, timeout: Duration) -> MetaClient {
+        MetaClient { registry, timeout, channels: Mutex::new(HashMap::new()), leader: Mutex::new(None) }
+    }
+
+    fn client(&self, addr: &str) -> Result<MetaGrpc<Channel>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(MetaGrpc::new(c.clone()));
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::InvalidArgument(format!("bad store address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(MetaGrpc::new(channel))
+    }
+
+    /// Runs `call` against the meta leader, wherever it is.
+    async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(MetaGrpc<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Answer<T>, tonic::Status>>,
+    {
+        let leader = self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut candidates: Vec<String> = leader.into_iter().collect();
+        candidates.extend(self.registry.all().into_iter().map(|s| s.address));
+        let mut last = String::from("no store to ask");
+        let mut i = 0;
+        // Every candidate once, plus a few redirects.
+        while i < candidates.len() && i < 16 {
+            let addr = candidates[i].clone();
+            i += 1;
+            match call(self.client(&addr)?).await {
+                Ok(Answer::Done(v)) => {
+                    *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
+                    return Ok(v);
+                }
+                Ok(Answer::Redirect(hint)) => {
+                    last = format!("{addr}: not the meta leader");
+                    if let Some(h) = hint.filter(|h| *h != addr) {
+                        candidates.insert(i, h);
+                    }
+                }
+                Err(s) => last = format!("{addr}: {:?}: {}", s.code(), s.message()),
+            }
+        }
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Err(Error::Unavailable(format!("{what}: no meta leader answered ({last})")))
+    }
+
+    pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
+        self.call("heartbeat", |mut c| {
+            let req = req.clone();
+            async move {
+                let resp = c.heartbeat(req).await?.into_inner();
+                Ok(answer(resp.header.clone(), resp))
+            }
+        })
+        .await
+    }
+
+    /// `count` fresh ids: `first .. first + count`.
+    pub async fn alloc_ids(&self, count: u32) -> Result<u64> {
+        let resp = self
+            .call("alloc ids", |mut c| async move {
+                let resp = c.alloc_id(AllocIdRequest { count }).await?.into_inner();
+                Ok(answer(resp.header.clone(), resp))
+            })
+            .await?;
+        if resp.count < count.max(1) || resp.first_id == 0 {
+            return Err(Error::Internal(format!("meta handed out {} ids from {}, asked for {count}", resp.count, resp.first_id)));
+        }
+        Ok(resp.first_id)
+    }
+}
