@@ -71,6 +71,11 @@ pub fn send_signal(child: &Child, sig: libc::c_int) {
     }
 }
 
+/// The Raft group holding the cluster's metadata.
+pub const META_REGION_ID: u64 = 1;
+/// The data region a new cluster starts with (the whole key space until it splits).
+pub const FIRST_REGION_ID: u64 = 2;
+
 pub struct Node {
     pub name: String,
     pub grpc: String,
@@ -180,15 +185,27 @@ impl Cluster {
         self.nodes[i].start();
     }
 
-    /// Waits until every running node agrees on one leader; returns its index.
+    /// Waits until every running node agrees on one leader of the first data
+    /// region; returns its index.
     pub async fn wait_leader(&mut self, timeout: Duration) -> usize {
+        self.wait_leader_of(FIRST_REGION_ID, timeout).await
+    }
+
+    /// Index of the node whose store leads the meta group, once all running nodes agree.
+    pub async fn meta_leader(&mut self) -> usize {
+        self.wait_leader_of(META_REGION_ID, Duration::from_secs(30)).await
+    }
+
+    /// Waits until every running node agrees on one leader of `region_id`;
+    /// returns its index.
+    pub async fn wait_leader_of(&mut self, region_id: u64, timeout: Duration) -> usize {
         let client =
             Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..Default::default() }).expect("client");
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
         let nodes: Vec<String> = running.iter().map(|&i| self.nodes[i].grpc.clone()).collect();
         let running_ids: Vec<u64> = running.iter().map(|&i| i as u64 + 1).collect();
         let logs: Vec<String> = self.nodes.iter().map(|n| n.log.display().to_string()).collect();
-        let leader_store = wait_for(timeout, &format!("a leader (logs: {logs:?})"), || {
+        let leader_store = wait_for(timeout, &format!("a leader of region {region_id} (logs: {logs:?})"), || {
             let client = &client;
             let nodes = nodes.clone();
             let running_ids = &running_ids;
@@ -196,7 +213,7 @@ impl Cluster {
                 let mut seen = Vec::new();
                 for ep in &nodes {
                     let s = client.status_of(ep).await.ok()?;
-                    seen.push(s.regions.first()?.leader_store_id);
+                    seen.push(s.regions.iter().find(|r| r.region.as_ref().is_some_and(|r| r.id == region_id))?.leader_store_id);
                 }
                 let first = *seen.first()?;
                 // The leader must be a running node: survivors may still name a dead one.
@@ -208,7 +225,7 @@ impl Cluster {
         leader_store as usize - 1
     }
 
-    /// Index of the node that leads the (single) region, as the nodes report it.
+    /// Index of the node that leads the first data region, as the nodes report it.
     pub async fn leader(&mut self) -> usize {
         self.wait_leader(Duration::from_secs(30)).await
     }

@@ -104,7 +104,7 @@ async fn status_endpoints_and_metrics_are_valid() {
         let addr = status_addr.clone();
         async move {
             let (_, m) = http_get(&addr, "/metrics").await;
-            m.contains("shoal_store_leaders 1").then_some(m)
+            m.contains("shoal_region_is_leader{region=\"2\"} 1").then_some(m)
         }
     })
     .await;
@@ -114,8 +114,8 @@ async fn status_endpoints_and_metrics_are_valid() {
         "shoal_raft_proposals_total",
         "shoal_region_commit_index",
         "shoal_region_applied_index",
-        "shoal_store_leaders 1",
-        "shoal_store_regions 1",
+        "shoal_store_leaders ",
+        "shoal_store_regions 2", // the meta group and the first data region
         "shoal_wal_sync_duration_seconds_count",
     ] {
         assert!(metrics.contains(name), "/metrics has {name}");

@@ -81,7 +81,7 @@ async fn put_get_delete_scan_and_status() {
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status json");
     assert_eq!(status["stores"].as_array().map(Vec::len), Some(3));
     let leaders: u64 = status["stores"].as_array().unwrap().iter().map(|s| s["leader_count"].as_u64().unwrap_or(0)).sum();
-    assert_eq!(leaders, 1, "exactly one store leads the region");
+    assert_eq!(leaders, 2, "exactly one leader for each Raft group: meta and the first data region");
     let o = shoalctl(&eps, &["status"]);
     assert!(stdout(&o).contains("REGION"), "{}", stdout(&o));
 }
