@@ -228,7 +228,7 @@ impl MetaService {
                     let known = st.region(region.id);
                     let same =
                         known.is_some_and(|k| k.region.as_ref() == Some(&region) && k.leader_store_id == me.id && k.leader_term == r.term);
-                    (!same).then(|| RegionInfo {
+                    (!same).then_some(RegionInfo {
                         region: Some(region),
                         leader_store_id: me.id,
                         leader_term: r.term,
