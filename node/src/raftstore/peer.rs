@@ -33,8 +33,8 @@ use tokio::sync::oneshot;
 use super::peer_storage::PeerStorage;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::meta::SharedMeta;
 use crate::meta::state::MetaResult;
+use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::storage::WriteBatch;
 use crate::storage::cf::CF_REGION_META;
 
@@ -428,16 +428,26 @@ impl Peer {
     /// Splits this region at `split.split_key`: this peer keeps the left half and
     /// the right half's initial state goes into `wb`, so both descriptors and the
     /// apply index land in one batch. Refused (on every replica) when the key is
-    /// not strictly inside the region or the ids do not fit.
+    /// not strictly inside the region or the ids do not fit: the new region needs
+    /// an id other than this region's and the meta group's (reusing one would route
+    /// the right half's keys to a region that does not hold them), and one distinct
+    /// nonzero peer id per peer (two stores must never be the same Raft peer).
     fn apply_split(&mut self, split: &SplitCmd, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<Result<CmdResult>> {
         let region = self.region().clone();
         let key = &split.split_key;
         if key.is_empty() || *key == region.start_key || !keys::in_range(key, &region.start_key, &region.end_key) {
             return Ok(Err(Error::InvalidArgument(format!("split key {key:?} is not inside region {}", region.id))));
         }
-        if split.new_region_id == 0 || split.new_peer_ids.len() != region.peers.len() || split.new_peer_ids.contains(&0) {
+        let mut peer_ids = split.new_peer_ids.clone();
+        peer_ids.sort_unstable();
+        peer_ids.dedup();
+        if [0, region.id, META_REGION_ID].contains(&split.new_region_id)
+            || split.new_peer_ids.len() != region.peers.len()
+            || peer_ids.len() != split.new_peer_ids.len()
+            || split.new_peer_ids.contains(&0)
+        {
             return Ok(Err(Error::InvalidArgument(format!(
-                "split of region {} needs a region id and {} peer ids",
+                "split of region {} needs a new region id and {} distinct peer ids",
                 region.id,
                 region.peers.len()
             ))));

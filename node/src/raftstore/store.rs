@@ -8,19 +8,22 @@
 //!
 //! A split is applied by the parent's peer ([`Peer`]); once the round's batches
 //! are written, the store creates its peer of the new region and routes the right
-//! half's keys to it.
+//! half's keys to it. The store that led the parent makes its new peer campaign at
+//! once; a store that has not applied the split yet when that first vote request
+//! arrives keeps it ([`Store::on_raft_message`]) and hands it to its new peer
+//! once it has one, so the election does not wait for a timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use protobuf::Message as _;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use shoal_proto::{MetaCmd, Mutation, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
 
 use super::peer::{Completions, Peer, ReadCallback, SplitDone, WriteCallback};
-use super::peer_storage::PeerStorage;
+use super::peer_storage::{PeerStorage, RAFT_INIT_LOG_TERM};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::state::MetaState;
@@ -28,6 +31,10 @@ use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::metrics::Metrics;
 use crate::storage::Engine;
 use crate::storage::cf::CF_REGION_META;
+
+/// First vote requests kept for regions this store does not hold yet; the oldest
+/// are dropped past this many.
+const MAX_PENDING_VOTES: usize = 256;
 
 /// What a store reports about one of its peers.
 #[derive(Clone, Debug)]
@@ -60,6 +67,10 @@ pub struct Store {
     ranges: BTreeMap<Vec<u8>, u64>,
     /// The meta state machine, when this store holds a meta peer.
     meta: Option<SharedMeta>,
+    /// First vote requests of regions this store does not hold: most likely the
+    /// new half of a split this store has not applied yet. Handed to the region's
+    /// peer when a split creates it.
+    pending_votes: VecDeque<RaftMessage>,
     raft_cfg: raft::Config,
     logger: slog::Logger,
     metrics: Arc<Metrics>,
@@ -80,6 +91,7 @@ impl Store {
             peers: BTreeMap::new(),
             ranges: BTreeMap::new(),
             meta: None,
+            pending_votes: VecDeque::new(),
             raft_cfg: raft_cfg.clone(),
             logger: logger.clone(),
             metrics,
@@ -144,6 +156,12 @@ impl Store {
             self.add_peer(split.right.id, split.campaign)?;
             // The right half's start now routes to it, even if the peer existed.
             self.ranges.insert(split.right.start_key.clone(), split.right.id);
+            let (votes, rest): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut self.pending_votes).into_iter().partition(|m| m.region_id == split.right.id);
+            self.pending_votes = rest;
+            for m in votes {
+                self.on_raft_message(m);
+            }
         }
         Ok(())
     }
@@ -166,17 +184,32 @@ impl Store {
     }
 
     /// Hands a Raft message from another store to the peer of its region.
+    ///
+    /// A region's first vote request (from a peer at the term a split's new
+    /// region starts with) for a region this store does not hold is kept: the
+    /// store that led the parent campaigns as soon as it applied the split, and
+    /// this store has likely not applied it yet. Dropping the request would leave
+    /// the new region without a leader for an election timeout.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
-        let Some(peer) = self.peers.get_mut(&msg.region_id) else {
-            tracing::debug!(region = msg.region_id, from = msg.from_store_id, "message for a region this store does not hold");
-            return;
-        };
         let m = match Message::parse_from_bytes(&msg.message) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(from = msg.from_store_id, error = %e, "dropping undecodable raft message");
                 return;
             }
+        };
+        let Some(peer) = self.peers.get_mut(&msg.region_id) else {
+            let first_vote = matches!(m.get_msg_type(), MessageType::MsgRequestPreVote | MessageType::MsgRequestVote)
+                && m.term == RAFT_INIT_LOG_TERM + 1;
+            if first_vote {
+                if self.pending_votes.len() >= MAX_PENDING_VOTES {
+                    self.pending_votes.pop_front();
+                }
+                self.pending_votes.push_back(msg);
+            } else {
+                tracing::debug!(region = msg.region_id, from = msg.from_store_id, "message for a region this store does not hold");
+            }
+            return;
         };
         if let Err(e) = peer.step(m) {
             tracing::debug!(region = msg.region_id, error = %e, "raft refused a message");
