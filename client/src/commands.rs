@@ -9,7 +9,7 @@ use shoal_client::{Client, ClientOptions, ReadConsistency};
 
 use crate::output::{Format, Printer};
 
-fn connect(endpoints: &[String]) -> Result<Client> {
+pub(crate) fn connect(endpoints: &[String]) -> Result<Client> {
     Ok(Client::new(endpoints, ClientOptions::default())?)
 }
 

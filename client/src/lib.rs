@@ -1,32 +1,95 @@
-//! `shoal-client`: a client for a Shoal cluster.
+//! `shoal-client`: a client for a multi-region Shoal cluster.
 //!
-//! [`Client`] holds one lazily connected gRPC channel per endpoint and the
-//! endpoint it believes leads. Every call retries until its deadline:
-//! - a `NotLeader` answer with a leader address sends the next try there;
-//! - `NotLeader` without a hint, `Unavailable`, or a broken connection tries the
-//!   next endpoint after a backoff (20 ms doubling to 500 ms, with jitter);
-//! - `InvalidArgument` and internal errors are returned at once.
+//! # Routing
 //!
-//! Writes are retried only when the answer proves nothing was applied (a region
-//! error, `UNAVAILABLE`, a refused connection). When a write's fate is unknown —
-//! it timed out, or the connection broke after it was sent — the call returns
-//! [`ClientError::OutcomeUnknown`] rather than retrying, since a blind retry could
-//! overwrite a later write of another client. Reads are always retried.
-//! `BatchWrite` is atomic: all of its mutations are applied, or none.
+//! The key space is split into regions, each its own Raft group; a store serves
+//! a key only if it hosts the leader of the key's region. [`Client`] keeps a
+//! [`cache::RegionCache`] of regions (by start key, with their epochs, peers and
+//! leader's store) and of store addresses. A key-based call:
+//!
+//! 1. looks the key up in the cache; on a miss it asks the `Meta` service
+//!    (`GetRegionByKey`, which also gives the addresses of the region's stores)
+//!    and caches the answer;
+//! 2. sends the request to the leader's store, or, while the leader is unknown,
+//!    to the region's peers' stores in turn;
+//! 3. acts on the region error in the answer, if any — every region error means
+//!    the request was not executed, so writes are retried after one too:
+//!    - `not_leader`: record the new leader (when the error is about the region
+//!      the request was routed to; if it names another region, the cached one
+//!      is stale and is dropped) and retry at once on the leader's address; at
+//!      most one immediate retry in a row, so two stores naming each other
+//!      cannot make the client spin; with no leader named, back off and try
+//!      another peer;
+//!    - `epoch_not_match`: cache the `current_regions` the store sent (after a
+//!      split, both halves) and retry (a batch group is regrouped first);
+//!    - `region_not_found`: drop the region from the cache, look it up again,
+//!      retry;
+//!    - `key_not_in_region` (a batch spanning regions): if the bounds the store
+//!      gives are narrower than the cached region's, the region split unseen:
+//!      cache it with those bounds (see
+//!      [`cache::RegionCache::on_key_not_in_region`]); else drop it; regroup the
+//!      batch and retry;
+//!    - `server_is_busy`: back off, retry;
+//! 4. on `UNAVAILABLE` or a transport error, forgets that store as leader, backs
+//!    off and retries (the next try goes to another peer) — unless the call is a
+//!    write whose outcome is unknown (below).
+//!
+//! Meta calls go to the configured endpoints; any node serves them, and one that
+//! does not lead the meta Raft group answers `not_leader` with the leader's
+//! address, which the client follows (and remembers). A lookup made while
+//! routing tries each endpoint about once, within one attempt's time; if it
+//! finds no region (a node without the Meta service, no meta leader yet), that
+//! try goes to the configured endpoints in turn, preferring the last one that
+//! answered, and follows `not_leader` hints from there: a key still gets served.
+//! After every endpoint has answered `UNIMPLEMENTED` to Meta, the client goes
+//! straight to that fallback for [`META_RETRY_AFTER`] before asking Meta again.
+//!
+//! Backoff is 20 ms doubling to 500 ms, plus up to 50 % jitter. One call (one
+//! request of a scan, see [`Client::scan`]) retries until
+//! [`ClientOptions::deadline`]; each try is cut off after
+//! [`ClientOptions::attempt_timeout`] (sent to the server as the gRPC timeout;
+//! the client itself waits half a second more).
+//!
+//! # Errors and retries
+//!
+//! `INVALID_ARGUMENT` and server-side failures (`INTERNAL`, `UNIMPLEMENTED`...)
+//! are returned at once. Writes are retried only when the answer proves nothing
+//! was applied (a region error, `UNAVAILABLE` from the server, a refused
+//! connection). When a write's fate is unknown — the server said `UNKNOWN`, the
+//! try timed out, was cancelled or aborted, or the connection broke after the
+//! request was sent — the call returns [`ClientError::OutcomeUnknown`] rather
+//! than retrying, since a blind retry could overwrite a later write of another
+//! client. Reads are always retried.
+//!
+//! # Atomicity
+//!
+//! `put`, `delete` and a `batch_write` whose keys lie in one region are atomic.
+//! A `batch_write` spanning regions is split into one `BatchWrite` per region,
+//! each atomic on its own; see [`Client::batch_write`].
+//!
 //! Reads are linearizable unless [`ReadConsistency::Stale`] is asked for.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod batch;
+pub mod cache;
+mod meta;
+mod route;
 
-use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
 use shoal_proto::kv_client::KvClient;
 use shoal_proto::status_client::StatusClient;
-use shoal_proto::{BatchWriteRequest, DeleteRequest, GetRequest, PutRequest, RegionError, ScanRequest, StatusRequest};
-pub use shoal_proto::{Mutation, ReadConsistency, StatusResponse, mutation};
+use shoal_proto::{BatchWriteRequest, DeleteRequest, GetRequest, PutRequest, ScanRequest, StatusRequest};
+pub use shoal_proto::{
+    Mutation, Peer, ReadConsistency, Region, RegionEpoch, RegionInfo, StatusResponse, StoreDetail, StoreMeta, StoreState, StoreStats,
+    mutation,
+};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+
+use cache::RegionCache;
+pub use meta::{META_RETRY_AFTER, RegionLocation};
+use route::{CallState, Kind, Routed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -44,6 +107,18 @@ pub enum ClientError {
     OutcomeUnknown(String),
     #[error("bad endpoint {0:?}: {1}")]
     BadEndpoint(String, String),
+    /// A [`Client::batch_write`] spanning regions stopped part way: the
+    /// mutations in `applied` were applied, the group in `failed` failed with
+    /// `error` (applied or not as that error says: with
+    /// [`ClientError::OutcomeUnknown`] it may have been), and those in
+    /// `not_sent` were not sent, so not applied.
+    #[error(
+        "batch write incomplete: {} mutations applied, {} failed, {} not sent: {error}",
+        applied.len(),
+        failed.len(),
+        not_sent.len()
+    )]
+    BatchIncomplete { applied: Vec<Mutation>, failed: Vec<Mutation>, not_sent: Vec<Mutation>, error: Box<ClientError> },
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -72,25 +147,21 @@ impl Default for ClientOptions {
 /// One key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
-/// Whether a request may be sent again when its first answer was lost.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Read,
-    Write,
-}
-
-/// What one attempt tells the retry loop.
-enum Attempt<T> {
-    Done(T),
-    Region(RegionError),
-}
-
 pub struct Client {
     endpoints: Vec<String>,
     opts: ClientOptions,
     channels: Mutex<HashMap<String, Channel>>,
-    /// The endpoint to try first: the last one that answered, or a leader hint.
+    /// Regions, their leaders, store addresses.
+    cache: Mutex<RegionCache>,
+    /// Where the Meta leader is, and whether the cluster serves Meta at all.
+    meta: meta::MetaState,
+    /// Fallback routing (no region known): the endpoint to try first, the last
+    /// one that answered or a leader hint.
     preferred: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Client {
@@ -102,11 +173,17 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new(), "no endpoints given".into()));
         }
-        let client = Client { endpoints, opts, channels: Mutex::new(HashMap::new()), preferred: Mutex::new(None) };
-        for e in &client.endpoints {
+        for e in &endpoints {
             Endpoint::from_shared(format!("http://{e}")).map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?;
         }
-        Ok(client)
+        Ok(Client {
+            endpoints,
+            opts,
+            channels: Mutex::new(HashMap::new()),
+            cache: Mutex::new(RegionCache::new()),
+            meta: meta::MetaState::default(),
+            preferred: Mutex::new(None),
+        })
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -114,7 +191,7 @@ impl Client {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
@@ -128,87 +205,8 @@ impl Client {
         Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(usize::MAX).max_encoding_message_size(usize::MAX))
     }
 
-    fn set_preferred(&self, addr: Option<String>) {
-        *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = addr;
-    }
-
-    /// Runs `op` against some endpoint until it succeeds, fails for good, or the
-    /// deadline passes.
-    async fn retry<T, F, Fut>(&self, kind: Kind, mut op: F) -> Result<T>
-    where
-        F: FnMut(KvClient<Channel>, Duration) -> Fut,
-        Fut: Future<Output = Result<Attempt<T>, Status>>,
-    {
-        let started = Instant::now();
-        let mut attempts = 0u32;
-        let mut backoff = Duration::from_millis(20);
-        let mut next = 0usize;
-        let mut last = String::from("no attempt made");
-        let mut followed_hint = false;
-        loop {
-            let elapsed = started.elapsed();
-            if elapsed >= self.opts.deadline {
-                return Err(ClientError::Unavailable { attempts, elapsed, last });
-            }
-            let preferred = self.preferred.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let addr = preferred.unwrap_or_else(|| {
-                next += 1;
-                self.endpoints[next % self.endpoints.len()].clone()
-            });
-            attempts += 1;
-            let timeout = self.opts.attempt_timeout.min(self.opts.deadline - elapsed);
-            let mut wait = true;
-            let kv = match self.kv(&addr) {
-                Ok(kv) => kv,
-                Err(e) => {
-                    // A leader hint that is not a usable address: forget it, go on.
-                    last = e.to_string();
-                    self.set_preferred(None);
-                    continue;
-                }
-            };
-            match op(kv, timeout).await {
-                Ok(Attempt::Done(v)) => {
-                    self.set_preferred(Some(addr));
-                    return Ok(v);
-                }
-                Ok(Attempt::Region(err)) => {
-                    last = format!("{addr}: {}", err.message);
-                    let hint = err.not_leader.map(|n| n.leader_addr).filter(|a| !a.is_empty() && *a != addr);
-                    // A fresh leader hint is worth trying at once, but only once in a
-                    // row: two stores naming each other must not spin.
-                    wait = hint.is_none() || followed_hint;
-                    followed_hint = hint.is_some() && !followed_hint;
-                    self.set_preferred(hint);
-                }
-                Err(status) => {
-                    last = format!("{addr}: {:?}: {}", status.code(), status.message());
-                    match status.code() {
-                        Code::InvalidArgument => return Err(ClientError::InvalidArgument(status.message().to_string())),
-                        Code::Internal
-                        | Code::Unimplemented
-                        | Code::OutOfRange
-                        | Code::ResourceExhausted
-                        | Code::PermissionDenied
-                        | Code::Unauthenticated => {
-                            return Err(ClientError::Server(last));
-                        }
-                        Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::DataLoss
-                            if kind == Kind::Write =>
-                        {
-                            self.set_preferred(None);
-                            return Err(ClientError::OutcomeUnknown(last));
-                        }
-                        _ => self.set_preferred(None), // nothing was done, or a read: try elsewhere
-                    }
-                }
-            }
-            if wait {
-                let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
+    fn cache(&self) -> MutexGuard<'_, RegionCache> {
+        lock(&self.cache)
     }
 
     /// Reads `key` from `cf`; `None` when it does not exist.
@@ -218,66 +216,106 @@ impl Client {
 
     pub async fn get_with(&self, cf: &str, key: &[u8], consistency: ReadConsistency) -> Result<Option<Vec<u8>>> {
         let req = GetRequest { cf: cf.to_string(), key: key.to_vec(), consistency: consistency as i32 };
-        self.retry(Kind::Read, |mut kv, timeout| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(timeout);
-            async move {
-                let resp = kv.get(r).await?.into_inner();
-                Ok(match resp.header.and_then(|h| h.region_error) {
-                    Some(e) => Attempt::Region(e),
-                    None => Attempt::Done(resp.found.then_some(resp.value)),
-                })
-            }
-        })
-        .await
+        let kind = if consistency == ReadConsistency::Stale { Kind::StaleRead } else { Kind::Read };
+        let resp = self.send(&mut self.call_state(), kind, key, false, &req, |mut kv, r| async move { kv.get(r).await }).await?;
+        let resp = resp.done()?;
+        Ok(resp.found.then_some(resp.value))
     }
 
     pub async fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let req = PutRequest { cf: cf.to_string(), key: key.to_vec(), value: value.to_vec() };
-        self.retry(Kind::Write, |mut kv, timeout| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(timeout);
-            async move {
-                let resp = kv.put(r).await?.into_inner();
-                Ok(resp.header.and_then(|h| h.region_error).map_or(Attempt::Done(()), Attempt::Region))
-            }
-        })
-        .await
+        self.send(&mut self.call_state(), Kind::Write, key, false, &req, |mut kv, r| async move { kv.put(r).await }).await?.done()?;
+        Ok(())
     }
 
     pub async fn delete(&self, cf: &str, key: &[u8]) -> Result<()> {
         let req = DeleteRequest { cf: cf.to_string(), key: key.to_vec() };
-        self.retry(Kind::Write, |mut kv, timeout| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(timeout);
-            async move {
-                let resp = kv.delete(r).await?.into_inner();
-                Ok(resp.header.and_then(|h| h.region_error).map_or(Attempt::Done(()), Attempt::Region))
-            }
-        })
-        .await
+        self.send(&mut self.call_state(), Kind::Write, key, false, &req, |mut kv, r| async move { kv.delete(r).await }).await?.done()?;
+        Ok(())
     }
 
-    /// Applies `mutations` atomically: all of them, or none.
+    /// Applies `mutations`, atomically **per region only**.
+    ///
+    /// The mutations are grouped by the region of their key (as the client
+    /// knows regions) and each group goes to its region as one `BatchWrite`,
+    /// which the store applies all or nothing. Groups are sent one at a time, in
+    /// key order, and mutations of one key stay in one group, in their order.
+    /// So a batch within one region is atomic, but one that spans regions may
+    /// partly apply: if a group fails after others were applied, the call returns
+    /// [`ClientError::BatchIncomplete`], which lists the applied mutations, the
+    /// failed group, and those not sent. (A batch that was one group fails with
+    /// the group's own error.) A group that meets a region error (the region
+    /// split or moved: nothing of it was applied) is regrouped by the new
+    /// regions and retried.
+    ///
+    /// Before sending anything the batch is checked for what would surely be
+    /// refused (no mutations, an empty key, an unknown op, a delete with a
+    /// value); anything else the server refuses (such as an unknown column
+    /// family) fails only the group it is in. The whole call, regroupings
+    /// included, takes at most [`ClientOptions::deadline`].
     pub async fn batch_write(&self, mutations: Vec<Mutation>) -> Result<()> {
-        let req = BatchWriteRequest { mutations };
-        self.retry(Kind::Write, |mut kv, timeout| {
-            let mut r = tonic::Request::new(req.clone());
-            r.set_timeout(timeout);
-            async move {
-                let resp = kv.batch_write(r).await?.into_inner();
-                Ok(resp.header.and_then(|h| h.region_error).map_or(Attempt::Done(()), Attempt::Region))
+        batch::check(&mutations).map_err(ClientError::InvalidArgument)?;
+        let mut st = self.call_state();
+        let mut queue: VecDeque<Vec<Mutation>> = self.plan_batch(mutations, &mut st).await.into();
+        let mut applied: Vec<Mutation> = Vec::new();
+        while let Some(group) = queue.pop_front() {
+            let key = group[0].key.clone();
+            let req = BatchWriteRequest { mutations: group };
+            match self.send(&mut st, Kind::Write, &key, true, &req, |mut kv, r| async move { kv.batch_write(r).await }).await {
+                Ok(Routed::Done(_)) => applied.extend(req.mutations),
+                Ok(Routed::Regroup) => {
+                    for g in self.plan_batch(req.mutations, &mut st).await.into_iter().rev() {
+                        queue.push_front(g);
+                    }
+                }
+                Err(error) => {
+                    let not_sent: Vec<Mutation> = queue.into_iter().flatten().collect();
+                    if applied.is_empty() && not_sent.is_empty() {
+                        return Err(error);
+                    }
+                    return Err(ClientError::BatchIncomplete { applied, failed: req.mutations, not_sent, error: Box::new(error) });
+                }
             }
-        })
-        .await
+        }
+        Ok(())
+    }
+
+    /// Groups `mutations` by region, first looking up (in Meta) the regions of
+    /// keys the cache does not know. Keys whose region stays unknown form the
+    /// last group, routed by its first key.
+    async fn plan_batch(&self, mutations: Vec<Mutation>, st: &mut CallState) -> Vec<Vec<Mutation>> {
+        let mut i = 0;
+        while i < mutations.len() && !st.expired() && self.meta.usable() {
+            if self.cache().lookup(&mutations[i].key).is_some() {
+                i += 1;
+                continue;
+            }
+            let key = mutations[i].key.clone();
+            match self.locate_once(&key, st.deadline).await {
+                Ok(_) if self.cache().lookup(&key).is_some() => i += 1,
+                Ok(_) => break, // Meta's answer was older than what the cache has
+                Err(e) => {
+                    st.last = format!("region lookup: {e}");
+                    break;
+                }
+            }
+        }
+        let cache = self.cache();
+        batch::group_by_region(&cache, mutations).into_iter().map(|g| g.mutations).collect()
     }
 
     /// Reads up to `limit` pairs of `[start, end)` in key order (an empty `end` is
-    /// unbounded; `limit` 0 means no limit), following the server's resume keys.
+    /// unbounded; `limit` 0 means no limit). A store's answer stops at the end of
+    /// its region; the scan goes on from there (from the `resume_key`), routing
+    /// each continuation by its start key, until `end`, the limit, or the last
+    /// region. Each continuation is one call with its own deadline.
     pub async fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Pair>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Pair> = Vec::new();
         let mut from = start.to_vec();
         loop {
+            if !end.is_empty() && from.as_slice() >= end {
+                return Ok(out);
+            }
             let want = if limit == 0 { 0 } else { (limit - out.len()).min(u32::MAX as usize) as u32 };
             let req = ScanRequest {
                 cf: cf.to_string(),
@@ -287,21 +325,25 @@ impl Client {
                 consistency: ReadConsistency::Linearizable as i32,
             };
             let resp = self
-                .retry(Kind::Read, |mut kv, timeout| {
-                    let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(timeout);
-                    async move {
-                        let resp = kv.scan(r).await?.into_inner();
-                        Ok(match resp.header.clone().and_then(|h| h.region_error) {
-                            Some(e) => Attempt::Region(e),
-                            None => Attempt::Done(resp),
-                        })
-                    }
-                })
-                .await?;
-            out.extend(resp.pairs.into_iter().map(|p| (p.key, p.value)));
-            if resp.resume_key.is_empty() || (limit != 0 && out.len() >= limit) || (!end.is_empty() && resp.resume_key.as_slice() >= end) {
+                .send(&mut self.call_state(), Kind::Read, &from, false, &req, |mut kv, r| async move { kv.scan(r).await })
+                .await?
+                .done()?;
+            for p in resp.pairs {
+                // Keep to [from, end), strictly increasing: each key once, in order.
+                let in_range = p.key >= from && (end.is_empty() || p.key.as_slice() < end);
+                if in_range && out.last().is_none_or(|(last, _)| p.key > *last) {
+                    out.push((p.key, p.value));
+                }
+            }
+            if limit != 0 && out.len() >= limit {
+                out.truncate(limit);
                 return Ok(out);
+            }
+            if resp.resume_key.is_empty() {
+                return Ok(out);
+            }
+            if resp.resume_key <= from {
+                return Err(ClientError::Server(format!("scan did not advance: resume key {:?} is not after {:?}", resp.resume_key, from)));
             }
             from = resp.resume_key;
         }

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 `get` of a missing key; 2 any error.
 
 mod bench;
+mod cluster;
 mod commands;
 mod output;
 mod playground;
@@ -69,6 +70,12 @@ enum Command {
     },
     /// Show stores, regions and their leaders.
     Status,
+    /// The region directory (from the Meta service).
+    #[command(subcommand)]
+    Region(cluster::RegionCommand),
+    /// The store registry (from the Meta service).
+    #[command(subcommand)]
+    Store(cluster::StoreCommand),
     /// Start a local cluster of real shoal-node processes and wait for Ctrl-C.
     Playground(playground::PlaygroundArgs),
     /// Measure throughput and latency against the cluster.
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
             Command::Delete { key, cf } => commands::delete(&cli.endpoints, &fmt, &cf, &key).await,
             Command::Scan { start, end, limit, cf } => commands::scan(&cli.endpoints, &fmt, &cf, &start, &end, limit).await,
             Command::Status => commands::status(&cli.endpoints, &fmt).await,
+            Command::Region(cmd) => cluster::region(&cli.endpoints, &fmt, cmd).await,
+            Command::Store(cmd) => cluster::store(&cli.endpoints, &fmt, cmd).await,
             Command::Playground(args) => playground::run(args).await,
             Command::Bench(args) => bench::run(&cli.endpoints, &fmt, args).await,
         }

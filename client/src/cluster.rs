@@ -1,0 +1,311 @@
+//! `shoalctl region list|show` and `shoalctl store list`: the region directory
+//! and the store registry, as the Meta service knows them.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use shoal_client::{RegionInfo, RegionLocation, StoreDetail, StoreMeta, StoreState};
+
+use crate::commands::connect;
+use crate::output::{Format, Printer};
+
+#[derive(clap::Subcommand)]
+pub enum RegionCommand {
+    /// List the regions overlapping [start, end), in key order.
+    List {
+        #[arg(long, default_value = "")]
+        start: String,
+        #[arg(long, default_value = "")]
+        end: String,
+        /// Most regions to list; 0 lists all.
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Show the region holding KEY, its leader and the stores of its peers.
+    Show { key: String },
+}
+
+#[derive(clap::Subcommand)]
+pub enum StoreCommand {
+    /// List every store with its address, state and last reported stats.
+    List,
+}
+
+pub async fn region(endpoints: &[String], p: &Printer, cmd: RegionCommand) -> Result<ExitCode> {
+    let client = connect(endpoints)?;
+    match cmd {
+        RegionCommand::List { start, end, limit } => {
+            let (start, end) = (p.input("start", &start)?, p.input("end", &end)?);
+            let regions = client.scan_regions(&start, &end, limit).await?;
+            match p.format {
+                Format::Json => p.json(&Value::Array(regions.iter().map(|r| region_json(p, r)).collect()))?,
+                Format::Text => print_regions(p, &regions),
+            }
+        }
+        RegionCommand::Show { key } => {
+            let key = p.input("key", &key)?;
+            let loc = client.region_by_key(&key).await?;
+            match p.format {
+                Format::Json => p.json(&location_json(p, &loc))?,
+                Format::Text => {
+                    print_regions(p, std::slice::from_ref(&loc.info));
+                    println!();
+                    print_table(
+                        &["STORE", "NAME", "ADDRESS", "STATE"],
+                        &[true, false, false, false],
+                        loc.stores.iter().map(|s| vec![s.id.to_string(), s.name.clone(), s.address.clone(), state(s.state)]).collect(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn store(endpoints: &[String], p: &Printer, cmd: StoreCommand) -> Result<ExitCode> {
+    let client = connect(endpoints)?;
+    match cmd {
+        StoreCommand::List => {
+            let stores = client.list_stores().await?;
+            match p.format {
+                Format::Json => p.json(&Value::Array(stores.iter().map(store_json).collect()))?,
+                Format::Text => print_stores(&stores),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state(s: i32) -> String {
+    match StoreState::try_from(s) {
+        Ok(StoreState::Up) => "up".into(),
+        Ok(StoreState::Unknown) => "unknown".into(),
+        Err(_) => s.to_string(),
+    }
+}
+
+/// A region as JSON; keys as text, or hex with `--hex`.
+pub fn region_json(p: &Printer, info: &RegionInfo) -> Value {
+    let region = info.region.clone().unwrap_or_default();
+    let epoch = region.epoch.unwrap_or_default();
+    json!({
+        "id": region.id,
+        "start_key": p.text(&region.start_key),
+        "end_key": p.text(&region.end_key),
+        "epoch": {"conf_ver": epoch.conf_ver, "version": epoch.version},
+        "peers": region.peers.iter().map(|x| json!({"id": x.id, "store_id": x.store_id, "is_learner": x.is_learner})).collect::<Vec<_>>(),
+        "leader_store_id": info.leader_store_id,
+        "leader_term": info.leader_term,
+        "approximate_size": info.approximate_size,
+        "approximate_keys": info.approximate_keys,
+        "written_bytes_per_sec": info.written_bytes_per_sec,
+    })
+}
+
+fn store_meta_json(s: &StoreMeta) -> Value {
+    json!({"id": s.id, "name": s.name, "address": s.address, "state": state(s.state)})
+}
+
+fn location_json(p: &Printer, loc: &RegionLocation) -> Value {
+    let mut v = region_json(p, &loc.info);
+    v["stores"] = Value::Array(loc.stores.iter().map(store_meta_json).collect());
+    v
+}
+
+pub fn store_json(d: &StoreDetail) -> Value {
+    let s = d.store.clone().unwrap_or_default();
+    let st = d.stats.unwrap_or_default();
+    let mut v = store_meta_json(&s);
+    for (k, n) in [
+        ("region_count", st.region_count),
+        ("leader_count", st.leader_count),
+        ("capacity_bytes", st.capacity_bytes),
+        ("available_bytes", st.available_bytes),
+        ("used_bytes", st.used_bytes),
+        ("last_heartbeat_ms", st.last_heartbeat_ms),
+    ] {
+        v[k] = json!(n);
+    }
+    v
+}
+
+/// A key for a table cell: quoted and escaped, with the key space's ends named.
+fn key_cell(p: &Printer, key: &[u8], empty: &str) -> String {
+    if key.is_empty() { empty.to_string() } else { format!("{:?}", p.text(key)) }
+}
+
+/// Bytes in binary units, for people.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+fn dash_if_zero(n: u64) -> String {
+    if n == 0 { "-".into() } else { n.to_string() }
+}
+
+fn print_regions(p: &Printer, regions: &[RegionInfo]) {
+    let rows = regions
+        .iter()
+        .map(|info| {
+            let r = info.region.clone().unwrap_or_default();
+            let epoch = r.epoch.unwrap_or_default();
+            let peers: Vec<String> =
+                r.peers.iter().map(|x| if x.is_learner { format!("{}(learner)", x.store_id) } else { x.store_id.to_string() }).collect();
+            vec![
+                r.id.to_string(),
+                key_cell(p, &r.start_key, "-inf"),
+                key_cell(p, &r.end_key, "+inf"),
+                epoch.version.to_string(),
+                epoch.conf_ver.to_string(),
+                dash_if_zero(info.leader_store_id),
+                peers.join(","),
+                human(info.approximate_size),
+                info.approximate_keys.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["REGION", "START", "END", "VERSION", "CONF_VER", "LEADER", "STORES", "SIZE", "KEYS"],
+        &[true, false, false, true, true, true, false, true, true],
+        rows,
+    );
+}
+
+fn print_stores(stores: &[StoreDetail]) {
+    let rows = stores
+        .iter()
+        .map(|d| {
+            let s = d.store.clone().unwrap_or_default();
+            let st = d.stats.unwrap_or_default();
+            vec![
+                s.id.to_string(),
+                s.name,
+                s.address,
+                state(s.state),
+                st.region_count.to_string(),
+                st.leader_count.to_string(),
+                human(st.capacity_bytes),
+                human(st.available_bytes),
+            ]
+        })
+        .collect();
+    print_table(
+        &["STORE", "NAME", "ADDRESS", "STATE", "REGIONS", "LEADERS", "CAPACITY", "AVAILABLE"],
+        &[true, false, false, false, true, true, true, true],
+        rows,
+    );
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell,
+/// right-aligned where `right` says so.
+fn print_table(headers: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
+    print!("{}", table(headers, right, &rows));
+}
+
+fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).zip(right).map(|((c, &w), &r)| if r { format!("{c:>w$}") } else { format!("{c:<w$}") }).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_client::{Peer, Region, RegionEpoch, StoreStats};
+
+    use super::*;
+
+    fn printer(hex: bool) -> Printer {
+        Printer { format: Format::Json, hex }
+    }
+
+    fn info() -> RegionInfo {
+        RegionInfo {
+            region: Some(Region {
+                id: 7,
+                start_key: b"a\x00".to_vec(),
+                end_key: vec![],
+                epoch: Some(RegionEpoch { conf_ver: 3, version: 5 }),
+                peers: vec![Peer { id: 71, store_id: 1, is_learner: false }, Peer { id: 72, store_id: 2, is_learner: true }],
+            }),
+            leader_store_id: 1,
+            leader_term: 9,
+            approximate_size: 2048,
+            approximate_keys: 10,
+            written_bytes_per_sec: 0,
+        }
+    }
+
+    #[test]
+    fn region_json_has_the_documented_fields() {
+        let v = region_json(&printer(false), &info());
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["start_key"], "a\u{0}");
+        assert_eq!(v["end_key"], "");
+        assert_eq!(v["epoch"], json!({"conf_ver": 3, "version": 5}));
+        assert_eq!(v["peers"][1], json!({"id": 72, "store_id": 2, "is_learner": true}));
+        assert_eq!(v["leader_store_id"], 1);
+        assert_eq!(v["approximate_size"], 2048);
+        assert_eq!(v["approximate_keys"], 10);
+        let hex = region_json(&printer(true), &info());
+        assert_eq!(hex["start_key"], "6100", "--hex shows keys as hex");
+    }
+
+    #[test]
+    fn store_json_has_the_documented_fields() {
+        let d = StoreDetail {
+            store: Some(StoreMeta { id: 2, name: "n2".into(), address: "127.0.0.1:2".into(), state: StoreState::Up as i32 }),
+            stats: Some(StoreStats { capacity_bytes: 100, available_bytes: 40, region_count: 3, leader_count: 1, ..Default::default() }),
+        };
+        let v = store_json(&d);
+        for (k, want) in [
+            ("id", json!(2)),
+            ("address", json!("127.0.0.1:2")),
+            ("state", json!("up")),
+            ("region_count", json!(3)),
+            ("leader_count", json!(1)),
+            ("capacity_bytes", json!(100)),
+            ("available_bytes", json!(40)),
+        ] {
+            assert_eq!(v[k], want, "{k}");
+        }
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["ID", "NAME", "N"],
+            &[true, false, true],
+            &[vec!["1".into(), "alpha".into(), "10".into()], vec!["200".into(), "b".into(), "7".into()]],
+        );
+        assert_eq!(t, " ID  NAME    N\n  1  alpha  10\n200  b       7\n");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(2048), "2.0 KiB");
+        assert_eq!(human(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+}
