@@ -164,7 +164,7 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
     let mut cluster = Cluster::start(3, &["--heartbeat-interval-ms", "200"]).await;
     let client = cluster.client();
     client.put("default", b"before", b"1").await.expect("put");
-    let first = client.alloc_id(1).await.expect("alloc id");
+    let first = client.alloc_id(1).await.expect("alloc id").start;
     let meta_leader = cluster.meta_leader().await;
     cluster.nodes[meta_leader].kill9();
 
@@ -173,8 +173,8 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
     let stores = wait_for(Duration::from_secs(30), "meta answers after re-election", || async { client.list_stores().await.ok() }).await;
     assert_eq!(stores.len(), 3, "the registry still lists every store");
     let region = client.region_by_key(b"before").await.expect("region by key");
-    assert!(region.region.is_some_and(|r| r.region.is_some()), "the directory still knows the region");
-    let next = client.alloc_id(1).await.expect("alloc id after failover");
+    assert!(region.info.region.is_some(), "the directory still knows the region");
+    let next = client.alloc_id(1).await.expect("alloc id after failover").start;
     assert!(next > first, "ids keep increasing across a meta leader change ({first} then {next})");
     // Data still serves through the new routing.
     client.put("default", b"after", b"2").await.expect("put after failover");
@@ -182,5 +182,6 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
 
     cluster.restart(meta_leader);
     let back = Client::new(&[cluster.nodes[meta_leader].grpc.clone()], Default::default()).expect("client");
-    wait_for(Duration::from_secs(30), "the restarted store serves again", || async { back.get("default", b"after").await.ok().flatten() }).await;
+    wait_for(Duration::from_secs(30), "the restarted store serves again", || async { back.get("default", b"after").await.ok().flatten() })
+        .await;
 }
