@@ -78,7 +78,7 @@ enum Command {
     Store(cluster::StoreCommand),
     /// Start a local cluster of real shoal-node processes and wait for Ctrl-C.
     Playground(playground::PlaygroundArgs),
-    /// Measure throughput and latency against the cluster.
+    /// Load keys, then run YCSB-like workloads and report throughput and latency.
     Bench(bench::BenchArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `shoalctl` as a user runs it: put/get/delete/scan/status against real nodes,
-//! exit codes and output formats, and `shoalctl playground` from start to Ctrl-C.
+//! exit codes and output formats, `shoalctl bench load` and `bench run`, and
+//! `shoalctl playground` from start to Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -84,6 +85,54 @@ async fn put_get_delete_scan_and_status() {
     assert_eq!(leaders, 2, "exactly one leader for each Raft group: meta and the first data region");
     let o = shoalctl(&eps, &["status"]);
     assert!(stdout(&o).contains("REGION"), "{}", stdout(&o));
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_load_then_run_workloads() {
+    let cluster = Cluster::start(3, &[]).await;
+    let eps = cluster.endpoints();
+    let common = ["--keys", "300", "--value-size", "64", "--concurrency", "4"];
+    let bench = |args: &[&str]| shoalctl(&eps, &[&["--output", "json", "bench"], args, &common[..]].concat());
+
+    let load = json(&bench(&["load"]));
+    assert_eq!(load["count"], 300, "{load}");
+    // Every key is there, in key order, with a value of the asked size.
+    let pairs = cluster.client().scan("default", b"bench/", b"bench0", 0).await.expect("scan");
+    assert_eq!(pairs.len(), 300);
+    assert_eq!(pairs[299].0, b"bench/0000000299");
+    assert!(pairs.iter().all(|(_, v)| v.len() == 64));
+
+    for (workload, ops) in [("a", &["read", "update"][..]), ("c", &["read"]), ("e", &["scan", "insert"])] {
+        let r = json(&bench(&["run", "--workload", workload, "--duration", "1", "--scan-length", "5"]));
+        assert_eq!(
+            (r["workload"].as_str(), r["errors"].as_u64(), r["reads_not_found"].as_u64()),
+            (Some(workload), Some(0), Some(0)),
+            "{r}"
+        );
+        assert_eq!(r["distribution"], "zipfian", "{r}");
+        for op in ops {
+            assert!(r[op]["ops"].as_u64().is_some_and(|n| n > 0), "workload {workload} did no {op}: {r}");
+        }
+        if workload == "e" {
+            let rows = r["scan"]["rows_per_scan"].as_f64().expect("rows_per_scan");
+            assert!((1.0..=5.0).contains(&rows), "{r}");
+        } else {
+            assert!(r.get("scan").is_none() && r.get("insert").is_none(), "{r}");
+        }
+    }
+    let r = json(&bench(&["run", "--workload", "custom", "--read-ratio", "0", "--distribution", "uniform", "--duration", "1"]));
+    assert!(r["update"]["ops"].as_u64().is_some_and(|n| n > 0) && r.get("read").is_none(), "{r}");
+
+    let o = bench(&["run", "--workload", "a", "--read-ratio", "0.5", "--duration", "1"]);
+    assert_eq!(o.status.code(), Some(2), "--read-ratio is for custom only");
+    let o = bench(&["load", "--cf", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "a failed load write exits 2");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
