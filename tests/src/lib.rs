@@ -169,6 +169,7 @@ impl Cluster {
             node.start();
         }
         cluster.wait_leader(Duration::from_secs(60)).await;
+        cluster.wait_leader_of(META_REGION_ID, Duration::from_secs(60)).await;
         cluster
     }
 
