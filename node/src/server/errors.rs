@@ -2,11 +2,15 @@
 //! the response header as a `RegionError`; everything else becomes a gRPC status
 //! whose code says whose fault it is.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use shoal_proto::{EpochNotMatch, KeyNotInRegion, NotLeader, RegionError, RegionNotFound, ServerIsBusy};
 use tonic::{Code, Status};
 
 use super::registry::StoreRegistry;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 
 /// Either a `RegionError` for the response header, or a gRPC status.
 pub enum Reply {
@@ -59,4 +63,29 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
 
 fn region(err: RegionError) -> Reply {
     Reply::Region(Box::new(err))
+}
+
+/// Runs one request under `timeout`, counts it in the request metrics by method
+/// and outcome, and turns an error into what the wire carries: a `RegionError`
+/// for the response header, or a gRPC status. `timed_out` says what a timeout means.
+pub async fn serve_request<T>(
+    metrics: &Metrics,
+    registry: &StoreRegistry,
+    method: &str,
+    timeout: Duration,
+    timed_out: &str,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T, Reply> {
+    let started = Instant::now();
+    let res = match tokio::time::timeout(timeout, work).await {
+        Ok(res) => res,
+        Err(_) => Err(Error::OutcomeUnknown(format!("{timed_out} within {timeout:?}"))),
+    };
+    let code = match &res {
+        Ok(_) => "OK",
+        Err(e) => label(e),
+    };
+    metrics.grpc_requests.with_label_values(&[method, code]).inc();
+    metrics.grpc_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+    res.map_err(|e| to_reply(e, registry))
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal_proto::kv_server::Kv;
 use shoal_proto::{
@@ -12,7 +12,7 @@ use shoal_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::errors::{Reply, label, to_reply};
+use super::errors::{Reply, serve_request};
 use super::registry::StoreRegistry;
 use super::validate::{self, Limits};
 use crate::error::{Error, Result};
@@ -49,29 +49,15 @@ impl KvService {
     /// Runs one request under the deadline, records its metrics and turns an error
     /// into a header `RegionError` or a gRPC status.
     async fn serve<T: WithHeader>(&self, method: &str, work: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let res = match tokio::time::timeout(self.timeout, work).await {
-            Ok(res) => res,
-            Err(_) => {
-                Err(Error::OutcomeUnknown(format!("no answer from Raft within {:?}; a write may or may not have happened", self.timeout)))
-            }
-        };
-        let code = match &res {
-            Ok(_) => "OK",
-            Err(e) => label(e),
-        };
-        self.metrics.grpc_requests.with_label_values(&[method, code]).inc();
-        self.metrics.grpc_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
-        match res {
+        let timed_out = "no answer from Raft; a write may or may not have happened";
+        match serve_request(&self.metrics, &self.registry, method, self.timeout, timed_out, work).await {
             Ok(v) => Ok(Response::new(v)),
-            Err(e) => match to_reply(e, &self.registry) {
-                Reply::Region(region_error) => {
-                    let mut resp = T::default();
-                    resp.set_header(ResponseHeader { region_error: Some(*region_error) });
-                    Ok(Response::new(resp))
-                }
-                Reply::Status(status) => Err(status),
-            },
+            Err(Reply::Region(region_error)) => {
+                let mut resp = T::default();
+                resp.set_header(ResponseHeader { region_error: Some(*region_error) });
+                Ok(Response::new(resp))
+            }
+            Err(Reply::Status(status)) => Err(status),
         }
     }
 

@@ -28,7 +28,7 @@ use shoal_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::errors::{Reply, label, to_reply};
+use super::errors::{Reply, serve_request};
 use super::registry::StoreRegistry;
 use crate::error::{Error, Result};
 use crate::meta::placement::{self, PlacementConfig};
@@ -83,27 +83,14 @@ fn now_ms() -> u64 {
 
 impl MetaService {
     async fn serve<T: WithHeader>(&self, method: &str, work: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let res = match tokio::time::timeout(self.timeout, work).await {
-            Ok(res) => res,
-            Err(_) => Err(Error::OutcomeUnknown(format!("meta did not answer within {:?}", self.timeout))),
-        };
-        let code = match &res {
-            Ok(_) => "OK",
-            Err(e) => label(e),
-        };
-        self.metrics.grpc_requests.with_label_values(&[method, code]).inc();
-        self.metrics.grpc_duration.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
-        match res {
+        match serve_request(&self.metrics, &self.registry, method, self.timeout, "meta did not answer", work).await {
             Ok(v) => Ok(Response::new(v)),
-            Err(e) => match to_reply(e, &self.registry) {
-                Reply::Region(region_error) => {
-                    let mut resp = T::default();
-                    resp.set_header(MetaHeader { region_error: Some(*region_error) });
-                    Ok(Response::new(resp))
-                }
-                Reply::Status(status) => Err(status),
-            },
+            Err(Reply::Region(region_error)) => {
+                let mut resp = T::default();
+                resp.set_header(MetaHeader { region_error: Some(*region_error) });
+                Ok(Response::new(resp))
+            }
+            Err(Reply::Status(status)) => Err(status),
         }
     }
 
