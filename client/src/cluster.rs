@@ -80,6 +80,11 @@ pub async fn store(endpoints: &[String], p: &Printer, cmd: StoreCommand) -> Resu
 fn state(s: i32) -> String {
     match StoreState::try_from(s) {
         Ok(StoreState::Up) => "up".into(),
+        Ok(StoreState::Pending) => "pending".into(),
+        Ok(StoreState::Joining) => "joining".into(),
+        Ok(StoreState::Draining) => "draining".into(),
+        Ok(StoreState::Tombstone) => "tombstone".into(),
+        Ok(StoreState::Down) => "down".into(),
         Ok(StoreState::Unknown) => "unknown".into(),
         Err(_) => s.to_string(),
     }

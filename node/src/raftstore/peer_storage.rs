@@ -76,7 +76,7 @@ impl PeerStorage {
 
     /// Adds everything a brand-new bootstrapped peer of `region` needs on disk.
     pub fn write_initial_state(wb: &mut WriteBatch<'_>, region: &Region) -> Result<()> {
-        let region_state = RegionLocalState { region: Some(region.clone()) };
+        let region_state = RegionLocalState { region: Some(region.clone()), ..Default::default() };
         wb.put(CF_REGION_META, &keys::region_state_key(region.id), &region_state.encode_to_vec())?;
         let raft_state = RaftLocalState { term: RAFT_INIT_LOG_TERM, vote: 0, commit: RAFT_INIT_LOG_INDEX, last_index: RAFT_INIT_LOG_INDEX };
         wb.put(CF_RAFT_STATE, &keys::raft_state_key(region.id), &raft_state.encode_to_vec())?;
@@ -159,7 +159,7 @@ impl PeerStorage {
     /// Replaces the region descriptor (a split changed its range and epoch); goes in
     /// the same batch as the apply index of the command that changed it.
     pub fn set_region(&mut self, region: Region, wb: &mut WriteBatch<'_>) -> Result<()> {
-        let state = RegionLocalState { region: Some(region.clone()) };
+        let state = RegionLocalState { region: Some(region.clone()), ..Default::default() };
         wb.put(CF_REGION_META, &keys::region_state_key(region.id), &state.encode_to_vec())?;
         self.region = region;
         Ok(())

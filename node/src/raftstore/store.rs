@@ -99,7 +99,7 @@ impl Store {
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();
         engine.for_each(CF_REGION_META, &start, &end, |_, v| {
-            if let Ok(RegionLocalState { region: Some(r) }) = prost::Message::decode(v) {
+            if let Ok(RegionLocalState { region: Some(r), .. }) = prost::Message::decode(v) {
                 region_ids.push(r.id);
             }
             true

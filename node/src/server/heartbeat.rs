@@ -97,10 +97,11 @@ impl Heartbeat {
                         approximate_size: e.map_or(0, |e| e.size + e.dirty),
                         approximate_keys: e.map_or(0, |e| e.keys),
                         written_bytes: r.written_bytes,
+                        pending_peers: vec![],
                     }
                 })
                 .collect();
-            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms };
+            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers: vec![] };
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();

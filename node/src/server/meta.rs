@@ -229,7 +229,7 @@ impl MetaService {
         if !changed.is_empty() {
             self.propose(meta_cmd::Cmd::PutRegions(MetaRegions { regions: changed })).await?;
         }
-        Ok(HeartbeatResponse { header: None, operators: self.plan_for(meta, me.id) })
+        Ok(HeartbeatResponse { header: None, operators: self.plan_for(meta, me.id), stores: vec![] })
     }
 
     /// Placement orders for the regions store `store_id` leads, rate-limited.

@@ -61,6 +61,12 @@ impl Raft for RaftService {
         }
         Ok(Response::new(RaftDone {}))
     }
+
+    type SnapshotStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<shoal_proto::SnapshotAck, Status>> + Send>>;
+
+    async fn snapshot(&self, _request: Request<Streaming<shoal_proto::SnapshotChunk>>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("snapshots are not served yet"))
+    }
 }
 
 /// Routes every round's messages to per-store connections until `outbox` closes.
