@@ -62,6 +62,16 @@ pub struct NodeArgs {
     /// Members of a new cluster: NAME=ADDR,... (ignored once the store has data).
     #[arg(long)]
     pub initial_cluster: Option<String>,
+    /// Addresses of stores of an existing cluster, ADDR,...: an empty store
+    /// registers with it (state pending) instead of bootstrapping a new cluster.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// A region's log is truncated once it holds more entries than this.
+    #[arg(long)]
+    pub raft_log_gc_count_limit: Option<u64>,
+    /// …or more bytes than this.
+    #[arg(long)]
+    pub raft_log_gc_size_limit: Option<u64>,
     /// A user column family, NAME[:compression=lz4,block_size=16384,bloom_bits_per_key=10]; repeatable.
     #[arg(long = "column-family", value_name = "SPEC")]
     pub column_families: Vec<CfConfig>,
@@ -101,6 +111,9 @@ pub struct NodeConfig {
     pub advertise_addr: Option<String>,
     pub status_addr: SocketAddr,
     pub initial_cluster: String,
+    pub join: String,
+    pub raft_log_gc_count_limit: u64,
+    pub raft_log_gc_size_limit: u64,
     pub column_families: Vec<CfConfig>,
     pub max_key_size: usize,
     pub max_value_size: usize,
@@ -131,6 +144,9 @@ impl Default for NodeConfig {
             advertise_addr: None,
             status_addr: SocketAddr::from(([127, 0, 0, 1], 20180)),
             initial_cluster: String::new(),
+            join: String::new(),
+            raft_log_gc_count_limit: 10_000,
+            raft_log_gc_size_limit: 64 << 20,
             column_families: Vec::new(),
             max_key_size: 4 << 10,
             max_value_size: 8 << 20,
@@ -165,6 +181,7 @@ impl NodeConfig {
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
+        set!(join, raft_log_gc_count_limit, raft_log_gc_size_limit);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -187,7 +204,7 @@ impl NodeConfig {
         let in_range = |name: &str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) { Ok(()) } else { Err(ConfigError::Invalid(format!("{name} must be {lo}..={hi}, got {v}"))) }
         };
-        in_range("max-key-size", self.max_key_size as u64, 1, 64 << 10)?;
+        in_range("max-key-size", self.max_key_size as u64, 1, crate::keys::MAX_KEY_LEN as u64)?;
         in_range("max-value-size", self.max_value_size as u64, 1, 256 << 20)?;
         in_range("max-batch-size", self.max_batch_size as u64, 1, 256 << 20)?;
         in_range("max-batch-mutations", self.max_batch_mutations as u64, 1, 1_000_000)?;
@@ -201,6 +218,14 @@ impl NodeConfig {
         in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
         in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
         in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
+        in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
+        in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
+        if !self.join.trim().is_empty() {
+            if !self.initial_cluster.trim().is_empty() {
+                return invalid("--join and --initial-cluster exclude each other: join an existing cluster, or start a new one".into());
+            }
+            return Ok(());
+        }
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
@@ -229,6 +254,11 @@ impl NodeConfig {
             members.push(InitialMember { name: name.to_string(), addr: addr.to_string() });
         }
         Ok(members)
+    }
+
+    /// Parses `--join`: addresses of stores of the cluster to join (empty: none).
+    pub fn join_addrs(&self) -> Vec<String> {
+        self.join.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
     }
 
     pub fn raft_tick(&self) -> Duration {

@@ -26,6 +26,10 @@ pub enum Error {
     /// The command was proposed under an older region epoch than the region has now.
     #[error("region epoch changed: {0}")]
     EpochNotMatch(String, Vec<Region>),
+    /// The request is valid but the cluster's state forbids it now (removing a
+    /// store that still holds peers, draining below the replication factor).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// Too many requests wait already; nothing was done, back off and retry.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),

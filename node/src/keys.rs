@@ -23,6 +23,9 @@
 //! Big-endian integers make RocksDB's byte order equal to numeric order, so a
 //! region's log is one contiguous, index-ordered range.
 
+/// The longest user key any configuration accepts (`--max-key-size` is capped here).
+pub const MAX_KEY_LEN: usize = 64 << 10;
+
 const REGION_STATE_PREFIX: u8 = 0x01;
 const APPLY_STATE_PREFIX: u8 = 0x02;
 const STORE_INFO_PREFIX: u8 = 0x03;

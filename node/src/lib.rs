@@ -15,6 +15,7 @@ pub mod meta;
 pub mod metrics;
 pub mod raftstore;
 pub mod server;
+pub mod snap;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Prometheus metrics of one store, in a registry of its own (so several stores
 //! can live in one test process). Served as text on the status address.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub region_is_leader: IntGaugeVec,
     pub leader_count: IntGauge,
     pub region_count: IntGauge,
+    /// Region logs truncated by log GC.
+    pub raft_log_gc: IntCounter,
+    /// Membership changes this store proposed as a region leader, by outcome.
+    pub conf_changes: IntCounterVec,
     /// Duration of the store loop's synced write (group commit) per round.
     pub wal_sync_duration: Histogram,
     /// How many peers had a Ready in one store loop round.
@@ -71,6 +75,11 @@ impl Metrics {
             )?,
             leader_count: IntGauge::new("shoal_store_leaders", "Regions whose leader is on this store")?,
             region_count: IntGauge::new("shoal_store_regions", "Region peers on this store")?,
+            raft_log_gc: IntCounter::new("shoal_raft_log_gc_total", "Region logs truncated by log GC")?,
+            conf_changes: IntCounterVec::new(
+                Opts::new("shoal_conf_changes_total", "Membership changes proposed by this store as region leader, by outcome"),
+                &["outcome"],
+            )?,
             wal_sync_duration: Histogram::with_opts(
                 HistogramOpts::new("shoal_wal_sync_duration_seconds", "Duration of the store loop's synced RocksDB write per round")
                     .buckets(latency_buckets()),
@@ -104,6 +113,8 @@ impl Metrics {
         m.registry.register(Box::new(m.region_is_leader.clone()))?;
         m.registry.register(Box::new(m.leader_count.clone()))?;
         m.registry.register(Box::new(m.region_count.clone()))?;
+        m.registry.register(Box::new(m.raft_log_gc.clone()))?;
+        m.registry.register(Box::new(m.conf_changes.clone()))?;
         m.registry.register(Box::new(m.wal_sync_duration.clone()))?;
         m.registry.register(Box::new(m.ready_peers_per_round.clone()))?;
         m.registry.register(Box::new(m.region_splits.clone()))?;

@@ -115,6 +115,18 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
     Ok(ident)
 }
 
+/// Records the identity a joining store got from the cluster, and the cluster's
+/// stores, in one synced batch. The store holds no region yet.
+pub fn write_joined(engine: &Engine, ident: &StoreIdent, stores: &[StoreInfo]) -> Result<()> {
+    let mut wb = engine.batch();
+    for s in stores {
+        wb.put(CF_REGION_META, &keys::store_info_key(s.id), &s.encode_to_vec())?;
+    }
+    wb.put(CF_REGION_META, keys::STORE_IDENT_KEY, &ident.encode_to_vec())?;
+    engine.write(wb, true)?;
+    Ok(())
+}
+
 /// A cluster id every initial member derives alike: FNV-1a of the member list.
 fn cluster_id(members: &[InitialMember]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

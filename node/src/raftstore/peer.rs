@@ -18,16 +18,30 @@
 //! id or epoch version no longer matches, or whose keys left the region, is
 //! refused on every replica alike.
 //!
+//! Membership changes are Raft `ConfChangeV2` entries whose context is a
+//! [`ChangePeersCmd`]: adding a learner, promoting a learner (through joint
+//! consensus, left automatically), removing a peer. The leader refuses one
+//! while another is in flight, when its epoch is stale, or when the new
+//! configuration could not reach a quorum of peers it hears from; every replica
+//! refuses one whose epoch moved on. Applying one updates the descriptor's peers
+//! and `conf_ver` and Raft's `ConfState` together. A peer that finds itself out
+//! of the configuration asks the store to destroy it ([`Completions::destroys`]).
+//!
+//! A snapshot in a Ready is applied by [`PeerStorage::apply_snapshot`] before
+//! anything else of that Ready; the store then re-routes the region's range.
+//!
 //! The methods named after the stages of raft-rs's Ready are called by the store
 //! loop ([`super::store::Store::handle_readies`]) in that order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{Entry, EntryType, Message, Ready};
-use raft::{LightReady, RawNode, SoftState, StateRole};
-use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region, SplitCmd, mutation};
+use raft::prelude::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Ready,
+};
+use raft::{LightReady, ProgressState, RawNode, SnapshotStatus, SoftState, StateRole};
+use shoal_proto::{ChangePeersCmd, Peer as PeerMeta, PeerChangeType, RaftCmd, RaftMessage, Region, SnapshotData, SplitCmd, mutation};
 use tokio::sync::oneshot;
 
 use super::peer_storage::PeerStorage;
@@ -44,6 +58,8 @@ pub enum CmdResult {
     Written,
     Split { left: Region, right: Region },
     Meta(MetaResult),
+    /// A membership change was applied; the region as it is now.
+    ConfChanged(Region),
 }
 
 /// Answers a command once its entry is applied (or known to be lost).
@@ -61,11 +77,24 @@ pub struct SplitDone {
     pub campaign: bool,
 }
 
-/// What waits until the round's batches are on disk: answers, and new regions.
+/// A snapshot this store applied: once the round's batches are written, its
+/// files are released and the store routes the region's (new) range to it.
+#[derive(Clone, Debug)]
+pub struct SnapshotDone {
+    pub region_id: u64,
+    /// The range the peer served before (none if it was uninitialized).
+    pub old_start_key: Option<Vec<u8>>,
+    pub data: SnapshotData,
+}
+
+/// What waits until the round's batches are on disk: answers, new regions,
+/// applied snapshots, and peers to destroy (region id, peer id).
 #[derive(Default)]
 pub struct Completions {
     writes: Vec<(WriteCallback, Result<CmdResult>)>,
     pub splits: Vec<SplitDone>,
+    pub snapshots: Vec<SnapshotDone>,
+    pub destroys: Vec<(u64, u64)>,
 }
 
 impl Completions {
@@ -105,6 +134,11 @@ struct ReadBatch {
 
 pub struct Peer {
     store_id: u64,
+    /// Store of every peer this region has had since this peer started, so that
+    /// messages still reach a peer leaving in a joint configuration.
+    peer_stores: HashMap<u64, u64>,
+    /// The tick this peer last heard from a leader of its region.
+    heard_leader_at: u64,
     /// The meta state machine, for the meta group's peer; `None` in data regions.
     meta: Option<SharedMeta>,
     /// Bytes and keys written by applied commands since the last heartbeat.
@@ -122,21 +156,37 @@ pub struct Peer {
 
 impl Peer {
     /// A peer of `storage`'s region; `meta` is the state machine when the region is
-    /// the meta group.
-    pub fn new(store_id: u64, storage: PeerStorage, meta: Option<SharedMeta>, cfg: &raft::Config, logger: &slog::Logger) -> Result<Peer> {
+    /// the meta group. `peer_id` 0 means this store's peer in the descriptor (an
+    /// uninitialized peer has no descriptor yet and must be given its id).
+    pub fn new(
+        store_id: u64,
+        peer_id: u64,
+        storage: PeerStorage,
+        meta: Option<SharedMeta>,
+        cfg: &raft::Config,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
         let region = storage.region().clone();
-        let me = region
-            .peers
-            .iter()
-            .find(|p| p.store_id == store_id)
-            .ok_or_else(|| Error::Internal(format!("region {} has no peer on store {store_id}", region.id)))?;
+        let id = match peer_id {
+            0 => {
+                region
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == store_id)
+                    .ok_or_else(|| Error::Internal(format!("region {} has no peer on store {store_id}", region.id)))?
+                    .id
+            }
+            id => id,
+        };
         let mut cfg = cfg.clone();
-        cfg.id = me.id;
+        cfg.id = id;
         cfg.applied = storage.applied_index();
-        let logger = logger.new(slog::o!("region" => region.id, "peer" => me.id));
+        let logger = logger.new(slog::o!("region" => region.id, "peer" => id));
         let raw_node = RawNode::new(&cfg, storage, &logger)?;
         Ok(Peer {
             store_id,
+            peer_stores: region.peers.iter().map(|p| (p.id, p.store_id)).collect(),
+            heard_leader_at: 0,
             meta,
             written_bytes: 0,
             written_keys: 0,
@@ -189,10 +239,76 @@ impl Peer {
         Error::NotLeader { region_id: self.region_id(), leader: self.leader() }
     }
 
-    /// Feeds one message from another peer of this region.
-    pub fn step(&mut self, msg: Message) -> Result<()> {
+    pub fn is_initialized(&self) -> bool {
+        self.raw_node.store().is_initialized()
+    }
+
+    /// Feeds one message from another peer of this region, sent by store `from_store`.
+    pub fn step(&mut self, msg: Message, from_store: u64) -> Result<()> {
+        self.peer_stores.entry(msg.from).or_insert(from_store);
+        if matches!(msg.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot) {
+            self.heard_leader_at = self.ticks;
+        }
         self.raw_node.step(msg)?;
         Ok(())
+    }
+
+    /// Whether this peer has heard from no leader for `ticks` ticks (it may have
+    /// been removed from its region while away).
+    pub fn is_idle(&self, ticks: u64) -> bool {
+        !self.is_leader() && self.ticks.saturating_sub(self.heard_leader_at) > ticks
+    }
+
+    /// Tells raft how sending a snapshot to `to_peer` ended.
+    pub fn report_snapshot(&mut self, to_peer: u64, ok: bool) {
+        let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw_node.report_snapshot(to_peer, status);
+    }
+
+    /// Peers (other than this leader) not caught up: waiting for a snapshot,
+    /// probing, or behind the start of the leader's log. Empty unless leading.
+    pub fn pending_peers(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return vec![];
+        }
+        let truncated = self.raw_node.store().truncated_index();
+        let me = self.peer_id();
+        self.raw_node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| **id != me && (pr.state != ProgressState::Replicate || pr.matched < truncated))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Log GC: once the log holds more than `count_limit` entries or `size_limit`
+    /// bytes, removes applied entries. A leader keeps what its recently active
+    /// followers still need unless the log is past twice the limits; a follower
+    /// that then falls behind the log's start is sent a snapshot.
+    pub fn maybe_compact_log(&mut self, count_limit: u64, size_limit: u64, wb: &mut WriteBatch<'_>) -> Result<bool> {
+        if !self.is_initialized() {
+            return Ok(false);
+        }
+        let (count, bytes) = self.raw_node.store().log_size();
+        let applied = self.applied_index();
+        let truncated = self.raw_node.store().truncated_index();
+        if (count <= count_limit && bytes <= size_limit) || applied <= truncated {
+            return Ok(false);
+        }
+        let mut target = applied;
+        if self.is_leader() && count <= 2 * count_limit && bytes <= 2 * size_limit {
+            let me = self.peer_id();
+            let slowest = self.raw_node.raft.prs().iter().filter(|(id, pr)| **id != me && pr.recent_active).map(|(_, pr)| pr.matched).min();
+            if let Some(m) = slowest {
+                target = target.min(m);
+            }
+        }
+        if target <= truncated {
+            return Ok(false);
+        }
+        self.raw_node.mut_store().compact_to(target, wb)?;
+        Ok(true)
     }
 
     /// Advances the logical clock: elections, heartbeats, read retries.
@@ -290,31 +406,37 @@ impl Peer {
         self.raw_node.ready()
     }
 
-    /// Stage: messages. Wraps raft messages for the transport, addressed by store.
-    pub fn send_messages(&self, msgs: Vec<Message>, out: &mut Vec<RaftMessage>) {
+    /// Stage: messages. Wraps raft messages for the transport, addressed by
+    /// store; snapshots go to `snaps`, which travel on their own stream.
+    pub fn send_messages(&self, msgs: Vec<Message>, out: &mut Vec<RaftMessage>, snaps: &mut Vec<RaftMessage>) {
         for m in msgs {
-            let Some(to) = self.region().peers.iter().find(|p| p.id == m.to) else {
+            let Some(to_store) = self.peer_stores.get(&m.to).copied() else {
                 tracing::warn!(region = self.region_id(), to = m.to, "dropping message to a peer not in the region");
                 continue;
             };
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             match m.write_to_bytes() {
-                Ok(bytes) => out.push(RaftMessage {
-                    region_id: self.region_id(),
-                    from_store_id: self.store_id,
-                    to_store_id: to.store_id,
-                    message: bytes,
-                }),
+                Ok(bytes) => {
+                    let msg = RaftMessage { region_id: self.region_id(), from_store_id: self.store_id, to_store_id: to_store, message: bytes };
+                    if is_snapshot { snaps.push(msg) } else { out.push(msg) }
+                }
                 Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
             }
         }
     }
 
-    /// Stage: snapshot. No peer asks for one yet (logs are never truncated and
-    /// every peer is bootstrapped), so receiving one is a bug worth stopping for.
-    pub fn check_snapshot(&self, rd: &Ready) -> Result<()> {
-        if rd.snapshot().get_metadata().index != 0 {
-            return Err(Error::Internal(format!("region {}: received a snapshot, which this version cannot apply", self.region_id())));
+    /// Stage: snapshot. Makes the snapshot this peer's state and data before the
+    /// Ready's entries are persisted; the store re-routes the range afterwards.
+    pub fn apply_snapshot(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
+        if rd.snapshot().is_empty() {
+            return Ok(());
         }
+        let old_start_key = self.is_initialized().then(|| self.region().start_key.clone());
+        let data = self.raw_node.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+        let peers = self.region().peers.clone();
+        self.peer_stores.extend(peers.iter().map(|p| (p.id, p.store_id)));
+        tracing::info!(region = self.region_id(), index = rd.snapshot().get_metadata().index, "applied a snapshot");
+        done.snapshots.push(SnapshotDone { region_id: self.region_id(), old_start_key, data });
         Ok(())
     }
 
@@ -359,10 +481,10 @@ impl Peer {
             let result = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => Ok(CmdResult::Written), // a new leader's empty entry
                 EntryType::EntryNormal => self.apply_command(&entry.data, wb, done)?,
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    // Membership changes arrive with the snapshot and membership work;
-                    // nothing proposes them yet.
-                    tracing::error!(region = self.region_id(), index = entry.index, "ignoring a conf change entry");
+                EntryType::EntryConfChangeV2 => self.apply_conf_change(entry, wb, done)?,
+                EntryType::EntryConfChange => {
+                    // Only ConfChangeV2 is ever proposed.
+                    tracing::error!(region = self.region_id(), index = entry.index, "ignoring a v1 conf change entry");
                     Ok(CmdResult::Written)
                 }
             };
@@ -423,6 +545,165 @@ impl Peer {
             self.written_keys += 1;
         }
         Ok(Ok(CmdResult::Written))
+    }
+
+    /// Proposes the membership change `cmd`; `cb` is answered once it is applied.
+    /// Refused at once (nothing proposed) when this peer does not lead, another
+    /// change is in flight, the epoch is stale, the changes do not fit the
+    /// region, or the new configuration could not reach a quorum.
+    pub fn propose_conf_change(&mut self, cmd: ChangePeersCmd, cb: WriteCallback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let cc = match self.check_conf_change(&cmd) {
+            Ok(cc) => cc,
+            Err(e) => {
+                let _ = cb.send(Err(e));
+                return;
+            }
+        };
+        match self.raw_node.propose_conf_change(cmd.encode_to_vec(), cc) {
+            Ok(()) => {
+                let index = self.raw_node.raft.raft_log.last_index();
+                let term = self.raw_node.raft.term;
+                while self.proposals.back().is_some_and(|p| p.index >= index) {
+                    if let Some(stale) = self.proposals.pop_back() {
+                        let err = stale.replaced();
+                        let _ = stale.cb.send(Err(err));
+                    }
+                }
+                self.proposals.push_back(Proposal { index, term, cb });
+            }
+            Err(e) => {
+                let _ = cb.send(Err(Error::Unavailable(format!("region {}: membership change not proposed: {e}", self.region_id()))));
+            }
+        }
+    }
+
+    /// Checks `cmd` against the region and the peers this leader hears from;
+    /// returns the Raft change to propose.
+    fn check_conf_change(&self, cmd: &ChangePeersCmd) -> Result<ConfChangeV2> {
+        let region = self.region();
+        if cmd.region_id != region.id {
+            return Err(Error::RegionNotFound(vec![]));
+        }
+        if cmd.epoch != region.epoch {
+            return Err(Error::EpochNotMatch(
+                format!("membership change planned under {:?}, region has {:?}", cmd.epoch, region.epoch),
+                vec![region.clone()],
+            ));
+        }
+        let raft = &self.raw_node.raft;
+        let conf = self.raw_node.store().conf_state();
+        if raft.has_pending_conf() || !conf.voters_outgoing.is_empty() {
+            return Err(Error::Unavailable(format!("region {}: a membership change is already in progress", region.id)));
+        }
+        if cmd.changes.is_empty() {
+            return Err(Error::InvalidArgument("a membership change needs at least one change".into()));
+        }
+        let mut voters: HashSet<u64> = conf.voters.iter().copied().collect();
+        let mut changes = Vec::new();
+        let mut seen = HashSet::new();
+        for c in &cmd.changes {
+            let peer = c.peer.ok_or_else(|| Error::InvalidArgument("a peer change names no peer".into()))?;
+            if peer.id == 0 || peer.store_id == 0 || !seen.insert(peer.id) {
+                return Err(Error::InvalidArgument(format!("bad peer {peer:?} in a membership change")));
+            }
+            let existing = region.peers.iter().find(|p| p.id == peer.id);
+            let mut single = ConfChangeSingle::default();
+            single.node_id = peer.id;
+            match c.change_type() {
+                PeerChangeType::AddLearner => {
+                    if existing.is_some() || region.peers.iter().any(|p| p.store_id == peer.store_id) {
+                        return Err(Error::InvalidArgument(format!("store {} already holds a peer of region {}", peer.store_id, region.id)));
+                    }
+                    single.set_change_type(ConfChangeType::AddLearnerNode);
+                }
+                PeerChangeType::PromoteLearner => {
+                    if !existing.is_some_and(|p| p.is_learner && p.store_id == peer.store_id) {
+                        return Err(Error::InvalidArgument(format!("peer {} is not a learner of region {}", peer.id, region.id)));
+                    }
+                    voters.insert(peer.id);
+                    single.set_change_type(ConfChangeType::AddNode);
+                }
+                PeerChangeType::RemovePeer => {
+                    if !existing.is_some_and(|p| p.store_id == peer.store_id) {
+                        return Err(Error::InvalidArgument(format!("peer {} is not in region {}", peer.id, region.id)));
+                    }
+                    if peer.id == self.peer_id() {
+                        return Err(Error::InvalidArgument(format!(
+                            "peer {} leads region {}: transfer leadership before removing it",
+                            peer.id, region.id
+                        )));
+                    }
+                    voters.remove(&peer.id);
+                    single.set_change_type(ConfChangeType::RemoveNode);
+                }
+            }
+            changes.push(single);
+        }
+        // The new voters must reach a quorum among peers this leader hears from
+        // (itself, and followers active within the last election timeout).
+        let me = self.peer_id();
+        let healthy = voters.iter().filter(|id| **id == me || raft.prs().get(**id).is_some_and(|pr| pr.recent_active)).count();
+        if voters.is_empty() || healthy < voters.len() / 2 + 1 {
+            return Err(Error::Unavailable(format!(
+                "region {}: refused, the new configuration would have {healthy} reachable voters of {} (quorum {})",
+                region.id,
+                voters.len(),
+                voters.len() / 2 + 1
+            )));
+        }
+        let mut cc = ConfChangeV2::default();
+        let joint = changes.len() > 1 || cmd.changes.iter().any(|c| c.change_type() == PeerChangeType::PromoteLearner);
+        cc.set_transition(if joint { ConfChangeTransition::Implicit } else { ConfChangeTransition::Auto });
+        cc.set_changes(changes.into());
+        Ok(cc)
+    }
+
+    /// Applies a committed membership change: Raft's configuration, the
+    /// descriptor's peers and `conf_ver`, in `wb`. The automatic "leave joint"
+    /// entry carries no command. A change whose epoch moved on is refused.
+    fn apply_conf_change(&mut self, entry: &Entry, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<Result<CmdResult>> {
+        let cc = match ConfChangeV2::parse_from_bytes(&entry.data) {
+            Ok(cc) => cc,
+            Err(e) => return Ok(Err(Error::Internal(format!("undecodable conf change: {e}")))),
+        };
+        let mut region = self.region().clone();
+        if !cc.get_context().is_empty() {
+            let cmd = match ChangePeersCmd::decode(cc.get_context()) {
+                Ok(cmd) => cmd,
+                Err(e) => return Ok(Err(Error::Internal(format!("undecodable membership change: {e}")))),
+            };
+            if cmd.region_id != region.id || cmd.epoch != region.epoch {
+                return Ok(Err(Error::EpochNotMatch(
+                    format!("membership change under {:?}, region has {:?}", cmd.epoch, region.epoch),
+                    vec![region],
+                )));
+            }
+            for c in &cmd.changes {
+                let Some(peer) = c.peer else { continue };
+                match c.change_type() {
+                    PeerChangeType::AddLearner => region.peers.push(PeerMeta { is_learner: true, ..peer }),
+                    PeerChangeType::PromoteLearner => region.peers.iter_mut().filter(|p| p.id == peer.id).for_each(|p| p.is_learner = false),
+                    PeerChangeType::RemovePeer => region.peers.retain(|p| p.id != peer.id),
+                }
+                self.peer_stores.insert(peer.id, peer.store_id);
+            }
+        }
+        let conf_state: ConfState = self.raw_node.apply_conf_change(&cc)?;
+        if let Some(epoch) = region.epoch.as_mut() {
+            epoch.conf_ver += 1;
+        }
+        let me = self.peer_id();
+        let member = conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me) || conf_state.learners.contains(&me);
+        tracing::info!(region = region.id, voters = ?conf_state.voters, outgoing = ?conf_state.voters_outgoing, learners = ?conf_state.learners, "membership changed");
+        self.raw_node.mut_store().set_region_and_conf(region.clone(), conf_state, wb)?;
+        if !member {
+            done.destroys.push((region.id, me));
+        }
+        Ok(Ok(CmdResult::ConfChanged(region)))
     }
 
     /// Splits this region at `split.split_key`: this peer keeps the left half and
@@ -517,12 +798,13 @@ impl Peer {
         mut light: LightReady,
         wb: &mut WriteBatch<'_>,
         out: &mut Vec<RaftMessage>,
+        snaps: &mut Vec<RaftMessage>,
         done: &mut Completions,
     ) -> Result<()> {
         if let Some(commit) = light.commit_index() {
             self.raw_node.mut_store().set_commit(commit, wb)?;
         }
-        self.send_messages(light.take_messages(), out);
+        self.send_messages(light.take_messages(), out, snaps);
         self.apply_committed(light.take_committed_entries(), wb, done)?;
         self.raw_node.advance_apply();
         Ok(())

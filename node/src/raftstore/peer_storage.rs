@@ -11,6 +11,23 @@
 //! [`WriteBatch`] that the store loop writes once for all peers (group commit).
 //! The in-memory state moves at the same time; the store loop writes the batch
 //! before it calls anything that reads it back (`advance`), and aborts on failure.
+//!
+//! Log GC: [`PeerStorage::compact_to`] deletes applied entries (one range delete)
+//! and moves the log's start (`truncated_index`). A follower that needs entries
+//! from before it gets a snapshot: [`raft::Storage::snapshot`] asks the
+//! [`SnapManager`] for one generated off the store thread, and answers
+//! `SnapshotTemporarilyUnavailable` (raft asks again later) until it is ready.
+//!
+//! Receiving a snapshot ([`PeerStorage::apply_snapshot`]) first records the
+//! peer as `APPLYING` with the snapshot's log position (synced), then replaces
+//! the region's data with the snapshot's files, then records it `NORMAL` in the
+//! round's batch. A crash in between finds `APPLYING` at start and redoes the
+//! data part from the kept files ([`PeerStorage::load`]), so a half-applied
+//! snapshot is never served.
+//!
+//! A peer created by a message from its region's leader, before any snapshot,
+//! is *uninitialized*: it has no range and no log and holds nothing; nothing of
+//! it is written but its hard state.
 
 use std::sync::Arc;
 
@@ -18,10 +35,11 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
-use shoal_proto::{RaftApplyState, RaftLocalState, Region, RegionLocalState};
+use shoal_proto::{PeerState, RaftApplyState, RaftLocalState, Region, RegionLocalState, SnapshotData};
 
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::snap::SnapManager;
 use crate::storage::cf::{CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META};
 use crate::storage::{Engine, WriteBatch};
 
@@ -32,10 +50,15 @@ pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
 pub struct PeerStorage {
     engine: Arc<Engine>,
+    snap: Arc<SnapManager>,
     region: Region,
+    /// Raft's membership as of the applied index (joint while a change is in progress).
+    conf_state: ConfState,
     raft_state: RaftLocalState,
     apply_state: RaftApplyState,
     last_term: u64,
+    /// Approximate bytes of the entries in the log (since the last truncation).
+    log_bytes: u64,
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
@@ -47,13 +70,33 @@ fn storage_err(e: impl std::fmt::Display) -> raft::Error {
 }
 
 impl PeerStorage {
-    /// Loads the peer of `region_id` that this store holds.
-    pub fn load(engine: Arc<Engine>, region_id: u64) -> Result<PeerStorage> {
-        let region_state: RegionLocalState = match engine.get(CF_REGION_META, &keys::region_state_key(region_id))? {
-            Some(b) => decode(&b, "region state")?,
-            None => return Err(Error::Internal(format!("region {region_id} has no descriptor"))),
+    /// Reads region `region_id`'s local state (descriptor, peer state), if any.
+    pub fn region_state(engine: &Engine, region_id: u64) -> Result<Option<RegionLocalState>> {
+        match engine.get(CF_REGION_META, &keys::region_state_key(region_id))? {
+            Some(b) => Ok(Some(decode(&b, "region state")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Loads the peer of `region_id` that this store holds. A peer found
+    /// `APPLYING` (a crash during a snapshot's apply) finishes the apply first.
+    pub fn load(engine: Arc<Engine>, snap: Arc<SnapManager>, region_id: u64) -> Result<PeerStorage> {
+        let Some(mut region_state) = Self::region_state(&engine, region_id)? else {
+            return Err(Error::Internal(format!("region {region_id} has no descriptor")));
         };
-        let region = region_state.region.ok_or_else(|| Error::Internal(format!("region {region_id} descriptor is empty")))?;
+        let region = region_state.region.clone().ok_or_else(|| Error::Internal(format!("region {region_id} descriptor is empty")))?;
+        if region_state.state() == PeerState::Applying {
+            let data = region_state.applying.take().ok_or_else(|| Error::Internal(format!("region {region_id}: applying no snapshot")))?;
+            tracing::warn!(region = region_id, "finishing a snapshot apply interrupted by a crash");
+            snap.apply(&data)?;
+            region_state.set_state(PeerState::Normal);
+            let mut wb = engine.batch();
+            wb.put(CF_REGION_META, &keys::region_state_key(region_id), &region_state.encode_to_vec())?;
+            engine.write(wb, true)?;
+            if let Some(key) = &data.key {
+                snap.release_received(key);
+            }
+        }
         let mut raft_state: RaftLocalState = match engine.get(CF_RAFT_STATE, &keys::raft_state_key(region_id))? {
             Some(b) => decode(&b, "raft state")?,
             None => RaftLocalState::default(),
@@ -65,13 +108,45 @@ impl PeerStorage {
         // Applied entries were committed; an unsynced apply can be ahead of the
         // commit index persisted in the hard state, never the other way round.
         raft_state.commit = raft_state.commit.max(apply_state.applied_index);
-        let mut storage = PeerStorage { engine, region, raft_state, apply_state, last_term: 0 };
+        let conf_state = if region_state.conf_state.is_empty() {
+            conf_state_of(&region)
+        } else {
+            ConfState::parse_from_bytes(&region_state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")))?
+        };
+        let mut storage = PeerStorage { engine, snap, region, conf_state, raft_state, apply_state, last_term: 0, log_bytes: 0 };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index {
             storage.apply_state.truncated_term
         } else {
             storage.read_entry(storage.raft_state.last_index)?.term
         };
         Ok(storage)
+    }
+
+    /// An uninitialized peer of `region_id`: no range, no log, nothing applied —
+    /// it waits for a snapshot. Keeps a hard state written earlier, if any.
+    pub fn uninitialized(engine: Arc<Engine>, snap: Arc<SnapManager>, region_id: u64) -> Result<PeerStorage> {
+        let mut raft_state: RaftLocalState = match engine.get(CF_RAFT_STATE, &keys::raft_state_key(region_id))? {
+            Some(b) => decode(&b, "raft state")?,
+            None => RaftLocalState::default(),
+        };
+        raft_state.last_index = 0;
+        raft_state.commit = 0;
+        Ok(PeerStorage {
+            engine,
+            snap,
+            region: Region { id: region_id, ..Default::default() },
+            conf_state: ConfState::default(),
+            raft_state,
+            apply_state: RaftApplyState::default(),
+            last_term: 0,
+            log_bytes: 0,
+        })
+    }
+
+    /// Whether the peer holds the region's data (it was bootstrapped, split off
+    /// or seeded by a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        self.region.epoch.is_some()
     }
 
     /// Adds everything a brand-new bootstrapped peer of `region` needs on disk.
@@ -88,6 +163,24 @@ impl PeerStorage {
 
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Index of the last entry removed from the log (the log starts after it).
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state.truncated_index
+    }
+
+    /// Entries in the log and their approximate bytes.
+    pub fn log_size(&self) -> (u64, u64) {
+        (self.raft_state.last_index.saturating_sub(self.apply_state.truncated_index), self.log_bytes)
+    }
+
+    pub fn snap_manager(&self) -> &Arc<SnapManager> {
+        &self.snap
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -125,6 +218,7 @@ impl PeerStorage {
         for e in entries {
             let bytes = e.write_to_bytes().map_err(|e| Error::Internal(e.to_string()))?;
             wb.put(CF_RAFT_LOG, &keys::raft_log_key(self.region.id, e.index), &bytes)?;
+            self.log_bytes += bytes.len() as u64;
         }
         if last.index < self.raft_state.last_index {
             // A new leader overwrote our tail: drop what is beyond its log.
@@ -159,10 +253,83 @@ impl PeerStorage {
     /// Replaces the region descriptor (a split changed its range and epoch); goes in
     /// the same batch as the apply index of the command that changed it.
     pub fn set_region(&mut self, region: Region, wb: &mut WriteBatch<'_>) -> Result<()> {
-        let state = RegionLocalState { region: Some(region.clone()), ..Default::default() };
-        wb.put(CF_REGION_META, &keys::region_state_key(region.id), &state.encode_to_vec())?;
         self.region = region;
+        self.write_region_state(PeerState::Normal, None, wb)
+    }
+
+    /// Replaces the descriptor and Raft's membership (an applied conf change).
+    pub fn set_region_and_conf(&mut self, region: Region, conf_state: ConfState, wb: &mut WriteBatch<'_>) -> Result<()> {
+        self.conf_state = conf_state;
+        self.set_region(region, wb)
+    }
+
+    fn write_region_state(&self, state: PeerState, applying: Option<SnapshotData>, wb: &mut WriteBatch<'_>) -> Result<()> {
+        let conf_state = self.conf_state.write_to_bytes().map_err(|e| Error::Internal(e.to_string()))?;
+        let local = RegionLocalState { region: Some(self.region.clone()), state: state as i32, conf_state, applying };
+        wb.put(CF_REGION_META, &keys::region_state_key(self.region.id), &local.encode_to_vec())?;
         Ok(())
+    }
+
+    /// Removes applied entries up to and including `index` from the log (a range
+    /// delete), keeping the term of `index` as the log's new start.
+    pub fn compact_to(&mut self, index: u64, wb: &mut WriteBatch<'_>) -> Result<()> {
+        let first = self.first();
+        if index < first || index > self.apply_state.applied_index {
+            return Ok(());
+        }
+        let term = if index == self.raft_state.last_index { self.last_term } else { self.read_entry(index)?.term };
+        let (count, _) = self.log_size();
+        wb.delete_range(CF_RAFT_LOG, &keys::raft_log_key(self.region.id, first), &keys::raft_log_key(self.region.id, index + 1))?;
+        let removed = index + 1 - first;
+        self.log_bytes = self.log_bytes.saturating_sub(self.log_bytes.saturating_mul(removed) / count.max(1));
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Makes this peer's state the snapshot's: its log position, membership,
+    /// descriptor and data. The `APPLYING` record is synced before the data is
+    /// touched; the data is replaced at once (range deletes, then the snapshot's
+    /// files ingested); the final `NORMAL` record goes into `wb`. Returns the
+    /// snapshot's payload (its files are released once `wb` is written).
+    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch<'_>) -> Result<SnapshotData> {
+        let data = SnapshotData::decode(snap.get_data()).map_err(|e| Error::Internal(format!("undecodable snapshot data: {e}")))?;
+        let region = data.region.clone().ok_or_else(|| Error::Internal("snapshot without a region".into()))?;
+        if region.id != self.region.id {
+            return Err(Error::Internal(format!("snapshot of region {} given to region {}", region.id, self.region.id)));
+        }
+        let meta = snap.get_metadata();
+        let old_first = self.first();
+        let old_last = self.raft_state.last_index;
+        let old_region = std::mem::replace(&mut self.region, region);
+        self.conf_state = meta.get_conf_state().clone();
+        self.raft_state.last_index = meta.index;
+        self.raft_state.commit = self.raft_state.commit.max(meta.index);
+        self.raft_state.term = self.raft_state.term.max(meta.term);
+        self.last_term = meta.term;
+        self.log_bytes = 0;
+        self.apply_state = RaftApplyState { applied_index: meta.index, truncated_index: meta.index, truncated_term: meta.term };
+
+        let mut marker = self.engine.batch();
+        if old_last >= old_first {
+            let (from, to) = (keys::raft_log_key(self.region.id, old_first), keys::raft_log_key(self.region.id, old_last + 1));
+            marker.delete_range(CF_RAFT_LOG, &from, &to)?;
+        }
+        // Data of the old range that the new one no longer covers is not ours any more.
+        if old_region.epoch.is_some() {
+            for (cf, start, end) in crate::snap::data_ranges(&self.engine, &old_region) {
+                marker.delete_range_unbounded(&cf, &start, &end)?;
+            }
+        }
+        self.write_region_state(PeerState::Applying, Some(data.clone()), &mut marker)?;
+        self.write_raft_state(&mut marker)?;
+        marker.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
+        self.engine.write(marker, true)?;
+
+        self.snap.apply(&data)?;
+        self.write_region_state(PeerState::Normal, None, wb)?;
+        Ok(data)
     }
 
     /// Records that entries up to `index` are applied; goes in the same batch as
@@ -173,23 +340,25 @@ impl PeerStorage {
         Ok(())
     }
 
-    fn conf_state(&self) -> ConfState {
-        let mut cs = ConfState::default();
-        for p in &self.region.peers {
-            if p.is_learner {
-                cs.learners.push(p.id);
-            } else {
-                cs.voters.push(p.id);
-            }
+}
+
+/// Raft's membership as a region descriptor lists it (no joint state).
+pub fn conf_state_of(region: &Region) -> ConfState {
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.is_learner {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
         }
-        cs
     }
+    cs
 }
 
 impl raft::Storage for PeerStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let hs = HardState { term: self.raft_state.term, vote: self.raft_state.vote, commit: self.raft_state.commit, ..Default::default() };
-        Ok(RaftState::new(hs, self.conf_state()))
+        Ok(RaftState::new(hs, self.conf_state.clone()))
     }
 
     fn entries(&self, low: u64, high: u64, max_size: impl Into<Option<u64>>, _ctx: GetEntriesContext) -> raft::Result<Vec<Entry>> {
@@ -256,10 +425,11 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Logs are never truncated yet, so a follower never needs one; snapshots
-        // (generation, streaming, ingestion) arrive with log GC.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Any snapshot at or after the log's start will do: the follower goes on
+        // from there with entries the log still has.
+        let min_index = request_index.max(self.apply_state.truncated_index);
+        self.snap.request(self.region.id, min_index).ok_or(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     }
 }
 

@@ -12,29 +12,63 @@
 //! once; a store that has not applied the split yet when that first vote request
 //! arrives keeps it ([`Store::on_raft_message`]) and hands it to its new peer
 //! once it has one, so the election does not wait for a timeout.
+//!
+//! Membership: a message from a region's leader (append, heartbeat, snapshot)
+//! for a region this store does not hold creates an *uninitialized* peer, which
+//! answers so that the leader sends it a snapshot. A snapshot is stepped only
+//! if its files arrived and its range overlaps no other region here (a store
+//! that has not applied a split yet refuses the new half's snapshot until it
+//! has). A peer removed from its region — by a change it applied, or by meta's
+//! order for a peer that missed its removal — is destroyed: its data, log and
+//! state are deleted and a tombstone keeps late messages from recreating it.
+//!
+//! Log GC runs every [`GC_INTERVAL_TICKS`] ticks ([`Peer::maybe_compact_log`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
-use shoal_proto::{MetaCmd, Mutation, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
+use shoal_proto::{ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
 
-use super::peer::{Completions, Peer, ReadCallback, SplitDone, WriteCallback};
+use super::peer::{Completions, Peer, ReadCallback, SnapshotDone, SplitDone, WriteCallback};
 use super::peer_storage::{PeerStorage, RAFT_INIT_LOG_TERM};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::state::MetaState;
 use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::metrics::Metrics;
+use crate::snap::{self, SnapManager};
 use crate::storage::Engine;
-use crate::storage::cf::CF_REGION_META;
+use crate::storage::cf::{CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META};
 
 /// First vote requests kept for regions this store does not hold yet; the oldest
 /// are dropped past this many.
 const MAX_PENDING_VOTES: usize = 256;
+/// Ticks between two log GC passes over every peer.
+pub const GC_INTERVAL_TICKS: u64 = 10;
+
+/// Settings of a store's Raft core.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub raft: raft::Config,
+    /// A region's log is truncated once it holds more entries than this…
+    pub log_gc_count_limit: u64,
+    /// …or more bytes than this.
+    pub log_gc_size_limit: u64,
+    /// A follower that hears from no leader for this many ticks is reported to
+    /// meta as idle (perhaps removed while away).
+    pub idle_ticks: u64,
+}
+
+impl StoreConfig {
+    pub fn new(raft: raft::Config) -> StoreConfig {
+        let idle_ticks = raft.election_tick as u64 * 10;
+        StoreConfig { raft, log_gc_count_limit: 10_000, log_gc_size_limit: 64 << 20, idle_ticks }
+    }
+}
 
 /// What a store reports about one of its peers.
 #[derive(Clone, Debug)]
@@ -56,6 +90,8 @@ pub struct LeaderReport {
     /// Bytes and keys written since the previous report.
     pub written_bytes: u64,
     pub written_keys: u64,
+    /// Peers not caught up (see [`Peer::pending_peers`]).
+    pub pending_peers: Vec<u64>,
 }
 
 pub struct Store {
@@ -65,13 +101,20 @@ pub struct Store {
     peers: BTreeMap<u64, Peer>,
     /// Region start key → region id, to find the region serving a key.
     ranges: BTreeMap<Vec<u8>, u64>,
-    /// The meta state machine, when this store holds a meta peer.
-    meta: Option<SharedMeta>,
+    /// The meta state machine: empty until this store holds a meta peer.
+    meta: SharedMeta,
+    snap: Arc<SnapManager>,
+    /// Snapshot messages of the last rounds, for the snapshot sender.
+    snap_out: Vec<RaftMessage>,
+    /// Region id → the last peer id this store destroyed of it: messages to that
+    /// peer (or older ones) never recreate it.
+    tombstones: HashMap<u64, u64>,
+    ticks: u64,
     /// First vote requests of regions this store does not hold: most likely the
     /// new half of a split this store has not applied yet. Handed to the region's
     /// peer when a split creates it.
     pending_votes: VecDeque<RaftMessage>,
-    raft_cfg: raft::Config,
+    cfg: StoreConfig,
     logger: slog::Logger,
     metrics: Arc<Metrics>,
 }
@@ -81,7 +124,8 @@ impl Store {
     pub fn open(
         engine: Arc<Engine>,
         store_id: u64,
-        raft_cfg: &raft::Config,
+        cfg: &StoreConfig,
+        snap: Arc<SnapManager>,
         metrics: Arc<Metrics>,
         logger: &slog::Logger,
     ) -> Result<Store> {
@@ -90,20 +134,32 @@ impl Store {
             engine: engine.clone(),
             peers: BTreeMap::new(),
             ranges: BTreeMap::new(),
-            meta: None,
+            meta: Arc::new(RwLock::new(MetaState::default())),
+            snap,
+            snap_out: Vec::new(),
+            tombstones: HashMap::new(),
+            ticks: 0,
             pending_votes: VecDeque::new(),
-            raft_cfg: raft_cfg.clone(),
+            cfg: cfg.clone(),
             logger: logger.clone(),
             metrics,
         };
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();
+        let mut tombstones = Vec::new();
         engine.for_each(CF_REGION_META, &start, &end, |_, v| {
-            if let Ok(RegionLocalState { region: Some(r), .. }) = prost::Message::decode(v) {
-                region_ids.push(r.id);
+            if let Ok(state @ RegionLocalState { region: Some(_), .. }) = <RegionLocalState as prost::Message>::decode(v) {
+                let r = state.region.as_ref().map_or(0, |r| r.id);
+                if state.state() == PeerState::TombstonePeer {
+                    let mine = state.region.iter().flat_map(|r| &r.peers).filter(|p| p.store_id == store_id).map(|p| p.id).max();
+                    tombstones.push((r, mine.unwrap_or(0)));
+                } else {
+                    region_ids.push(r);
+                }
             }
             true
         })?;
+        store.tombstones.extend(tombstones);
         for id in region_ids {
             store.add_peer(id, false)?;
         }
@@ -119,26 +175,39 @@ impl Store {
         &self.engine
     }
 
-    /// The meta state machine, when this store holds a meta peer.
-    pub fn meta(&self) -> Option<SharedMeta> {
+    /// The meta state machine (empty while this store holds no meta peer).
+    pub fn meta(&self) -> SharedMeta {
         self.meta.clone()
     }
 
+    /// Snapshot messages produced since the last call, for the snapshot sender.
+    pub fn take_snapshot_messages(&mut self) -> Vec<RaftMessage> {
+        std::mem::take(&mut self.snap_out)
+    }
+
+    /// Re-reads the meta state machine from the engine (the meta peer appeared,
+    /// or was seeded by a snapshot).
+    fn reload_meta(&mut self) -> Result<()> {
+        let state = MetaState::load(&self.engine)?;
+        *self.meta.write().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(())
+    }
+
     /// Loads this store's peer of `region_id` from the engine and starts routing
-    /// to it; the meta group's peer gets the meta state machine.
+    /// to it (replacing an uninitialized peer of it); the meta group's peer gets
+    /// the meta state machine.
     fn add_peer(&mut self, region_id: u64, campaign: bool) -> Result<()> {
-        if self.peers.contains_key(&region_id) {
+        if self.peers.get(&region_id).is_some_and(|p| p.is_initialized()) {
             return Ok(());
         }
-        let storage = PeerStorage::load(self.engine.clone(), region_id)?;
+        let storage = PeerStorage::load(self.engine.clone(), self.snap.clone(), region_id)?;
         let meta = if region_id == META_REGION_ID {
-            let state: SharedMeta = Arc::new(RwLock::new(MetaState::load(&self.engine)?));
-            self.meta = Some(state.clone());
-            Some(state)
+            self.reload_meta()?;
+            Some(self.meta.clone())
         } else {
             None
         };
-        let mut peer = Peer::new(self.store_id, storage, meta, &self.raft_cfg, &self.logger)?;
+        let mut peer = Peer::new(self.store_id, 0, storage, meta, &self.cfg.raft, &self.logger)?;
         if campaign {
             peer.campaign()?;
         }
@@ -148,6 +217,113 @@ impl Store {
         self.peers.insert(region_id, peer);
         self.metrics.region_count.set(self.peers.len() as i64);
         Ok(())
+    }
+
+    /// Creates an uninitialized peer `peer_id` of `region_id`, which waits for
+    /// its leader's snapshot.
+    fn create_uninitialized(&mut self, region_id: u64, peer_id: u64) -> Result<()> {
+        let storage = PeerStorage::uninitialized(self.engine.clone(), self.snap.clone(), region_id)?;
+        let meta = (region_id == META_REGION_ID).then(|| self.meta.clone());
+        let peer = Peer::new(self.store_id, peer_id, storage, meta, &self.cfg.raft, &self.logger)?;
+        tracing::info!(region = region_id, peer = peer_id, "created an uninitialized peer; waiting for a snapshot");
+        self.peers.insert(region_id, peer);
+        self.metrics.region_count.set(self.peers.len() as i64);
+        Ok(())
+    }
+
+    /// Routes the range of regions seeded by snapshot this round to their peers.
+    fn finish_snapshots(&mut self, snapshots: Vec<SnapshotDone>) -> Result<()> {
+        for s in snapshots {
+            if let Some(key) = &s.data.key {
+                self.snap.release_received(key);
+            }
+            if s.region_id == META_REGION_ID {
+                self.reload_meta()?;
+                continue;
+            }
+            if let Some(old) = s.old_start_key
+                && self.ranges.get(&old) == Some(&s.region_id)
+            {
+                self.ranges.remove(&old);
+            }
+            if let Some(r) = s.data.region {
+                self.ranges.insert(r.start_key, r.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Destroys this store's peer `peer_id` of `region_id`: it was removed from
+    /// the region. Its data, log and state are deleted; a tombstone stays so that
+    /// late messages do not recreate it. Does nothing if the store's peer of the
+    /// region is another (newer) one.
+    pub fn destroy_peer(&mut self, region_id: u64, peer_id: u64) -> Result<()> {
+        if self.peers.get(&region_id).is_none_or(|p| p.peer_id() != peer_id) {
+            return Ok(());
+        }
+        let Some(mut peer) = self.peers.remove(&region_id) else { return Ok(()) };
+        peer.fail_all("the region's peer on this store was removed");
+        let region = peer.region().clone();
+        let mut wb = self.engine.batch();
+        if peer.is_initialized() {
+            for (cf, start, end) in snap::data_ranges(&self.engine, &region) {
+                wb.delete_range_unbounded(&cf, &start, &end)?;
+            }
+        }
+        wb.delete_range(CF_RAFT_LOG, &keys::raft_log_key(region_id, 0), &keys::raft_log_key(region_id, u64::MAX))?;
+        wb.delete(CF_RAFT_STATE, &keys::raft_state_key(region_id))?;
+        wb.delete(CF_REGION_META, &keys::apply_state_key(region_id))?;
+        let mut tombstone_region = region.clone();
+        if !tombstone_region.peers.iter().any(|p| p.id == peer_id) {
+            tombstone_region.peers.push(shoal_proto::Peer { id: peer_id, store_id: self.store_id, is_learner: true });
+        }
+        let state = RegionLocalState { region: Some(tombstone_region), state: PeerState::TombstonePeer as i32, ..Default::default() };
+        wb.put(CF_REGION_META, &keys::region_state_key(region_id), &prost::Message::encode_to_vec(&state))?;
+        self.engine.write(wb, true)?;
+        if self.ranges.get(&region.start_key) == Some(&region_id) {
+            self.ranges.remove(&region.start_key);
+        }
+        if region_id == META_REGION_ID {
+            *self.meta.write().unwrap_or_else(|p| p.into_inner()) = MetaState::default();
+        }
+        self.tombstones.insert(region_id, peer_id);
+        self.metrics.region_count.set(self.peers.len() as i64);
+        tracing::info!(region = region_id, peer = peer_id, "destroyed a peer removed from its region");
+        Ok(())
+    }
+
+    /// Whether a snapshot message may be stepped: its files are here and its
+    /// range overlaps no other region this store serves.
+    fn snapshot_acceptable(&self, region_id: u64, m: &Message) -> bool {
+        let data = match <shoal_proto::SnapshotData as prost::Message>::decode(m.get_snapshot().get_data()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(region = region_id, error = %e, "dropping a snapshot with undecodable data");
+                return false;
+            }
+        };
+        let Some(region) = data.region.as_ref().filter(|r| r.id == region_id) else {
+            tracing::warn!(region = region_id, "dropping a snapshot of another region");
+            return false;
+        };
+        if !self.snap.is_received(&data) {
+            tracing::warn!(region = region_id, "dropping a snapshot whose files have not arrived");
+            return false;
+        }
+        if region_id == META_REGION_ID {
+            return true;
+        }
+        let overlap = self.peers.values().find(|p| {
+            p.region_id() != region_id
+                && p.region_id() != META_REGION_ID
+                && p.is_initialized()
+                && keys::ranges_overlap(&p.region().start_key, &p.region().end_key, &region.start_key, &region.end_key)
+        });
+        if let Some(p) = overlap {
+            tracing::info!(region = region_id, overlaps = p.region_id(), "refusing a snapshot that overlaps a region here (a split not applied yet?)");
+            return false;
+        }
+        true
     }
 
     /// Creates the peers of regions split off this round.
@@ -190,6 +366,11 @@ impl Store {
     /// store that led the parent campaigns as soon as it applied the split, and
     /// this store has likely not applied it yet. Dropping the request would leave
     /// the new region without a leader for an election timeout.
+    ///
+    /// A message from a leader for a region this store does not hold creates an
+    /// uninitialized peer (unless that peer was destroyed here). Uninitialized
+    /// peers never vote: they hold no log, and a vote cast before a split
+    /// creates the real peer could be cast twice.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
         let m = match Message::parse_from_bytes(&msg.message) {
             Ok(m) => m,
@@ -198,21 +379,40 @@ impl Store {
                 return;
             }
         };
-        let Some(peer) = self.peers.get_mut(&msg.region_id) else {
-            let first_vote = matches!(m.get_msg_type(), MessageType::MsgRequestPreVote | MessageType::MsgRequestVote)
-                && m.term == RAFT_INIT_LOG_TERM + 1;
-            if first_vote {
+        let region_id = msg.region_id;
+        let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestPreVote | MessageType::MsgRequestVote);
+        let from_leader = matches!(m.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot);
+        let initialized = self.peers.get(&region_id).map(|p| p.is_initialized());
+        if initialized != Some(true) && is_vote {
+            if m.term == RAFT_INIT_LOG_TERM + 1 {
                 if self.pending_votes.len() >= MAX_PENDING_VOTES {
                     self.pending_votes.pop_front();
                 }
                 self.pending_votes.push_back(msg);
-            } else {
-                tracing::debug!(region = msg.region_id, from = msg.from_store_id, "message for a region this store does not hold");
             }
             return;
-        };
-        if let Err(e) = peer.step(m) {
-            tracing::debug!(region = msg.region_id, error = %e, "raft refused a message");
+        }
+        if initialized.is_none() {
+            let tombstoned = self.tombstones.get(&region_id).is_some_and(|dead| m.to <= *dead);
+            if !from_leader || tombstoned || m.to == 0 {
+                tracing::debug!(region = region_id, from = msg.from_store_id, "message for a region this store does not hold");
+                return;
+            }
+            if let Err(e) = self.create_uninitialized(region_id, m.to) {
+                tracing::error!(region = region_id, error = %e, "cannot create a peer");
+                return;
+            }
+        }
+        if m.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_acceptable(region_id, &m) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&region_id) else { return };
+        if m.to != peer.peer_id() {
+            tracing::debug!(region = region_id, to = m.to, mine = peer.peer_id(), "message for another peer of the region");
+            return;
+        }
+        if let Err(e) = peer.step(m, msg.from_store_id) {
+            tracing::debug!(region = region_id, error = %e, "raft refused a message");
         }
     }
 
@@ -273,6 +473,39 @@ impl Store {
         peer.propose(&cmd, cb);
     }
 
+    /// Proposes the membership change `cmd` to its region; `cb` is answered once
+    /// it is applied, or at once with the reason it is refused.
+    pub fn propose_conf_change(&mut self, cmd: ChangePeersCmd, cb: WriteCallback) {
+        match self.peers.get_mut(&cmd.region_id) {
+            Some(peer) => peer.propose_conf_change(cmd, cb),
+            None => {
+                let _ = cb.send(Err(Error::RegionNotFound(vec![])));
+            }
+        }
+    }
+
+    /// Tells the region's peer how sending a snapshot to `to_peer` ended.
+    pub fn report_snapshot(&mut self, region_id: u64, to_peer: u64, ok: bool) {
+        if let Some(peer) = self.peers.get_mut(&region_id) {
+            peer.report_snapshot(to_peer, ok);
+        }
+    }
+
+    /// Initialized peers that heard from no leader for a while: meta decides
+    /// whether they were removed while away. Uninitialized idle peers hold
+    /// nothing and are dropped here.
+    pub fn idle_peers(&mut self) -> Vec<(Region, u64)> {
+        let idle_ticks = self.cfg.idle_ticks;
+        let (idle, empty): (Vec<_>, Vec<_>) =
+            self.peers.values().filter(|p| p.is_idle(idle_ticks)).map(|p| (p.region().clone(), p.peer_id(), p.is_initialized())).partition(|p| p.2);
+        for (region, peer_id, _) in empty {
+            if let Err(e) = self.destroy_peer(region.id, peer_id) {
+                tracing::warn!(region = region.id, error = %e, "cannot drop an idle uninitialized peer");
+            }
+        }
+        idle.into_iter().map(|(r, id, _)| (r, id)).collect()
+    }
+
     /// Queues a linearizable read of a whole region, by id (the meta group's reads).
     pub fn read_region(&mut self, region_id: u64, cb: ReadCallback) {
         match self.peers.get_mut(&region_id) {
@@ -295,14 +528,15 @@ impl Store {
         }
     }
 
-    /// Every data region this store leads, with what was written since the last call.
+    /// Every region this store leads (the meta group included), with what was
+    /// written since the last call.
     pub fn leader_reports(&mut self) -> Vec<LeaderReport> {
         self.peers
             .values_mut()
-            .filter(|p| p.is_leader() && p.region_id() != META_REGION_ID)
+            .filter(|p| p.is_leader())
             .map(|p| {
                 let (written_bytes, written_keys) = p.take_written();
-                LeaderReport { region: p.region().clone(), term: p.term(), written_bytes, written_keys }
+                LeaderReport { region: p.region().clone(), term: p.term(), written_bytes, written_keys, pending_peers: p.pending_peers() }
             })
             .collect()
     }
@@ -317,8 +551,24 @@ impl Store {
         }
     }
 
-    /// One tick of every peer's logical clock; refreshes the per-region gauges.
-    pub fn tick(&mut self) {
+    /// One tick of every peer's logical clock; refreshes the per-region gauges;
+    /// every [`GC_INTERVAL_TICKS`], truncates logs that grew past the limits.
+    pub fn tick(&mut self) -> Result<()> {
+        self.ticks += 1;
+        if self.ticks % GC_INTERVAL_TICKS == 0 {
+            let engine = self.engine.clone();
+            let mut wb = engine.batch();
+            let (count, size) = (self.cfg.log_gc_count_limit, self.cfg.log_gc_size_limit);
+            let mut compacted = 0;
+            for peer in self.peers.values_mut() {
+                compacted += peer.maybe_compact_log(count, size, &mut wb)? as u64;
+            }
+            if compacted > 0 {
+                // Only applied entries go: losing this batch in a crash loses nothing.
+                engine.write(wb, false)?;
+                self.metrics.raft_log_gc.inc_by(compacted);
+            }
+        }
         let mut leaders = 0;
         for peer in self.peers.values_mut() {
             peer.tick();
@@ -331,6 +581,7 @@ impl Store {
             leaders += peer.is_leader() as i64;
         }
         self.metrics.leader_count.set(leaders);
+        Ok(())
     }
 
     /// Makes this store's peer of `region_id` campaign (tests, or a first leader).
@@ -348,6 +599,7 @@ impl Store {
         let mut done = Completions::default();
         let mut wb = engine.batch();
         let mut readies = Vec::new();
+        let mut snaps = std::mem::take(&mut self.snap_out);
 
         for (id, peer) in self.peers.iter_mut() {
             peer.flush_reads();
@@ -355,14 +607,15 @@ impl Store {
                 continue;
             }
             let mut rd = peer.ready();
-            peer.send_messages(rd.take_messages(), &mut out); // 1. leader's messages go out before persisting
-            peer.check_snapshot(&rd)?; // 2. snapshot
+            peer.send_messages(rd.take_messages(), &mut out, &mut snaps); // 1. leader's messages go out before persisting
+            peer.apply_snapshot(&rd, &mut wb, &mut done)?; // 2. snapshot
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
             peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?; // 4. committed entries
             peer.persist(&rd, &mut wb)?; // 5. entries and hard state
             readies.push((*id, rd));
         }
         if readies.is_empty() {
+            self.snap_out = snaps;
             return Ok(out);
         }
         self.metrics.ready_peers_per_round.observe(readies.len() as f64);
@@ -374,23 +627,30 @@ impl Store {
         for (id, rd) in readies {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
             let mut rd = rd;
-            peer.send_messages(rd.take_persisted_messages(), &mut out); // 6. messages that needed the persist
+            peer.send_messages(rd.take_persisted_messages(), &mut out, &mut snaps); // 6. messages that needed the persist
             let light = peer.advance(rd); // 7. advance
-            peer.handle_light_ready(light, &mut apply_wb, &mut out, &mut done)?; // 8. light ready
+            peer.handle_light_ready(light, &mut apply_wb, &mut out, &mut snaps, &mut done)?; // 8. light ready
         }
         // Applies learned from the light ready need no sync: the entries are
         // durable in the log and are applied again after a crash.
         if !apply_wb.is_empty() {
             engine.write(apply_wb, false)?;
         }
+        self.snap_out = snaps;
         let splits = std::mem::take(&mut done.splits);
+        let snapshots = std::mem::take(&mut done.snapshots);
+        let destroys = std::mem::take(&mut done.destroys);
         let (applied, failed) = done.fire();
         self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
         self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
         for peer in self.peers.values_mut() {
             peer.finish_reads();
         }
+        self.finish_snapshots(snapshots)?;
         self.finish_splits(splits)?;
+        for (region_id, peer_id) in destroys {
+            self.destroy_peer(region_id, peer_id)?;
+        }
         Ok(out)
     }
 

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_proto::{MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
+use shoal_proto::{ChangePeers, ChangePeersCmd, MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
 use tokio::sync::oneshot;
 
 use super::peer::{CmdResult, ReadCallback, WriteCallback};
@@ -37,7 +37,10 @@ pub enum StoreMsg {
     Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
     Meta { cmd: MetaCmd, cb: WriteCallback },
     TransferLeader { region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64 },
-    LeaderReports { cb: oneshot::Sender<Vec<LeaderReport>> },
+    ChangePeers { cmd: ChangePeersCmd, cb: WriteCallback },
+    DestroyPeer { region_id: u64, peer_id: u64 },
+    SnapshotStatus { region_id: u64, to_peer: u64, ok: bool },
+    LeaderReports { cb: oneshot::Sender<HeartbeatInfo> },
     Status { cb: oneshot::Sender<Vec<PeerStatus>> },
     Shutdown,
 }
@@ -47,6 +50,14 @@ impl StoreMsg {
     fn is_request(&self) -> bool {
         matches!(self, StoreMsg::Write { .. } | StoreMsg::Read { .. })
     }
+}
+
+/// What the heartbeat task reports: the regions this store leads, and its
+/// peers that heard from no leader for a while.
+#[derive(Clone, Debug, Default)]
+pub struct HeartbeatInfo {
+    pub leaders: Vec<LeaderReport>,
+    pub idle: Vec<(Region, u64)>,
 }
 
 /// A cheap, cloneable way to reach the store loop from any thread or task.
@@ -106,8 +117,25 @@ impl StoreHandle {
         self.send(StoreMsg::TransferLeader { region_id, epoch, to_peer })
     }
 
-    /// The data regions this store leads, with writes since the last call.
-    pub async fn leader_reports(&self) -> Result<Vec<LeaderReport>> {
+    /// Proposes a membership change of `region_id` (still at `epoch`) and waits
+    /// until it is applied.
+    pub async fn change_peers(&self, region_id: u64, epoch: Option<RegionEpoch>, changes: ChangePeers) -> Result<CmdResult> {
+        let cmd = ChangePeersCmd { region_id, epoch, changes: changes.changes };
+        self.command(|cb| StoreMsg::ChangePeers { cmd, cb }).await
+    }
+
+    /// Destroys this store's peer `peer_id` of `region_id` (meta says it was removed).
+    pub fn destroy_peer(&self, region_id: u64, peer_id: u64) -> Result<()> {
+        self.send(StoreMsg::DestroyPeer { region_id, peer_id })
+    }
+
+    /// How sending a snapshot of `region_id` to `to_peer` ended.
+    pub fn report_snapshot(&self, region_id: u64, to_peer: u64, ok: bool) -> Result<()> {
+        self.send(StoreMsg::SnapshotStatus { region_id, to_peer, ok })
+    }
+
+    /// The regions this store leads (with writes since the last call) and its idle peers.
+    pub async fn leader_reports(&self) -> Result<HeartbeatInfo> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::LeaderReports { cb })?;
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))
@@ -136,10 +164,12 @@ impl StoreHandle {
 /// Starts the store loop on its own thread. Outgoing Raft messages go to `outbox`.
 /// The thread ends on `Shutdown`, or with an error if the engine fails — after
 /// which the node must stop, since it can no longer persist what it acknowledges.
+/// Snapshot messages go to `snap_outbox`, which streams their files first.
 pub fn spawn(
     mut store: Store,
     tick: Duration,
     outbox: tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
+    snap_outbox: tokio::sync::mpsc::UnboundedSender<RaftMessage>,
 ) -> (StoreHandle, JoinHandle<Result<()>>) {
     let (tx, rx) = mpsc::channel();
     let pending = Arc::new(AtomicUsize::new(0));
@@ -147,7 +177,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("store-{}", store.store_id()))
         .spawn(move || {
-            let res = run(&mut store, &rx, tick, &outbox, &counter);
+            let res = run(&mut store, &rx, tick, &outbox, &snap_outbox, &counter);
             store.shutdown();
             if let Err(e) = &res {
                 tracing::error!(error = %e, "store loop failed");
@@ -163,6 +193,7 @@ fn run(
     rx: &Receiver<StoreMsg>,
     tick: Duration,
     outbox: &tokio::sync::mpsc::UnboundedSender<Vec<RaftMessage>>,
+    snap_outbox: &tokio::sync::mpsc::UnboundedSender<RaftMessage>,
     pending: &AtomicUsize,
 ) -> Result<()> {
     let mut next_tick = Instant::now() + tick;
@@ -184,8 +215,12 @@ fn run(
                 StoreMsg::Split { region_id, epoch, split, cb } => store.propose_split(region_id, epoch, split, cb),
                 StoreMsg::Meta { cmd, cb } => store.propose_meta(cmd, cb),
                 StoreMsg::TransferLeader { region_id, epoch, to_peer } => store.transfer_leader(region_id, epoch, to_peer),
+                StoreMsg::ChangePeers { cmd, cb } => store.propose_conf_change(cmd, cb),
+                StoreMsg::DestroyPeer { region_id, peer_id } => store.destroy_peer(region_id, peer_id)?,
+                StoreMsg::SnapshotStatus { region_id, to_peer, ok } => store.report_snapshot(region_id, to_peer, ok),
                 StoreMsg::LeaderReports { cb } => {
-                    let _ = cb.send(store.leader_reports());
+                    let idle = store.idle_peers();
+                    let _ = cb.send(HeartbeatInfo { leaders: store.leader_reports(), idle });
                 }
                 StoreMsg::Write { mutations, cb } => store.propose_write(mutations, cb),
                 StoreMsg::Read { key, cb } => store.read(&key, cb),
@@ -196,7 +231,7 @@ fn run(
             }
         }
         if Instant::now() >= next_tick {
-            store.tick();
+            store.tick()?;
             next_tick += tick;
             if next_tick < Instant::now() {
                 next_tick = Instant::now() + tick; // fell behind: do not burst ticks
@@ -205,6 +240,12 @@ fn run(
         let out = store.handle_readies()?;
         if !out.is_empty() && outbox.send(out).is_err() {
             tracing::warn!("transport has stopped; dropping raft messages");
+        }
+        for m in store.take_snapshot_messages() {
+            let (region_id, to) = (m.region_id, m.to_store_id);
+            if snap_outbox.send(m).is_err() {
+                tracing::warn!(region = region_id, to_store = to, "snapshot sender has stopped; dropping a snapshot");
+            }
         }
         if stop {
             store.engine().flush()?;

@@ -12,19 +12,28 @@
 //! 2. heartbeat — the store (address, capacity, used bytes, counts) and every led
 //!    region (descriptor, term, approximate size and keys, bytes written) go to
 //!    the meta leader in one `Heartbeat` call;
-//! 3. orders — each `TransferLeader` in the answer goes to the store loop, which
-//!    obeys it only if the region still has the epoch it was planned for.
+//! 3. orders — each `TransferLeader` or `ChangePeers` in the answer goes to the
+//!    store loop, which obeys it only if the region still has the epoch it was
+//!    planned for; a `DestroyPeer` removes a peer this store reported idle that
+//!    meta knows was removed from its region. The answer's store list updates
+//!    the registry (stores that joined later, new addresses), kept on disk too.
+//!
+//! The meta group's region is reported like any other (placement moves its
+//! peers too) but is never split.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_proto::{HeartbeatRequest, Region, RegionEpoch, RegionReport, SplitCmd, StoreMeta, StoreStats, operator};
+use shoal_proto::{HeartbeatRequest, IdlePeer, Operator, Region, RegionEpoch, RegionReport, SplitCmd, StoreInfo, StoreMeta, StoreStats, operator};
 
 use super::meta_client::MetaClient;
+use super::registry::StoreRegistry;
 use crate::error::{Error, Result};
+use crate::meta::META_REGION_ID;
 use crate::metrics::Metrics;
+use crate::raftstore::bootstrap;
 use crate::raftstore::split_check::{self, SplitConfig};
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
@@ -41,6 +50,7 @@ pub struct Heartbeat {
     pub split: SplitConfig,
     pub metrics: Arc<Metrics>,
     pub data_dir: PathBuf,
+    pub registry: StoreRegistry,
 }
 
 /// What the task last measured of a region it leads.
@@ -62,11 +72,12 @@ impl Heartbeat {
         let mut last = Instant::now();
         loop {
             ticker.tick().await;
-            let Ok(reports) = self.store.leader_reports().await else { return };
+            let Ok(info) = self.store.leader_reports().await else { return };
+            let reports = info.leaders;
             estimates.retain(|id, _| reports.iter().any(|r| r.region.id == *id));
 
             let mut checks = 0;
-            for r in &reports {
+            for r in reports.iter().filter(|r| r.region.id != META_REGION_ID) {
                 let e = estimates.entry(r.region.id).or_default();
                 e.dirty += r.written_bytes;
                 let stale = e.epoch != r.region.epoch || e.dirty >= self.split.split_size / 16;
@@ -97,27 +108,67 @@ impl Heartbeat {
                         approximate_size: e.map_or(0, |e| e.size + e.dirty),
                         approximate_keys: e.map_or(0, |e| e.keys),
                         written_bytes: r.written_bytes,
-                        pending_peers: vec![],
+                        pending_peers: r.pending_peers.clone(),
                     }
                 })
                 .collect();
-            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers: vec![] };
+            let idle_peers = info.idle.into_iter().map(|(region, peer_id)| IdlePeer { region: Some(region), peer_id }).collect();
+            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers };
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();
                     for op in resp.operators {
-                        if let Some(operator::Kind::TransferLeader(t)) = op.kind
-                            && let Some(to) = t.to
-                        {
-                            let _ = self.store.transfer_leader(op.region_id, op.epoch, to.id);
-                        }
+                        self.obey(op);
                     }
+                    self.learn_stores(resp.stores);
                 }
                 Err(e) => {
                     self.metrics.heartbeats.with_label_values(&["error"]).inc();
                     tracing::debug!(error = %e, "heartbeat to meta failed");
                 }
             }
+        }
+    }
+
+    /// Carries out one placement order. Membership changes run as tasks of
+    /// their own: each waits until its change is applied (or refused).
+    fn obey(&self, op: Operator) {
+        match op.kind {
+            Some(operator::Kind::TransferLeader(t)) => {
+                if let Some(to) = t.to {
+                    let _ = self.store.transfer_leader(op.region_id, op.epoch, to.id);
+                }
+            }
+            Some(operator::Kind::ChangePeers(changes)) => {
+                let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    let outcome = store.change_peers(op.region_id, op.epoch, changes.clone()).await;
+                    let label = match &outcome {
+                        Ok(_) => "applied",
+                        Err(Error::EpochNotMatch(..)) | Err(Error::NotLeader { .. }) => "stale",
+                        Err(_) => "refused",
+                    };
+                    metrics.conf_changes.with_label_values(&[label]).inc();
+                    match outcome {
+                        Ok(_) => tracing::info!(region = op.region_id, ?changes, "membership change applied"),
+                        Err(e) => tracing::info!(region = op.region_id, error = %e, "membership change not done"),
+                    }
+                });
+            }
+            Some(operator::Kind::DestroyPeer(d)) => {
+                let _ = self.store.destroy_peer(op.region_id, d.peer_id);
+            }
+            None => {}
+        }
+    }
+
+    /// Adds stores meta knows to the registry (and to disk, for restarts).
+    fn learn_stores(&self, stores: Vec<StoreMeta>) {
+        let infos: Vec<StoreInfo> = stores.into_iter().map(|s| StoreInfo { id: s.id, name: s.name, address: s.address }).collect();
+        if self.registry.update(infos)
+            && let Err(e) = bootstrap::save_stores(&self.engine, &self.registry.all())
+        {
+            tracing::warn!(error = %e, "cannot record the store registry");
         }
     }
 

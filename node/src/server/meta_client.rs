@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use shoal_proto::admin_client::AdminClient;
 use shoal_proto::meta_client::MetaClient as MetaGrpc;
-use shoal_proto::{AllocIdRequest, HeartbeatRequest, HeartbeatResponse, MetaHeader};
+use shoal_proto::{
+    AllocIdRequest, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, MetaHeader, RegisterStoreRequest, RegisterStoreResponse, StoreMeta,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use super::registry::StoreRegistry;
@@ -18,6 +21,8 @@ use crate::error::{Error, Result};
 
 pub struct MetaClient {
     registry: StoreRegistry,
+    /// Addresses to try besides the registry's (`--join`).
+    seeds: Vec<String>,
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
     leader: Mutex<Option<String>>,
@@ -38,14 +43,14 @@ fn answer<T>(header: Option<MetaHeader>, value: T) -> Answer<T> {
 }
 
 impl MetaClient {
-    pub fn new(registry: StoreRegistry, timeout: Duration) -> MetaClient {
-        MetaClient { registry, timeout, channels: Mutex::new(HashMap::new()), leader: Mutex::new(None) }
+    pub fn new(registry: StoreRegistry, seeds: Vec<String>, timeout: Duration) -> MetaClient {
+        MetaClient { registry, seeds, timeout, channels: Mutex::new(HashMap::new()), leader: Mutex::new(None) }
     }
 
-    fn client(&self, addr: &str) -> Result<MetaGrpc<Channel>> {
+    fn client(&self, addr: &str) -> Result<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
-            return Ok(MetaGrpc::new(c.clone()));
+            return Ok(c.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::InvalidArgument(format!("bad store address {addr:?}: {e}")))?
@@ -54,18 +59,19 @@ impl MetaClient {
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
-        Ok(MetaGrpc::new(channel))
+        Ok(channel)
     }
 
     /// Runs `call` against the meta leader, wherever it is.
     async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T>
     where
-        F: FnMut(MetaGrpc<Channel>) -> Fut,
+        F: FnMut(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<Answer<T>, tonic::Status>>,
     {
         let leader = self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut candidates: Vec<String> = leader.into_iter().collect();
         candidates.extend(self.registry.all().into_iter().map(|s| s.address));
+        candidates.extend(self.seeds.iter().cloned());
         let mut last = String::from("no store to ask");
         let mut i = 0;
         // Every candidate once, plus a few redirects.
@@ -91,10 +97,10 @@ impl MetaClient {
     }
 
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
-        self.call("heartbeat", |mut c| {
+        self.call("heartbeat", |c| {
             let req = req.clone();
             async move {
-                let resp = c.heartbeat(req).await?.into_inner();
+                let resp = MetaGrpc::new(c).heartbeat(req).await?.into_inner();
                 Ok(answer(resp.header.clone(), resp))
             }
         })
@@ -104,8 +110,8 @@ impl MetaClient {
     /// `count` fresh ids: `first .. first + count`.
     pub async fn alloc_ids(&self, count: u32) -> Result<u64> {
         let resp = self
-            .call("alloc ids", |mut c| async move {
-                let resp = c.alloc_id(AllocIdRequest { count }).await?.into_inner();
+            .call("alloc ids", |c| async move {
+                let resp = MetaGrpc::new(c).alloc_id(AllocIdRequest { count }).await?.into_inner();
                 Ok(answer(resp.header.clone(), resp))
             })
             .await?;
@@ -113,5 +119,29 @@ impl MetaClient {
             return Err(Error::Internal(format!("meta handed out {} ids from {}, asked for {count}", resp.count, resp.first_id)));
         }
         Ok(resp.first_id)
+    }
+
+    /// Registers a new store (`--join`): its id and the cluster's, and its state.
+    pub async fn register_store(&self, name: &str, address: &str) -> Result<RegisterStoreResponse> {
+        let req = RegisterStoreRequest { name: name.to_string(), address: address.to_string() };
+        self.call("register store", |c| {
+            let req = req.clone();
+            async move {
+                let resp = AdminClient::new(c).register_store(req).await?.into_inner();
+                Ok(answer(resp.header.clone(), resp))
+            }
+        })
+        .await
+    }
+
+    /// Every store meta knows.
+    pub async fn list_stores(&self) -> Result<Vec<StoreMeta>> {
+        let resp = self
+            .call("list stores", |c| async move {
+                let resp = MetaGrpc::new(c).list_stores(ListStoresRequest {}).await?.into_inner();
+                Ok(answer(resp.header.clone(), resp))
+            })
+            .await?;
+        Ok(resp.stores.into_iter().filter_map(|d| d.store).collect())
     }
 }

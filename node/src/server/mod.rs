@@ -2,7 +2,8 @@
 //! server, and [`run`], which wires them to the store loop.
 //!
 //! Start-up: open the [`Engine`]; bootstrap or load the store's identity
-//! ([`crate::raftstore::bootstrap`]); load the [`Store`] and start its loop; start
+//! ([`crate::raftstore::bootstrap`]) — or, for an empty store started with
+//! `--join`, register with the cluster ([`join`]) and start holding nothing; load the [`Store`] and start its loop; start
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
 //! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]) and `Status`
 //! ([`status::StatusService`]) on the listen address, and [`http::StatusHttp`]
@@ -15,6 +16,7 @@
 pub mod errors;
 pub mod heartbeat;
 pub mod http;
+pub mod join;
 pub mod kv;
 pub mod meta;
 pub mod meta_client;
@@ -39,8 +41,9 @@ use crate::error::{Error, Result};
 use crate::meta::placement::PlacementConfig;
 use crate::metrics::Metrics;
 use crate::raftstore::split_check::SplitConfig;
-use crate::raftstore::store::Store;
+use crate::raftstore::store::{Store, StoreConfig};
 use crate::raftstore::{bootstrap, logger, raft_config, store_loop};
+use crate::snap::SnapManager;
 use crate::storage::Engine;
 use registry::StoreRegistry;
 
@@ -48,7 +51,15 @@ use registry::StoreRegistry;
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let engine = Arc::new(Engine::open(&cfg.data_dir, &cfg.column_families)?);
-    let members = cfg.initial_members().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let join_addrs = cfg.join_addrs();
+    let members = if join_addrs.is_empty() {
+        cfg.initial_members().map_err(|e| Error::InvalidArgument(e.to_string()))?
+    } else {
+        if bootstrap::load_ident(&engine)?.is_none() {
+            join::register(&engine, &cfg, &join_addrs).await?;
+        }
+        vec![]
+    };
     let ident = bootstrap::bootstrap_or_load(&engine, &cfg.name, &members)?;
 
     // Addresses may change between restarts (a rescheduled pod): the flags win.
@@ -70,11 +81,24 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let registry = StoreRegistry::new(stores);
 
     let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
-    let raft_cfg = raft_config(cfg.raft_election_ticks, cfg.raft_heartbeat_ticks);
-    let store = Store::open(engine.clone(), ident.store_id, &raft_cfg, metrics.clone(), &logger::raft_logger())?;
+    let snap = SnapManager::open(&cfg.data_dir.join("snap"), engine.clone(), metrics.clone())?;
+    let store_cfg = StoreConfig {
+        log_gc_count_limit: cfg.raft_log_gc_count_limit,
+        log_gc_size_limit: cfg.raft_log_gc_size_limit,
+        ..StoreConfig::new(raft_config(cfg.raft_election_ticks, cfg.raft_heartbeat_ticks))
+    };
+    let store = Store::open(engine.clone(), ident.store_id, &store_cfg, snap.clone(), metrics.clone(), &logger::raft_logger())?;
     let meta_state = store.meta();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx);
+    let (snap_tx, mut snap_rx) = tokio::sync::mpsc::unbounded_channel::<shoal_proto::RaftMessage>();
+    let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx, snap_tx);
+    // TODO(merge): the snapshot sender replaces this.
+    let snap_handle = handle.clone();
+    tokio::spawn(async move {
+        while let Some(m) = snap_rx.recv().await {
+            let _ = snap_handle.report_snapshot(m.region_id, 0, false);
+        }
+    });
     let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
 
     let grpc_listener = TcpListener::bind(cfg.listen_addr).await?;
@@ -94,7 +118,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     };
     let meta = meta::MetaService {
         store: handle.clone(),
-        meta: meta_state,
+        meta: Some(meta_state),
         registry: registry.clone(),
         metrics: metrics.clone(),
         timeout: cfg.request_timeout(),
@@ -106,11 +130,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             store: handle.clone(),
             engine: engine.clone(),
             me: StoreMeta { id: me.id, name: me.name.clone(), address: me.address.clone(), state: StoreState::Up as i32 },
-            meta: meta_client::MetaClient::new(registry.clone(), cfg.request_timeout()),
+            meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
             interval: cfg.heartbeat_interval(),
             split: SplitConfig { split_size: cfg.region_split_size, split_keys: cfg.region_split_keys },
             metrics: metrics.clone(),
             data_dir: cfg.data_dir.clone(),
+            registry: registry.clone(),
         }
         .run(),
     );

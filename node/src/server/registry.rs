@@ -24,4 +24,18 @@ impl StoreRegistry {
     pub fn all(&self) -> Vec<StoreInfo> {
         self.stores.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
+
+    /// Takes the stores meta lists (new ones, new addresses); returns whether
+    /// anything changed. Stores meta no longer lists stay known.
+    pub fn update(&self, stores: Vec<StoreInfo>) -> bool {
+        let mut map = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for s in stores {
+            if map.get(&s.id) != Some(&s) {
+                map.insert(s.id, s);
+                changed = true;
+            }
+        }
+        changed
+    }
 }

@@ -191,6 +191,17 @@ impl WriteBatch<'_> {
         Ok(())
     }
 
+    /// Deletes every key of `[start, end)`, where an empty `end` means the end of
+    /// the key space (user keys are at most [`crate::keys::MAX_KEY_LEN`] bytes, so a
+    /// longer all-`0xff` key bounds them all).
+    pub fn delete_range_unbounded(&mut self, cf: &str, start: &[u8], end: &[u8]) -> Result<(), EngineError> {
+        if end.is_empty() {
+            let bound = vec![0xff; crate::keys::MAX_KEY_LEN + 1];
+            return self.delete_range(cf, start, &bound);
+        }
+        self.delete_range(cf, start, end)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.inner.is_empty()
     }

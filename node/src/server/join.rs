@@ -1,0 +1,52 @@
+//! Joining an existing cluster (`shoal-node --join ADDR,...` on an empty data
+//! directory): the store registers with the meta leader (`Admin.RegisterStore`),
+//! which gives it a store id and records it `PENDING`; the store writes that
+//! identity and the cluster's store list, then starts like any other store —
+//! holding no region until placement seeds it after `JoinStore`.
+//!
+//! Registration is retried while the cluster is unreachable (pods of a
+//! StatefulSet start in any order), up to [`REGISTER_DEADLINE`].
+
+use std::time::{Duration, Instant};
+
+use shoal_proto::{StoreIdent, StoreInfo, StoreState};
+
+use super::meta_client::MetaClient;
+use super::registry::StoreRegistry;
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::raftstore::bootstrap;
+use crate::storage::Engine;
+
+/// How long a joining store keeps trying to reach the cluster.
+pub const REGISTER_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Registers this store with the cluster at `addrs` and records the identity it
+/// got, with the cluster's stores.
+pub async fn register(engine: &Engine, cfg: &NodeConfig, addrs: &[String]) -> Result<StoreIdent> {
+    let client = MetaClient::new(StoreRegistry::default(), addrs.to_vec(), cfg.request_timeout());
+    let deadline = Instant::now() + REGISTER_DEADLINE;
+    let resp = loop {
+        match client.register_store(&cfg.name, &cfg.advertise_addr()).await {
+            Ok(resp) => break resp,
+            Err(e @ (Error::InvalidArgument(_) | Error::FailedPrecondition(_))) => return Err(e),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "cannot register with the cluster yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if resp.state() == StoreState::Tombstone {
+        return Err(Error::InvalidArgument(format!(
+            "store {:?} (id {}) was removed from the cluster; start with a new name",
+            cfg.name, resp.store_id
+        )));
+    }
+    let stores: Vec<StoreInfo> =
+        client.list_stores().await?.into_iter().map(|s| StoreInfo { id: s.id, name: s.name, address: s.address }).collect();
+    let ident = StoreIdent { cluster_id: resp.cluster_id, store_id: resp.store_id, name: cfg.name.clone() };
+    bootstrap::write_joined(engine, &ident, &stores)?;
+    tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, "registered with the cluster; waiting to be admitted");
+    Ok(ident)
+}
