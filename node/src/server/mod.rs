@@ -19,6 +19,7 @@ pub mod kv;
 pub mod meta;
 pub mod meta_client;
 pub mod registry;
+pub mod snapshot;
 pub mod status;
 pub mod transport;
 pub mod validate;
@@ -41,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::raftstore::split_check::SplitConfig;
 use crate::raftstore::store::Store;
 use crate::raftstore::{bootstrap, logger, raft_config, store_loop};
+use crate::snap::SnapManager;
 use crate::storage::Engine;
 use registry::StoreRegistry;
 
@@ -70,12 +72,21 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let registry = StoreRegistry::new(stores);
 
     let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
+    // TODO(lead): the Store needs `snap` (PeerStorage::snapshot → SnapManager::request;
+    // applying a received MsgSnapshot → is_received / apply / release_received).
+    let snap = SnapManager::open(&cfg.data_dir.join("snap"), engine.clone(), metrics.clone())?;
     let raft_cfg = raft_config(cfg.raft_election_ticks, cfg.raft_heartbeat_ticks);
     let store = Store::open(engine.clone(), ident.store_id, &raft_cfg, metrics.clone(), &logger::raft_logger())?;
     let meta_state = store.meta();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx);
     let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
+    // TODO(lead): MsgSnapshot messages must go to `snap_sender` instead of the Raft
+    // stream, and the report must reach the store loop as raft's report_snapshot.
+    let snap_report: snapshot::SnapReport = Arc::new(|region_id, to_peer, ok| {
+        tracing::info!(region_id, to_peer, ok, "snapshot send finished");
+    });
+    let _snap_sender = snapshot::spawn_sender(snap.clone(), registry.clone(), metrics.clone(), cfg.snap_send(), snap_report);
 
     let grpc_listener = TcpListener::bind(cfg.listen_addr).await?;
     let status_listener = TcpListener::bind(cfg.status_addr).await?;
@@ -115,7 +126,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .run(),
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx };
+    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx, snap };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
 
     // The store loop ending on its own (an engine failure) stops the node too.
