@@ -72,7 +72,7 @@ impl Failed {
     }
     fn status(s: tonic::Status) -> Failed {
         let retry = !matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition);
-        Failed { error: Error::Unavailable(format!("receiver: {} {}", s.code(), s.message())), retry }
+        Failed { error: Error::Unavailable(format!("receiver answered {:?}: {}", s.code(), s.message())), retry }
     }
 }
 
