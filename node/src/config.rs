@@ -99,6 +99,12 @@ pub struct NodeArgs {
     /// Replicas placement keeps of every region.
     #[arg(long)]
     pub replication_factor: Option<usize>,
+    /// Bytes of snapshot file per chunk on the wire (before compression), 1 MiB..4 MiB.
+    #[arg(long)]
+    pub snapshot_chunk_size: Option<usize>,
+    /// Snapshot bytes this store sends per second, all sends together; 0 = unlimited.
+    #[arg(long)]
+    pub snapshot_max_bytes_per_sec: Option<u64>,
 }
 
 /// The resolved configuration of a node.
@@ -133,6 +139,10 @@ pub struct NodeConfig {
     pub region_split_keys: u64,
     pub heartbeat_interval_ms: u64,
     pub replication_factor: usize,
+    /// Bytes of snapshot file per chunk (before compression).
+    pub snapshot_chunk_size: usize,
+    /// Snapshot send rate limit in bytes per second; 0 = unlimited.
+    pub snapshot_max_bytes_per_sec: u64,
 }
 
 impl Default for NodeConfig {
@@ -162,6 +172,8 @@ impl Default for NodeConfig {
             region_split_keys: 960_000,
             heartbeat_interval_ms: 1_000,
             replication_factor: 3,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_max_bytes_per_sec: 100 << 20,
         }
     }
 }
@@ -181,7 +193,11 @@ impl NodeConfig {
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
+<<<<<<< HEAD
         set!(join, raft_log_gc_count_limit, raft_log_gc_size_limit);
+=======
+        set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
+>>>>>>> snap
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -218,6 +234,7 @@ impl NodeConfig {
         in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
         in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
         in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
+<<<<<<< HEAD
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
         if !self.join.trim().is_empty() {
@@ -226,6 +243,9 @@ impl NodeConfig {
             }
             return Ok(());
         }
+=======
+        in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
+>>>>>>> snap
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
@@ -271,6 +291,11 @@ impl NodeConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How this store sends snapshots.
+    pub fn snap_send(&self) -> crate::server::snapshot::SnapSendConfig {
+        crate::server::snapshot::SnapSendConfig { chunk_size: self.snapshot_chunk_size, max_bytes_per_sec: self.snapshot_max_bytes_per_sec }
     }
 }
 
@@ -337,5 +362,15 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "name = \"a\"\nunknown-key = 1\n").unwrap();
         assert!(matches!(parse(&["--config", path.to_str().unwrap()]), Err(ConfigError::Parse(..))));
+    }
+
+    #[test]
+    fn snapshot_send_flags_have_defaults_and_bounds() {
+        let cfg = parse(&["--name", "a"]).unwrap();
+        assert_eq!((cfg.snap_send().chunk_size, cfg.snap_send().max_bytes_per_sec), (1 << 20, 100 << 20));
+        let cfg = parse(&["--name", "a", "--snapshot-chunk-size", "4194304", "--snapshot-max-bytes-per-sec", "0"]).unwrap();
+        assert_eq!((cfg.snapshot_chunk_size, cfg.snapshot_max_bytes_per_sec), (4 << 20, 0));
+        assert!(parse(&["--name", "a", "--snapshot-chunk-size", "1048575"]).is_err(), "under 1 MiB");
+        assert!(parse(&["--name", "a", "--snapshot-chunk-size", "4194305"]).is_err(), "over 4 MiB");
     }
 }

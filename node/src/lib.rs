@@ -5,6 +5,7 @@
 //! - [`raftstore`]: regions replicated with raft-rs; the store loop.
 //! - [`server`]: gRPC services (`Kv`, `Raft`, `Status`), the Raft transport, the
 //!   HTTP status endpoint, and the wiring that starts a node.
+//! - [`snap`]: region snapshots on disk (generate, receive, apply by SST ingestion).
 //! - [`config`]: flags and TOML configuration.
 //! - [`metrics`]: Prometheus metrics.
 

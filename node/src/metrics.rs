@@ -37,6 +37,12 @@ pub struct Metrics {
     pub placement_operators: IntCounterVec,
     /// Regions short of replicas, as the meta leader last planned.
     pub under_replicated_regions: IntGauge,
+    /// Snapshots by event: `generated`, `sent`, `received`, `applied`, `failed`.
+    pub snapshots: IntCounterVec,
+    /// Snapshot bytes on the wire (compressed chunk payloads), by direction: `sent`, `received`.
+    pub snapshot_bytes: IntCounterVec,
+    /// Snapshot durations by stage: `generate`, `send`, `receive`, `apply`.
+    pub snapshot_duration: HistogramVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -101,6 +107,16 @@ impl Metrics {
                 "shoal_placement_under_replicated_regions",
                 "Regions short of voters, as the meta leader last planned",
             )?,
+            snapshots: IntCounterVec::new(Opts::new("shoal_snapshots_total", "Region snapshots, by event"), &["event"])?,
+            snapshot_bytes: IntCounterVec::new(
+                Opts::new("shoal_snapshot_bytes_total", "Snapshot bytes on the wire, by direction"),
+                &["direction"],
+            )?,
+            snapshot_duration: HistogramVec::new(
+                HistogramOpts::new("shoal_snapshot_duration_seconds", "Duration of snapshot stages, by stage")
+                    .buckets(prometheus::exponential_buckets(0.001, 2.0, 20)?),
+                &["stage"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.grpc_requests.clone()))?;
@@ -121,6 +137,9 @@ impl Metrics {
         m.registry.register(Box::new(m.heartbeats.clone()))?;
         m.registry.register(Box::new(m.placement_operators.clone()))?;
         m.registry.register(Box::new(m.under_replicated_regions.clone()))?;
+        m.registry.register(Box::new(m.snapshots.clone()))?;
+        m.registry.register(Box::new(m.snapshot_bytes.clone()))?;
+        m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         Ok(m)
     }
 

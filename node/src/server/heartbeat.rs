@@ -112,8 +112,18 @@ impl Heartbeat {
                     }
                 })
                 .collect();
+<<<<<<< HEAD
             let idle_peers = info.idle.into_iter().map(|(region, peer_id)| IdlePeer { region: Some(region), peer_id }).collect();
             let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers };
+=======
+            let req = HeartbeatRequest {
+                store: Some(self.me.clone()),
+                stats: Some(self.stats(reports.len())),
+                regions,
+                interval_ms,
+                idle_peers: vec![],
+            };
+>>>>>>> snap
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();

@@ -21,6 +21,7 @@ pub mod kv;
 pub mod meta;
 pub mod meta_client;
 pub mod registry;
+pub mod snapshot;
 pub mod status;
 pub mod transport;
 pub mod validate;
@@ -92,14 +93,22 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let (snap_tx, mut snap_rx) = tokio::sync::mpsc::unbounded_channel::<shoal_proto::RaftMessage>();
     let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx, snap_tx);
-    // TODO(merge): the snapshot sender replaces this.
-    let snap_handle = handle.clone();
-    tokio::spawn(async move {
+    let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
+    // Snapshots travel on their own stream; how each send ended goes back to
+    // the region's leader (raft's report_snapshot).
+    let report_to = handle.clone();
+    let snap_report: snapshot::SnapReport = Arc::new(move |region_id, to_peer, ok| {
+        tracing::info!(region_id, to_peer, ok, "snapshot send finished");
+        let _ = report_to.report_snapshot(region_id, to_peer, ok);
+    });
+    let snap_sender = snapshot::spawn_sender(snap.clone(), registry.clone(), metrics.clone(), cfg.snap_send(), snap_report);
+    let snap_forward = tokio::spawn(async move {
         while let Some(m) = snap_rx.recv().await {
-            let _ = snap_handle.report_snapshot(m.region_id, 0, false);
+            if snap_sender.send(m).is_err() {
+                return;
+            }
         }
     });
-    let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
 
     let grpc_listener = TcpListener::bind(cfg.listen_addr).await?;
     let status_listener = TcpListener::bind(cfg.status_addr).await?;
@@ -140,7 +149,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .run(),
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx };
+    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx, snap };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
 
     // The store loop ending on its own (an engine failure) stops the node too.
@@ -173,6 +182,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     http.abort();
     heartbeat.abort();
     transport.abort();
+    snap_forward.abort();
     let loop_result = tokio::task::spawn_blocking(move || watcher.join())
         .await
         .map_err(|e| Error::Internal(format!("joining store loop: {e}")))?

@@ -5,7 +5,7 @@
 //! client stream (`Raft.Send`) per store, opened lazily and reopened with backoff
 //! when it breaks. Messages for an unreachable store are dropped and counted —
 //! Raft retransmits what matters. Receiving: [`RaftService`] hands every batch to
-//! the store loop.
+//! the store loop, and serves `Raft.Snapshot` with [`super::snapshot::receive`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +21,10 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::registry::StoreRegistry;
+use super::snapshot;
 use crate::metrics::Metrics;
 use crate::raftstore::store_loop::StoreHandle;
+use crate::snap::SnapManager;
 
 /// Largest Raft batch on the wire.
 pub const MAX_RAFT_BATCH_BYTES: usize = 256 << 20;
@@ -38,6 +40,8 @@ pub struct RaftService {
     /// Turns true when the node shuts down: open streams end so that the gRPC
     /// server's graceful shutdown does not wait on them forever.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where received snapshot files go.
+    pub snap: Arc<SnapManager>,
 }
 
 #[tonic::async_trait]
@@ -62,10 +66,12 @@ impl Raft for RaftService {
         Ok(Response::new(RaftDone {}))
     }
 
-    type SnapshotStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<shoal_proto::SnapshotAck, Status>> + Send>>;
+    type SnapshotStream = snapshot::AckStream;
 
-    async fn snapshot(&self, _request: Request<Streaming<shoal_proto::SnapshotChunk>>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("snapshots are not served yet"))
+    async fn snapshot(&self, request: Request<Streaming<shoal_proto::SnapshotChunk>>) -> Result<Response<Self::SnapshotStream>, Status> {
+        let sink: Arc<dyn snapshot::SnapshotSink> = Arc::new(self.store.clone());
+        let acks = snapshot::receive(request.into_inner(), self.snap.clone(), sink, self.store_id, self.shutdown.clone()).await?;
+        Ok(Response::new(acks))
     }
 }
 

@@ -1,45 +1,52 @@
-//! Placeholder for the snapshot data plane (being built on branch `snap`).
-#![allow(dead_code, unused_variables)]
+//! Region snapshots on disk: generation, receiving, applying.
+//!
+//! A snapshot of a region is its data in every column family range it owns
+//! ([`data_ranges`]), as SST files, plus the Raft position it was taken at. The
+//! flow, with [`SnapManager`] owning the snapshot directory (`<data_dir>/snap`):
+//!
+//! 1. Leader: raft-rs asks `Storage::snapshot`, which calls
+//!    [`SnapManager::request`]; the first call queues a generation on the
+//!    manager's thread ([`generate`]: one RocksDB snapshot → region state, apply
+//!    state, term, one SST per column family) and answers `None`, a later call
+//!    returns the ready `raft::prelude::Snapshot`, whose data is a prost
+//!    `SnapshotData` (region, files with sizes and CRC-32s, `SnapshotKey`).
+//! 2. The `MsgSnapshot` goes to `crate::server::snapshot`'s sender, which pins
+//!    the files ([`SnapManager::hold`]) and streams them to the receiving store.
+//! 3. Receiver: `crate::server::snapshot::receive` writes the files through a
+//!    [`recv::Receiving`] (resumable partial files, verified, then renamed), then
+//!    hands the `MsgSnapshot` to its store loop.
+//! 4. The store, in its Ready round, checks [`SnapManager::is_received`] and
+//!    calls [`SnapManager::apply`] ([`apply`]: delete the ranges, ingest the
+//!    files), records the new region state, then
+//!    [`SnapManager::release_received`].
+//!
+//! File names are in [`files`]; lifetimes of generated and received files in
+//! [`manager`].
 
-use std::path::Path;
-use std::sync::Arc;
+mod apply;
+mod files;
+mod generate;
+pub mod manager;
+pub mod recv;
 
-use shoal_proto::{Region, SnapshotData, SnapshotKey};
+pub use manager::{SnapManager, SnapshotHold};
+pub use recv::Receiving;
 
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use shoal_proto::Region;
+
+use crate::meta::META_REGION_ID;
 use crate::storage::Engine;
 use crate::storage::cf::CF_META;
 
-pub struct SnapManager {
-    engine: Arc<Engine>,
-}
-
-impl SnapManager {
-    pub fn open(dir: &Path, engine: Arc<Engine>, metrics: Arc<Metrics>) -> Result<Arc<SnapManager>> {
-        Ok(Arc::new(SnapManager { engine }))
-    }
-    pub fn request(&self, region_id: u64, min_index: u64) -> Option<raft::prelude::Snapshot> {
-        None
-    }
-    pub fn generate(&self, region_id: u64) -> Result<raft::prelude::Snapshot> {
-        Err(Error::Internal("no snapshots".into()))
-    }
-    pub fn is_received(&self, data: &SnapshotData) -> bool {
-        false
-    }
-    pub fn apply(&self, data: &SnapshotData) -> Result<()> {
-        Err(Error::Internal("no snapshots".into()))
-    }
-    pub fn release_received(&self, key: &SnapshotKey) {}
-    pub fn transfer_local(&self, to: &SnapManager, data: &SnapshotData) -> Result<()> {
-        Err(Error::Internal("no snapshots".into()))
-    }
-}
-
+/// The `(column family, start, end)` ranges a region's snapshot holds (empty
+/// `end`: unbounded): for a data region every user column family over its key
+/// range; for the meta group the whole `meta` column family.
 pub fn data_ranges(engine: &Engine, region: &Region) -> Vec<(String, Vec<u8>, Vec<u8>)> {
-    if region.id == crate::meta::META_REGION_ID {
-        return vec![(CF_META.to_string(), vec![], vec![])];
+    if region.id == META_REGION_ID {
+        return vec![(CF_META.to_string(), Vec::new(), Vec::new())];
     }
     engine.user_cfs().iter().map(|cf| (cf.clone(), region.start_key.clone(), region.end_key.clone())).collect()
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

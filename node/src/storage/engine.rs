@@ -1,6 +1,13 @@
 //! [`Engine`]: the store's RocksDB and its column families.
+//!
+//! Region snapshots (consistent reads, SST export and ingestion) are in the
+//! child module [`sst`].
 
-use std::collections::BTreeSet;
+mod sst;
+
+pub use sst::EngineSnapshot;
+
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions};
@@ -23,6 +30,8 @@ pub type KvPair = (Vec<u8>, Vec<u8>);
 pub struct Engine {
     db: DB,
     user_cfs: Vec<String>,
+    /// Every column family's options, for SST files written for it.
+    cf_options: HashMap<String, CfOptions>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -73,17 +82,22 @@ impl Engine {
             }
         }
 
-        let mut descriptors: Vec<ColumnFamilyDescriptor> =
-            configured.iter().map(|c| ColumnFamilyDescriptor::new(&c.name, rocks_options(&c.options))).collect();
+        let mut cf_options: HashMap<String, CfOptions> = configured.iter().map(|c| (c.name.clone(), c.options.clone())).collect();
         let raft_log = CfOptions { compression: Compression::Lz4, bloom_bits_per_key: 0.0, ..CfOptions::default() };
-        descriptors.push(ColumnFamilyDescriptor::new(CF_RAFT_LOG, rocks_options(&raft_log)));
+        cf_options.insert(CF_RAFT_LOG.into(), raft_log);
         let small = CfOptions { write_buffer_size: 8 << 20, ..CfOptions::default() };
-        descriptors.push(ColumnFamilyDescriptor::new(CF_RAFT_STATE, rocks_options(&small)));
-        descriptors.push(ColumnFamilyDescriptor::new(CF_REGION_META, rocks_options(&small)));
-        descriptors.push(ColumnFamilyDescriptor::new(CF_META, rocks_options(&small)));
+        for cf in [CF_RAFT_STATE, CF_REGION_META, CF_META] {
+            cf_options.insert(cf.into(), small.clone());
+        }
+        let descriptors: Vec<ColumnFamilyDescriptor> = configured
+            .iter()
+            .map(|c| c.name.as_str())
+            .chain(INTERNAL_CFS)
+            .filter_map(|name| cf_options.get(name).map(|o| ColumnFamilyDescriptor::new(name, rocks_options(o))))
+            .collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
-        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect() })
+        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options })
     }
 
     /// The user column families, `default` first.

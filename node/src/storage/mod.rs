@@ -8,4 +8,4 @@
 pub mod cf;
 mod engine;
 
-pub use engine::{Engine, EngineError, WriteBatch};
+pub use engine::{Engine, EngineError, EngineSnapshot, WriteBatch};

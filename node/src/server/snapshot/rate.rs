@@ -1,0 +1,64 @@
+//! [`RateLimiter`]: a token bucket shared by every snapshot send of a store.
+//!
+//! Tokens (bytes) refill at the rate up to a burst; taking more than there are
+//! leaves a debt that the taker waits out, so the average stays at the rate.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct RateLimiter {
+    /// Bytes per second; 0 = unlimited.
+    rate: u64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// A limiter of `rate` bytes per second (0 = unlimited) that lets `burst`
+    /// bytes through at once after a pause.
+    pub fn new(rate: u64, burst: u64) -> RateLimiter {
+        RateLimiter { rate, burst: burst as f64, state: Mutex::new((burst as f64, Instant::now())) }
+    }
+
+    /// Takes `n` bytes at `now`; returns how long the taker must wait.
+    pub fn reserve(&self, n: u64, now: Instant) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = &mut *st;
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *last = now.max(*last);
+        *tokens = (*tokens + elapsed * self.rate as f64).min(self.burst) - n as f64;
+        if *tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-*tokens / self.rate as f64) }
+    }
+
+    /// Takes `n` bytes, waiting as long as the rate requires.
+    pub async fn acquire(&self, n: u64) {
+        let wait = self.reserve(n, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_out_the_debt_and_refills_up_to_the_burst() {
+        let t0 = Instant::now();
+        let l = RateLimiter { rate: 1000, burst: 100.0, state: Mutex::new((100.0, t0)) };
+        assert_eq!(l.reserve(100, t0), Duration::ZERO);
+        assert_eq!(l.reserve(100, t0), Duration::from_millis(100));
+        // 100 ms later the debt is paid; 50 more bytes cost 50 ms.
+        assert_eq!(l.reserve(50, t0 + Duration::from_millis(100)), Duration::from_millis(50));
+        // A long pause refills only up to the burst.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(l.reserve(100, later), Duration::ZERO);
+        assert_eq!(l.reserve(1000, later), Duration::from_secs(1));
+        let unlimited = RateLimiter::new(0, 0);
+        assert_eq!(unlimited.reserve(u64::MAX, t0), Duration::ZERO);
+    }
+}

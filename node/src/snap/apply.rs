@@ -1,0 +1,66 @@
+//! Applying a received snapshot: the region's data becomes exactly the snapshot's.
+//!
+//! For every range of [`super::data_ranges`] the old keys are deleted (range
+//! tombstones, one synced write), then the received SST files are ingested.
+//! Each file is hard-linked to a temporary name first and RocksDB moves that
+//! link into the database, so the received file stays until
+//! [`SnapManager::release_received`]: after a crash anywhere in between, the
+//! same call redoes the same result.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use shoal_proto::SnapshotData;
+
+use super::manager::SnapManager;
+use super::{data_ranges, files};
+use crate::error::{Error, Result};
+
+impl SnapManager {
+    /// Makes the region's data in this store's engine exactly the snapshot's.
+    /// Idempotent. Runs on the store thread, inside the Ready round.
+    pub fn apply(&self, data: &SnapshotData) -> Result<()> {
+        let started = Instant::now();
+        let result = self.apply_files(data);
+        match &result {
+            Ok(()) => {
+                self.metrics.snapshots.with_label_values(&["applied"]).inc();
+                self.metrics.snapshot_duration.with_label_values(&["apply"]).observe(started.elapsed().as_secs_f64());
+            }
+            Err(_) => self.metrics.snapshots.with_label_values(&["failed"]).inc(),
+        }
+        result
+    }
+
+    fn apply_files(&self, data: &SnapshotData) -> Result<()> {
+        let key = self.validate(data)?;
+        let region = data.region.as_ref().ok_or_else(|| Error::InvalidArgument("snapshot data has no region".into()))?;
+        let mut by_cf: BTreeMap<&str, Vec<(PathBuf, PathBuf)>> = BTreeMap::new();
+        for (n, f) in data.files.iter().enumerate() {
+            let received = files::received(&self.dir, &key, n);
+            let len = std::fs::metadata(&received).map(|m| m.len()).unwrap_or(0);
+            if len != f.size {
+                return Err(Error::Internal(format!("snapshot {key:?}: file {n} is not received ({len} of {} bytes)", f.size)));
+            }
+            by_cf.entry(f.cf.as_str()).or_default().push((received, files::ingest(&self.dir, &key, n)));
+        }
+
+        self.engine.delete_ranges(&data_ranges(&self.engine, region))?;
+        for (cf, links) in by_cf {
+            let mut paths = Vec::with_capacity(links.len());
+            for (received, link) in links {
+                match std::fs::remove_file(&link) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                std::fs::hard_link(&received, &link)?;
+                paths.push(link);
+            }
+            self.engine.ingest(cf, &paths)?;
+        }
+        tracing::info!(region_id = key.region_id, index = key.index, term = key.term, files = data.files.len(), "snapshot applied");
+        Ok(())
+    }
+}
