@@ -193,11 +193,8 @@ impl NodeConfig {
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
-<<<<<<< HEAD
         set!(join, raft_log_gc_count_limit, raft_log_gc_size_limit);
-=======
         set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
->>>>>>> snap
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -234,7 +231,7 @@ impl NodeConfig {
         in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
         in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
         in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
-<<<<<<< HEAD
+        in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
         if !self.join.trim().is_empty() {
@@ -243,9 +240,6 @@ impl NodeConfig {
             }
             return Ok(());
         }
-=======
-        in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
->>>>>>> snap
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));

@@ -221,11 +221,17 @@ fn after_a_split_writes_route_by_key_and_both_halves_report() {
     }
 
     // The leader reports both halves with their new epoch (the heartbeat's input).
-    let mut reports: Vec<_> =
-        c.store(leader).leader_reports().into_iter().map(|r| (r.region.id, r.region.start_key, r.region.end_key, r.region.epoch)).collect();
+    // (The meta group's region is reported too when this store leads it.)
+    let mut reports: Vec<_> = c
+        .store(leader)
+        .leader_reports()
+        .into_iter()
+        .filter(|r| r.region.id != META_REGION_ID)
+        .map(|r| (r.region.id, r.region.start_key, r.region.end_key, r.region.epoch))
+        .collect();
     reports.sort_by_key(|r| r.0);
     assert_eq!(reports, vec![(FIRST_REGION_ID, vec![], b"m".to_vec(), Some(epoch(2))), (RIGHT, b"m".to_vec(), vec![], Some(epoch(2)))]);
-    assert!(c.store(follower).leader_reports().is_empty(), "a follower reports nothing");
+    assert!(c.store(follower).leader_reports().iter().all(|r| r.region.id == META_REGION_ID), "a follower reports no data region");
 }
 
 #[test]
@@ -457,7 +463,7 @@ fn ids(mut rx: Answer) -> (u64, u64) {
 }
 
 fn next_ids(c: &mut Cluster) -> Vec<u64> {
-    (1..=3).map(|id| c.store(id).meta().expect("every store holds a meta peer").read().unwrap().next_id()).collect()
+    (1..=3).map(|id| c.store(id).meta().read().unwrap().next_id()).collect()
 }
 
 #[test]

@@ -165,7 +165,7 @@ mod tests {
         let again = bootstrap_or_load(&engine, "b", &members()[1..]).unwrap();
         assert_eq!(again, ident);
         assert_eq!(load_stores(&engine).unwrap().len(), 3);
-        let region = PeerStorage::load(std::sync::Arc::new(other_engine), FIRST_REGION_ID).unwrap().region().clone();
+        let region = PeerStorage::region_state(&other_engine, FIRST_REGION_ID).unwrap().unwrap().region.unwrap();
         assert_eq!(region.peers.iter().map(|p| p.store_id).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 

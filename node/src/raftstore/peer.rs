@@ -56,7 +56,10 @@ use crate::storage::cf::CF_REGION_META;
 #[derive(Clone, Debug, PartialEq)]
 pub enum CmdResult {
     Written,
-    Split { left: Region, right: Region },
+    Split {
+        left: Region,
+        right: Region,
+    },
     Meta(MetaResult),
     /// A membership change was applied; the region as it is now.
     ConfChanged(Region),
@@ -417,7 +420,8 @@ impl Peer {
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             match m.write_to_bytes() {
                 Ok(bytes) => {
-                    let msg = RaftMessage { region_id: self.region_id(), from_store_id: self.store_id, to_store_id: to_store, message: bytes };
+                    let msg =
+                        RaftMessage { region_id: self.region_id(), from_store_id: self.store_id, to_store_id: to_store, message: bytes };
                     if is_snapshot { snaps.push(msg) } else { out.push(msg) }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
@@ -616,7 +620,10 @@ impl Peer {
             match c.change_type() {
                 PeerChangeType::AddLearner => {
                     if existing.is_some() || region.peers.iter().any(|p| p.store_id == peer.store_id) {
-                        return Err(Error::InvalidArgument(format!("store {} already holds a peer of region {}", peer.store_id, region.id)));
+                        return Err(Error::InvalidArgument(format!(
+                            "store {} already holds a peer of region {}",
+                            peer.store_id, region.id
+                        )));
                     }
                     single.set_change_type(ConfChangeType::AddLearnerNode);
                 }
@@ -671,8 +678,10 @@ impl Peer {
             Err(e) => return Ok(Err(Error::Internal(format!("undecodable conf change: {e}")))),
         };
         let mut region = self.region().clone();
-        if !cc.get_context().is_empty() {
-            let cmd = match ChangePeersCmd::decode(cc.get_context()) {
+        // raft-rs carries a proposal's context in the entry, not in the change.
+        let context = if entry.context.is_empty() { cc.get_context() } else { &entry.context[..] };
+        if !context.is_empty() {
+            let cmd = match ChangePeersCmd::decode(context) {
                 Ok(cmd) => cmd,
                 Err(e) => return Ok(Err(Error::Internal(format!("undecodable membership change: {e}")))),
             };
@@ -686,7 +695,9 @@ impl Peer {
                 let Some(peer) = c.peer else { continue };
                 match c.change_type() {
                     PeerChangeType::AddLearner => region.peers.push(PeerMeta { is_learner: true, ..peer }),
-                    PeerChangeType::PromoteLearner => region.peers.iter_mut().filter(|p| p.id == peer.id).for_each(|p| p.is_learner = false),
+                    PeerChangeType::PromoteLearner => {
+                        region.peers.iter_mut().filter(|p| p.id == peer.id).for_each(|p| p.is_learner = false)
+                    }
                     PeerChangeType::RemovePeer => region.peers.retain(|p| p.id != peer.id),
                 }
                 self.peer_stores.insert(peer.id, peer.store_id);

@@ -339,7 +339,6 @@ impl PeerStorage {
         wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
         Ok(())
     }
-
 }
 
 /// Raft's membership as a region descriptor lists it (no joint state).
@@ -462,6 +461,13 @@ mod tests {
         (dir, engine)
     }
 
+    fn load(engine: Arc<Engine>) -> Result<PeerStorage> {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapManager::open(&dir.path().join("snap"), engine.clone(), Arc::new(crate::metrics::Metrics::new().unwrap())).unwrap();
+        std::mem::forget(dir);
+        PeerStorage::load(engine, snap, 1)
+    }
+
     fn append(s: &mut PeerStorage, entries: &[Entry]) {
         let engine = s.engine().clone();
         let mut wb = engine.batch();
@@ -472,7 +478,7 @@ mod tests {
     #[test]
     fn a_bootstrapped_peer_starts_after_the_initial_index() {
         let (_dir, engine) = setup();
-        let s = PeerStorage::load(engine, 1).unwrap();
+        let s = load(engine).unwrap();
         assert_eq!(s.first_index().unwrap(), RAFT_INIT_LOG_INDEX + 1);
         assert_eq!(s.last_index().unwrap(), RAFT_INIT_LOG_INDEX);
         assert_eq!(s.term(RAFT_INIT_LOG_INDEX).unwrap(), RAFT_INIT_LOG_TERM);
@@ -485,7 +491,7 @@ mod tests {
     #[test]
     fn entries_terms_and_bounds() {
         let (_dir, engine) = setup();
-        let mut s = PeerStorage::load(engine, 1).unwrap();
+        let mut s = load(engine).unwrap();
         append(&mut s, &[entry(6, 6), entry(7, 6), entry(8, 7)]);
         assert_eq!(s.last_index().unwrap(), 8);
         assert_eq!(s.term(7).unwrap(), 6);
@@ -503,11 +509,11 @@ mod tests {
     #[test]
     fn a_conflicting_append_replaces_the_tail_and_survives_reload() {
         let (_dir, engine) = setup();
-        let mut s = PeerStorage::load(engine.clone(), 1).unwrap();
+        let mut s = load(engine.clone()).unwrap();
         append(&mut s, &[entry(6, 6), entry(7, 6), entry(8, 6), entry(9, 6)]);
         append(&mut s, &[entry(7, 8)]);
         assert_eq!(s.last_index().unwrap(), 7);
-        let reloaded = PeerStorage::load(engine.clone(), 1).unwrap();
+        let reloaded = load(engine.clone()).unwrap();
         assert_eq!(reloaded.last_index().unwrap(), 7);
         assert_eq!(reloaded.term(7).unwrap(), 8);
         assert_eq!(engine.get(CF_RAFT_LOG, &keys::raft_log_key(1, 8)).unwrap(), None);
@@ -516,14 +522,14 @@ mod tests {
     #[test]
     fn hard_state_and_applied_index_persist() {
         let (_dir, engine) = setup();
-        let mut s = PeerStorage::load(engine.clone(), 1).unwrap();
+        let mut s = load(engine.clone()).unwrap();
         append(&mut s, &[entry(6, 6), entry(7, 6)]);
         let hs = HardState { term: 6, vote: 1, commit: 6, ..Default::default() };
         let mut wb = engine.batch();
         s.set_hard_state(&hs, &mut wb).unwrap();
         s.set_applied(7, &mut wb).unwrap();
         engine.write(wb, true).unwrap();
-        let reloaded = PeerStorage::load(engine, 1).unwrap();
+        let reloaded = load(engine).unwrap();
         let st = reloaded.initial_state().unwrap();
         assert_eq!((st.hard_state.term, st.hard_state.vote), (6, 1));
         // An apply that got ahead of the persisted commit raises the commit.

@@ -175,6 +175,14 @@ impl Store {
         &self.engine
     }
 
+    pub fn snap_manager(&self) -> &Arc<SnapManager> {
+        &self.snap
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The meta state machine (empty while this store holds no meta peer).
     pub fn meta(&self) -> SharedMeta {
         self.meta.clone()
@@ -306,7 +314,7 @@ impl Store {
             tracing::warn!(region = region_id, "dropping a snapshot of another region");
             return false;
         };
-        if !self.snap.is_received(&data) {
+        if !self.snap.has_received(&data) {
             tracing::warn!(region = region_id, "dropping a snapshot whose files have not arrived");
             return false;
         }
@@ -320,7 +328,11 @@ impl Store {
                 && keys::ranges_overlap(&p.region().start_key, &p.region().end_key, &region.start_key, &region.end_key)
         });
         if let Some(p) = overlap {
-            tracing::info!(region = region_id, overlaps = p.region_id(), "refusing a snapshot that overlaps a region here (a split not applied yet?)");
+            tracing::info!(
+                region = region_id,
+                overlaps = p.region_id(),
+                "refusing a snapshot that overlaps a region here (a split not applied yet?)"
+            );
             return false;
         }
         true
@@ -496,8 +508,12 @@ impl Store {
     /// nothing and are dropped here.
     pub fn idle_peers(&mut self) -> Vec<(Region, u64)> {
         let idle_ticks = self.cfg.idle_ticks;
-        let (idle, empty): (Vec<_>, Vec<_>) =
-            self.peers.values().filter(|p| p.is_idle(idle_ticks)).map(|p| (p.region().clone(), p.peer_id(), p.is_initialized())).partition(|p| p.2);
+        let (idle, empty): (Vec<_>, Vec<_>) = self
+            .peers
+            .values()
+            .filter(|p| p.is_idle(idle_ticks))
+            .map(|p| (p.region().clone(), p.peer_id(), p.is_initialized()))
+            .partition(|p| p.2);
         for (region, peer_id, _) in empty {
             if let Err(e) = self.destroy_peer(region.id, peer_id) {
                 tracing::warn!(region = region.id, error = %e, "cannot drop an idle uninitialized peer");

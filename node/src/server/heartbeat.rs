@@ -26,7 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_proto::{HeartbeatRequest, IdlePeer, Operator, Region, RegionEpoch, RegionReport, SplitCmd, StoreInfo, StoreMeta, StoreStats, operator};
+use shoal_proto::{
+    HeartbeatRequest, IdlePeer, Operator, Region, RegionEpoch, RegionReport, SplitCmd, StoreInfo, StoreMeta, StoreStats, operator,
+};
 
 use super::meta_client::MetaClient;
 use super::registry::StoreRegistry;
@@ -112,18 +114,9 @@ impl Heartbeat {
                     }
                 })
                 .collect();
-<<<<<<< HEAD
             let idle_peers = info.idle.into_iter().map(|(region, peer_id)| IdlePeer { region: Some(region), peer_id }).collect();
-            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers };
-=======
-            let req = HeartbeatRequest {
-                store: Some(self.me.clone()),
-                stats: Some(self.stats(reports.len())),
-                regions,
-                interval_ms,
-                idle_peers: vec![],
-            };
->>>>>>> snap
+            let req =
+                HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers };
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();

@@ -12,7 +12,8 @@ use std::time::Duration;
 use shoal_proto::admin_client::AdminClient;
 use shoal_proto::meta_client::MetaClient as MetaGrpc;
 use shoal_proto::{
-    AllocIdRequest, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, MetaHeader, RegisterStoreRequest, RegisterStoreResponse, StoreMeta,
+    AllocIdRequest, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, MetaHeader, RegisterStoreRequest, RegisterStoreResponse,
+    StoreMeta,
 };
 use tonic::transport::{Channel, Endpoint};
 

@@ -14,9 +14,10 @@ use shoal_node::raftstore::bootstrap::{InitialMember, bootstrap_or_load};
 use shoal_node::raftstore::logger::raft_logger;
 use shoal_node::raftstore::peer::CmdResult;
 use shoal_node::raftstore::raft_config;
-use shoal_node::raftstore::store::{PeerStatus, Store};
+use shoal_node::raftstore::store::{PeerStatus, Store, StoreConfig};
+use shoal_node::snap::SnapManager;
 use shoal_node::storage::Engine;
-use shoal_proto::{Mutation, RaftMessage, Region, mutation};
+use shoal_proto::{Mutation, RaftMessage, Region, SnapshotData, mutation};
 use tokio::sync::oneshot;
 
 pub const CFS: &[&str] = &["users"];
@@ -39,18 +40,37 @@ pub struct Cluster {
     /// Percentage of messages the network loses, decided by a seeded generator.
     pub loss_percent: u64,
     rng: u64,
+    /// Stores started empty (joined), which bootstrap nothing on restart.
+    pub empty: HashSet<u64>,
+    pub cfg: StoreConfig,
+    /// Snapshot messages delivered (their files copied) so far.
+    pub snapshots_delivered: usize,
 }
 
 pub fn members(n: usize) -> Vec<InitialMember> {
     (1..=n).map(|i| InitialMember { name: format!("s{i}"), addr: format!("mem:{i}") }).collect()
 }
 
+pub fn store_config() -> StoreConfig {
+    StoreConfig::new(raft_config(10, 2))
+}
+
 pub fn open_store(dir: &std::path::Path, id: u64, n: usize) -> Store {
+    open_store_with(dir, id, n, &store_config(), false)
+}
+
+/// Opens store `id`; a store of the initial `n` bootstraps, an `empty` one
+/// (joined later) starts holding nothing.
+pub fn open_store_with(dir: &std::path::Path, id: u64, n: usize, cfg: &StoreConfig, empty: bool) -> Store {
     let cfs: Vec<_> = CFS.iter().map(|c| c.parse().unwrap()).collect();
     let engine = Arc::new(Engine::open(dir, &cfs).unwrap());
-    let ident = bootstrap_or_load(&engine, &format!("s{id}"), &members(n)).unwrap();
-    assert_eq!(ident.store_id, id);
-    Store::open(engine, id, &raft_config(10, 2), Arc::new(Metrics::new().unwrap()), &raft_logger()).unwrap()
+    if !empty {
+        let ident = bootstrap_or_load(&engine, &format!("s{id}"), &members(n)).unwrap();
+        assert_eq!(ident.store_id, id);
+    }
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let snap = SnapManager::open(&dir.join("snap"), engine.clone(), metrics.clone()).unwrap();
+    Store::open(engine, id, cfg, snap, metrics, &raft_logger()).unwrap()
 }
 
 /// The store's peer of `region_id`, if it holds one.
@@ -86,7 +106,34 @@ impl Cluster {
             held: Vec::new(),
             loss_percent: 0,
             rng: 0x2545_f491_4f6c_dd1d,
+            empty: HashSet::new(),
+            cfg: store_config(),
+            snapshots_delivered: 0,
         }
+    }
+
+    /// A cluster of `n` stores with their logs truncated past `gc_count_limit` entries.
+    pub fn with_log_gc(n: usize, gc_count_limit: u64) -> Cluster {
+        let mut cfg = store_config();
+        cfg.log_gc_count_limit = gc_count_limit;
+        let mut c = Cluster::new(0);
+        c.cfg = cfg;
+        for i in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            c.stores.push(Some(open_store_with(dir.path(), i as u64 + 1, n, &c.cfg, false)));
+            c.dirs.push(dir);
+        }
+        c
+    }
+
+    /// Adds a store that holds nothing (as one started with `--join`); returns its id.
+    pub fn add_empty_store(&mut self) -> u64 {
+        let id = self.stores.len() as u64 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        self.stores.push(Some(open_store_with(dir.path(), id, 0, &self.cfg, true)));
+        self.dirs.push(dir);
+        self.empty.insert(id);
+        id
     }
 
     pub fn store(&mut self, id: u64) -> &mut Store {
@@ -102,8 +149,13 @@ impl Cluster {
     /// Returns whether anything was sent.
     pub fn step(&mut self) -> bool {
         let mut msgs: Vec<RaftMessage> = Vec::new();
+        let mut snaps: Vec<RaftMessage> = Vec::new();
         for s in self.stores.iter_mut().flatten() {
             msgs.extend(s.handle_readies().unwrap());
+            snaps.extend(s.take_snapshot_messages());
+        }
+        for m in snaps {
+            self.deliver_snapshot(m);
         }
         if msgs.is_empty() {
             return false;
@@ -119,6 +171,27 @@ impl Cluster {
             self.deliver(m);
         }
         true
+    }
+
+    /// Copies a snapshot's files to its receiver (as the snapshot stream would),
+    /// hands it the message, and tells the sender how it went.
+    fn deliver_snapshot(&mut self, m: RaftMessage) {
+        let (from, to) = (m.from_store_id, m.to_store_id);
+        let raft_msg = <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&m.message).unwrap();
+        let data = <SnapshotData as prost::Message>::decode(raft_msg.get_snapshot().get_data()).unwrap();
+        let reachable = !self.isolated.contains(&from) && !self.isolated.contains(&to) && self.stores[to as usize - 1].is_some();
+        let ok = reachable && {
+            let sender = self.stores[from as usize - 1].as_ref().unwrap().snap_manager().clone();
+            let receiver = self.stores[to as usize - 1].as_ref().unwrap().snap_manager().clone();
+            sender.transfer_local(&receiver, &data).is_ok()
+        };
+        if ok {
+            self.deliver(m.clone());
+            self.snapshots_delivered += 1;
+        }
+        if let Some(Some(s)) = self.stores.get_mut(from as usize - 1) {
+            s.report_snapshot(m.region_id, raft_msg.to, ok);
+        }
     }
 
     fn deliver(&mut self, m: RaftMessage) {
@@ -157,7 +230,7 @@ impl Cluster {
     pub fn tick(&mut self, times: usize) {
         for _ in 0..times {
             for s in self.stores.iter_mut().flatten() {
-                s.tick();
+                s.tick().unwrap();
             }
             self.settle();
         }
@@ -219,7 +292,19 @@ impl Cluster {
     }
 
     pub fn restart(&mut self, id: u64) {
-        let n = self.stores.len();
-        self.stores[id as usize - 1] = Some(open_store(self.dirs[id as usize - 1].path(), id, n));
+        let n = self.stores.len() - self.empty.len();
+        let empty = self.empty.contains(&id);
+        self.stores[id as usize - 1] = Some(open_store_with(self.dirs[id as usize - 1].path(), id, n, &self.cfg, empty));
+    }
+
+    /// Ticks (one round at a time) until `done` holds, within a real-time
+    /// deadline: snapshots are generated on a background thread.
+    pub fn tick_until(&mut self, what: &str, mut done: impl FnMut(&mut Cluster) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done(self) {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            self.tick(1);
+            std::thread::yield_now();
+        }
     }
 }
