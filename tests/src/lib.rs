@@ -230,6 +230,9 @@ impl Cluster {
         for node in &mut cluster.nodes {
             node.start();
         }
+        for i in 0..n {
+            cluster.wait_serving(i, Duration::from_secs(60)).await;
+        }
         cluster.wait_leader(Duration::from_secs(60)).await;
         cluster.wait_leader_of(META_REGION_ID, Duration::from_secs(60)).await;
         cluster
@@ -442,18 +445,47 @@ impl Cluster {
         v.as_array().cloned().ok_or_else(|| format!("region list is not a JSON array: {v}"))
     }
 
+    /// Waits until node `i` answers the Status RPC; panics with its log if it
+    /// exits first (a refused option, a failed start).
+    pub async fn wait_serving(&mut self, i: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            assert!(self.nodes[i].is_running(), "{} exited; its log:\n{}", self.nodes[i].name, self.nodes[i].log_tail());
+            let last = match self.status(i).await {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            assert!(start.elapsed() < timeout, "{} does not serve after {timeout:?}: {last}", self.nodes[i].name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the registry lists a store at node `i`'s address; records
-    /// its id in the node and returns it.
+    /// its id in the node and returns it. Panics with the node's log if it exits.
     pub async fn wait_registered(&mut self, i: usize, timeout: Duration) -> StoreView {
         let addr = self.nodes[i].grpc.clone();
-        let what = format!("{} ({addr}) in the store list", self.nodes[i].name);
-        let view = wait_until(timeout, Duration::from_millis(500), &what, || async {
-            let stores = self.store_list().await?;
-            stores.iter().find(|s| s.address == addr).cloned().ok_or_else(|| format!("{stores:?}"))
-        })
-        .await;
-        self.nodes[i].store_id = Some(view.id);
-        view
+        let start = Instant::now();
+        let mut next_report = start + Duration::from_secs(15);
+        loop {
+            assert!(self.nodes[i].is_running(), "{} exited before registering; its log:\n{}", self.nodes[i].name, self.nodes[i].log_tail());
+            let last = match self.store_list().await {
+                Ok(stores) => match stores.iter().find(|s| s.address == addr) {
+                    Some(view) => {
+                        self.nodes[i].store_id = Some(view.id);
+                        return view.clone();
+                    }
+                    None => ctl::brief(&stores),
+                },
+                Err(e) => e,
+            };
+            let what = format!("{} ({addr}) in the store list", self.nodes[i].name);
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}; last seen: {last}");
+            if Instant::now() >= next_report {
+                eprintln!("  ... still waiting for {what} after {:.0?}: {last}", start.elapsed());
+                next_report = Instant::now() + Duration::from_secs(15);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
