@@ -2,9 +2,18 @@
 //!
 //! [`Cluster`] starts N nodes on free ports in a temp dir, waits (with deadlines,
 //! never bare sleeps) until they serve, and kills them all when dropped. Nodes can
-//! be SIGKILLed, SIGTERMed and restarted on the same data directory and ports.
+//! be SIGKILLed, SIGTERMed and restarted on the same data directory and ports;
+//! more nodes can be started with `--join` ([`Cluster::join_node`]).
 //! The binaries are found next to the test executable's `target/<profile>/`
 //! directory, or in `$SHOAL_BIN_DIR`.
+//!
+//! Also here: [`shoalctl`] and typed views of its JSON ([`ctl`]), a reader of
+//! one metric from a node's `/metrics` ([`parse_metric`], [`Cluster::metric`]),
+//! waits that say what they last saw when they time out ([`wait_until`]), and
+//! writers that keep a ledger of every acknowledged write ([`writers`]).
+
+pub mod ctl;
+pub mod writers;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -12,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ClientOptions};
+use shoal_client::{Client, ClientOptions, StatusResponse};
+
+pub use ctl::{CtlOutput, StoreView, shoalctl, shoalctl_with_timeout};
 
 /// The directory holding `shoal-node` and `shoalctl`.
 pub fn bin_dir() -> PathBuf {
@@ -50,6 +61,32 @@ where
     }
 }
 
+/// Polls `f` every `poll` until it returns `Ok`; `Err` says what it saw instead.
+/// Prints that state every 15 s, and panics with it after `timeout`, so a slow
+/// or failed wait explains itself.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, poll: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut next_report = start + Duration::from_secs(15);
+    loop {
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        let now = Instant::now();
+        assert!(now < deadline, "timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        if now >= next_report {
+            eprintln!("  ... still waiting for {what} after {:.0?}: {last}", now - start);
+            next_report = now + Duration::from_secs(15);
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// Kills the child with SIGKILL when the parent (the test) dies.
 fn die_with_parent(cmd: &mut Command) {
     #[allow(unsafe_code)]
@@ -82,13 +119,35 @@ pub struct Node {
     pub status: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The node's store id: `i + 1` for the nodes a cluster bootstraps with;
+    /// for a node started with `--join`, learned from the registry or from the
+    /// node's Status ([`Cluster::wait_registered`], [`Cluster::wait_leader_of`]).
+    pub store_id: Option<u64>,
+    /// Whether the node was started with `--join` (not a bootstrap member).
+    pub joined: bool,
     args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Node {
+    /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Whether the harness started the node and has not stopped it since (it
+    /// may have died by itself: see [`Node::is_running`]).
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The command-line options the node is started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
 
     fn start(&mut self) {
@@ -134,6 +193,8 @@ impl Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: tempfile::TempDir,
+    /// The options every node was started with (besides identity and addresses).
+    node_args: Vec<String>,
 }
 
 impl Cluster {
@@ -162,28 +223,96 @@ impl Cluster {
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             let log = dir.path().join(format!("{name}.log"));
-            nodes.push(Node { name, grpc, status, data_dir, log, args, child: None });
+            nodes.push(Node { name, grpc, status, data_dir, log, store_id: Some(i as u64 + 1), joined: false, args, child: None });
         }
-        let mut cluster = Cluster { nodes, dir };
+        let node_args = extra.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { nodes, dir, node_args };
         for node in &mut cluster.nodes {
             node.start();
+        }
+        for i in 0..n {
+            cluster.wait_serving(i, Duration::from_secs(60)).await;
         }
         cluster.wait_leader(Duration::from_secs(60)).await;
         cluster.wait_leader_of(META_REGION_ID, Duration::from_secs(60)).await;
         cluster
     }
 
+    /// Starts one more node, empty, on new free ports and its own data
+    /// directory, with `--join` naming every other node. It gets the options the
+    /// cluster was started with, except those `extra` gives again (`extra`
+    /// replaces them), plus the rest of `extra`. Returns its index; does not
+    /// wait for anything (see [`Cluster::wait_registered`]).
+    pub fn join_node(&mut self, extra: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let name = format!("n{}", i + 1);
+        let ports = free_ports(2);
+        let grpc = format!("127.0.0.1:{}", ports[0]);
+        let status = format!("127.0.0.1:{}", ports[1]);
+        let data_dir = self.dir.path().join(&name);
+        let join: Vec<String> = self.nodes.iter().map(|n| n.grpc.clone()).collect();
+        let mut args: Vec<String> = vec![
+            "--name".into(),
+            name.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen-addr".into(),
+            grpc.clone(),
+            "--status-addr".into(),
+            status.clone(),
+            "--join".into(),
+            join.join(","),
+        ];
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(merge_args(&self.node_args, &extra));
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.nodes.push(Node { name, grpc, status, data_dir, log, store_id: None, joined: true, args, child: None });
+        self.nodes[i].start();
+        i
+    }
+
+    /// Every node's client address, started or not.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.grpc.clone()).collect()
+    }
+
+    /// The client addresses of the nodes the harness has started and not stopped.
+    pub fn live_endpoints(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.is_started()).map(|n| n.grpc.clone()).collect()
     }
 
     pub fn client(&self) -> Client {
         Client::new(&self.endpoints(), ClientOptions::default()).expect("client")
     }
 
+    /// A client for the started nodes only.
+    pub fn live_client(&self) -> Client {
+        Client::new(&self.live_endpoints(), ClientOptions::default()).expect("client")
+    }
+
     /// Restarts node `i` (0-based) on its data directory and ports.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].start();
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// SIGTERMs node `i` and waits for it to exit; whether it exited 0 in time.
+    pub fn terminate(&mut self, i: usize, timeout: Duration) -> bool {
+        self.nodes[i].terminate(timeout)
+    }
+
+    /// Index of the node whose store is `store_id`, if known.
+    pub fn index_of_store(&self, store_id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.store_id == Some(store_id))
+    }
+
+    /// The store id of node `i`, which must be known.
+    pub fn store_id(&self, i: usize) -> u64 {
+        self.nodes[i].store_id.unwrap_or_else(|| panic!("the store id of {} is not known yet (wait_registered)", self.nodes[i].name))
     }
 
     /// Waits until every running node agrees on one leader of the first data
@@ -197,33 +326,57 @@ impl Cluster {
         self.wait_leader_of(META_REGION_ID, Duration::from_secs(30)).await
     }
 
-    /// Waits until every running node agrees on one leader of `region_id`;
-    /// returns its index.
+    /// Waits until every running node whose store is a voter of `region_id`
+    /// reports the region with one and the same leader, a running node;
+    /// returns that node's index. (Running nodes without a voter of the region
+    /// — a store that joined and holds none of it — are not asked to agree.)
+    /// Learns the store ids of joined nodes from their Status on the way.
     pub async fn wait_leader_of(&mut self, region_id: u64, timeout: Duration) -> usize {
         let client =
             Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..Default::default() }).expect("client");
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
-        let nodes: Vec<String> = running.iter().map(|&i| self.nodes[i].grpc.clone()).collect();
-        let running_ids: Vec<u64> = running.iter().map(|&i| i as u64 + 1).collect();
+        let nodes: Vec<(usize, String)> = running.iter().map(|&i| (i, self.nodes[i].grpc.clone())).collect();
         let logs: Vec<String> = self.nodes.iter().map(|n| n.log.display().to_string()).collect();
-        let leader_store = wait_for(timeout, &format!("a leader of region {region_id} (logs: {logs:?})"), || {
+        let (leader_store, ids) = wait_for(timeout, &format!("a leader of region {region_id} (logs: {logs:?})"), || {
             let client = &client;
-            let nodes = nodes.clone();
-            let running_ids = &running_ids;
+            let nodes = &nodes;
             async move {
-                let mut seen = Vec::new();
-                for ep in &nodes {
+                // (node index, its store id, what it says of the region)
+                let mut reports = Vec::new();
+                for (i, ep) in nodes {
                     let s = client.status_of(ep).await.ok()?;
-                    seen.push(s.regions.iter().find(|r| r.region.as_ref().is_some_and(|r| r.id == region_id))?.leader_store_id);
+                    let store_id = s.store.as_ref().map_or(0, |st| st.id);
+                    let region = s.regions.into_iter().find(|r| r.region.as_ref().is_some_and(|r| r.id == region_id));
+                    reports.push((*i, store_id, region));
                 }
-                let first = *seen.first()?;
+                // The voters, as the replica with the newest membership sees them.
+                let newest = reports
+                    .iter()
+                    .filter_map(|(_, _, r)| r.as_ref()?.region.as_ref())
+                    .max_by_key(|r| r.epoch.as_ref().map_or(0, |e| e.conf_ver))?;
+                let voters: Vec<u64> = newest.peers.iter().filter(|p| !p.is_learner).map(|p| p.store_id).collect();
+                let mut leader = None;
+                for (_, store_id, region) in &reports {
+                    if !voters.contains(store_id) {
+                        continue;
+                    }
+                    let l = region.as_ref()?.leader_store_id;
+                    if *leader.get_or_insert(l) != l {
+                        return None;
+                    }
+                }
+                let leader = leader?;
                 // The leader must be a running node: survivors may still name a dead one.
-                let alive = running_ids.contains(&first);
-                (alive && seen.iter().all(|&l| l == first)).then_some(first)
+                let alive = reports.iter().any(|(_, id, _)| *id == leader && leader != 0);
+                let ids: Vec<(usize, u64)> = reports.iter().filter(|(_, id, _)| *id != 0).map(|(i, id, _)| (*i, *id)).collect();
+                alive.then_some((leader, ids))
             }
         })
         .await;
-        leader_store as usize - 1
+        for (i, id) in ids {
+            self.nodes[i].store_id.get_or_insert(id);
+        }
+        self.index_of_store(leader_store).expect("the leader's node is known")
     }
 
     /// Index of the node that leads the first data region, as the nodes report it.
@@ -234,6 +387,105 @@ impl Cluster {
     /// Fetches a status page path from node `i` over plain HTTP.
     pub async fn http_get(&self, i: usize, path: &str) -> (u16, String) {
         http_get(&self.nodes[i].status, path).await
+    }
+
+    /// The Status RPC of node `i`.
+    pub async fn status(&self, i: usize) -> Result<StatusResponse, String> {
+        let opts = ClientOptions { deadline: Duration::from_secs(5), attempt_timeout: Duration::from_secs(5), ..Default::default() };
+        let client = Client::new(&[self.nodes[i].grpc.clone()], opts).map_err(|e| e.to_string())?;
+        client.status_of(&self.nodes[i].grpc).await.map_err(|e| e.to_string())
+    }
+
+    /// The value of metric `name` on node `i` summed over the series that have
+    /// `labels` (each `(name, value)`; other labels may be anything); `None`
+    /// when the node does not answer or has no such series.
+    pub async fn metric(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (code, body) = try_http_get(&self.nodes[i].status, "/metrics", Duration::from_secs(5)).await.ok()?;
+        if code != 200 {
+            return None;
+        }
+        parse_metric(&body, name, labels)
+    }
+
+    /// Like [`Cluster::metric`], 0 when absent (a counter not yet incremented).
+    pub async fn metric_or_zero(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metric(i, name, labels).await.unwrap_or(0.0)
+    }
+
+    /// Runs `shoalctl --endpoints <started nodes> ARGS...`.
+    pub async fn ctl(&self, args: &[&str]) -> CtlOutput {
+        shoalctl(&self.live_endpoints(), args).await
+    }
+
+    /// Like [`Cluster::ctl`], killed after `timeout` rather than [`ctl::CTL_TIMEOUT`].
+    pub async fn ctl_with_timeout(&self, args: &[&str], timeout: Duration) -> CtlOutput {
+        shoalctl_with_timeout(&self.live_endpoints(), args, timeout).await
+    }
+
+    /// `shoalctl store list --output json`.
+    pub async fn store_list(&self) -> Result<Vec<StoreView>, String> {
+        let v = self.ctl(&["store", "list", "--output", "json"]).await.json()?;
+        let rows = v.as_array().ok_or_else(|| format!("store list is not a JSON array: {v}"))?;
+        rows.iter().map(StoreView::from_json).collect()
+    }
+
+    /// `shoalctl store status ID --output json`.
+    pub async fn store_status(&self, store_id: u64) -> Result<serde_json::Value, String> {
+        self.ctl(&["store", "status", &store_id.to_string(), "--output", "json"]).await.json()
+    }
+
+    /// `shoalctl store VERB ID --output json` (join, drain, cancel-drain, remove, status).
+    pub async fn store_cmd(&self, verb: &str, store_id: u64) -> CtlOutput {
+        self.ctl(&["store", verb, &store_id.to_string(), "--output", "json"]).await
+    }
+
+    /// `shoalctl region list --output json`.
+    pub async fn region_list(&self) -> Result<Vec<serde_json::Value>, String> {
+        let v = self.ctl(&["region", "list", "--output", "json"]).await.json()?;
+        v.as_array().cloned().ok_or_else(|| format!("region list is not a JSON array: {v}"))
+    }
+
+    /// Waits until node `i` answers the Status RPC; panics with its log if it
+    /// exits first (a refused option, a failed start).
+    pub async fn wait_serving(&mut self, i: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            assert!(self.nodes[i].is_running(), "{} exited; its log:\n{}", self.nodes[i].name, self.nodes[i].log_tail());
+            let last = match self.status(i).await {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            assert!(start.elapsed() < timeout, "{} does not serve after {timeout:?}: {last}", self.nodes[i].name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the registry lists a store at node `i`'s address; records
+    /// its id in the node and returns it. Panics with the node's log if it exits.
+    pub async fn wait_registered(&mut self, i: usize, timeout: Duration) -> StoreView {
+        let addr = self.nodes[i].grpc.clone();
+        let start = Instant::now();
+        let mut next_report = start + Duration::from_secs(15);
+        loop {
+            assert!(self.nodes[i].is_running(), "{} exited before registering; its log:\n{}", self.nodes[i].name, self.nodes[i].log_tail());
+            let last = match self.store_list().await {
+                Ok(stores) => match stores.iter().find(|s| s.address == addr) {
+                    Some(view) => {
+                        self.nodes[i].store_id = Some(view.id);
+                        return view.clone();
+                    }
+                    None => ctl::brief(&stores),
+                },
+                Err(e) => e,
+            };
+            let what = format!("{} ({addr}) in the store list", self.nodes[i].name);
+            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}; last seen: {last}");
+            if Instant::now() >= next_report {
+                eprintln!("  ... still waiting for {what} after {:.0?}: {last}", start.elapsed());
+                next_report = Instant::now() + Duration::from_secs(15);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
@@ -250,9 +502,104 @@ impl Drop for Cluster {
     }
 }
 
+/// `base` options with those that `over` names removed, then `over`: an option
+/// is `--flag value`, `--flag=value` or a lone `--flag`.
+pub fn merge_args(base: &[String], over: &[String]) -> Vec<String> {
+    /// (flag name, the tokens of the option)
+    fn options(args: &[String]) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for a in args {
+            match out.last_mut() {
+                // The value of a `--flag value` option.
+                Some((_, tokens)) if !a.starts_with("--") && tokens.len() == 1 && !tokens[0].contains('=') => tokens.push(a.clone()),
+                _ => out.push((a.split('=').next().unwrap_or(a).to_string(), vec![a.clone()])),
+            }
+        }
+        out
+    }
+    let replaced: Vec<String> = options(over).into_iter().map(|(name, _)| name).collect();
+    let mut out: Vec<String> =
+        options(base).into_iter().filter(|(name, _)| !replaced.contains(name)).flat_map(|(_, tokens)| tokens).collect();
+    out.extend(over.iter().cloned());
+    out
+}
+
+/// The value of metric `name` in Prometheus text `text`, summed over the
+/// series whose labels include every `(label, value)` of `labels`; `None` when
+/// no series matches.
+pub fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total: Option<f64> = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((series_name, series_labels, rest)) = split_series(line) else { continue };
+        if series_name != name || !labels.iter().all(|(k, v)| series_labels.iter().any(|(sk, sv)| sk == k && sv == v)) {
+            continue;
+        }
+        let Some(value) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        *total.get_or_insert(0.0) += value;
+    }
+    total
+}
+
+/// A series' labels: (name, value) pairs.
+type Labels = Vec<(String, String)>;
+
+/// `name{a="x",b="y"} 1 [ts]` → (name, labels, "1 [ts]").
+fn split_series(line: &str) -> Option<(&str, Labels, &str)> {
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = &line[..name_end];
+    if !line[name_end..].starts_with('{') {
+        return Some((name, Vec::new(), &line[name_end..]));
+    }
+    let mut labels = Vec::new();
+    let mut chars = line[name_end + 1..].char_indices();
+    let mut key = String::new();
+    loop {
+        let (pos, c) = chars.next()?;
+        match c {
+            '}' => return Some((name, labels, &line[name_end + 1 + pos + 1..])),
+            ',' | ' ' => {}
+            '=' => {
+                if chars.next()?.1 != '"' {
+                    return None;
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next()?.1 {
+                        '"' => break,
+                        '\\' => match chars.next()?.1 {
+                            'n' => value.push('\n'),
+                            other => value.push(other),
+                        },
+                        other => value.push(other),
+                    }
+                }
+                labels.push((std::mem::take(&mut key), value));
+            }
+            other => key.push(other),
+        }
+    }
+}
+
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     tokio::time::timeout(Duration::from_secs(10), http_get_inner(addr, path)).await.expect("status request answered within 10 s")
+}
+
+/// Like [`http_get`], but an error instead of a panic when the node does not
+/// answer within `timeout`.
+pub async fn try_http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        Ok(parse_http(&buf))
+    };
+    tokio::time::timeout(timeout, get).await.map_err(|_| format!("GET http://{addr}{path}: no answer within {timeout:?}"))?
 }
 
 async fn http_get_inner(addr: &str, path: &str) -> (u16, String) {
@@ -261,8 +608,47 @@ async fn http_get_inner(addr: &str, path: &str) -> (u16, String) {
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.expect("send request");
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.expect("read response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_http(&buf)
+}
+
+fn parse_http(buf: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(buf).into_owned();
     let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (code, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_found_by_name_and_labels() {
+        let text = "# HELP shoal_snapshots_total Snapshots\n\
+                    # TYPE shoal_snapshots_total counter\n\
+                    shoal_snapshots_total{event=\"applied\"} 2\n\
+                    shoal_snapshots_total{event=\"sent\"} 5\n\
+                    shoal_snapshot_bytes_total{direction=\"received\",peer=\"a,b}\\\"c\"} 1048576\n\
+                    shoal_snapshot_bytes_total{direction=\"received\",peer=\"d\"} 1\n\
+                    shoal_store_regions 7\n\
+                    shoal_store_regions_other 9\n";
+        assert_eq!(parse_metric(text, "shoal_snapshots_total", &[("event", "applied")]), Some(2.0));
+        assert_eq!(parse_metric(text, "shoal_snapshots_total", &[]), Some(7.0), "summed over series");
+        assert_eq!(parse_metric(text, "shoal_snapshots_total", &[("event", "failed")]), None);
+        assert_eq!(parse_metric(text, "shoal_snapshot_bytes_total", &[("direction", "received")]), Some(1048577.0));
+        assert_eq!(parse_metric(text, "shoal_snapshot_bytes_total", &[("peer", "a,b}\"c")]), Some(1048576.0));
+        assert_eq!(parse_metric(text, "shoal_store_regions", &[]), Some(7.0));
+        assert_eq!(parse_metric(text, "shoal_store", &[]), None);
+    }
+
+    #[test]
+    fn merged_options_replace_those_given_again() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let base = s(&["--region-split-size", "1048576", "--verbose", "--heartbeat-interval-ms=500", "--column-family", "users"]);
+        assert_eq!(
+            merge_args(&base, &s(&["--heartbeat-interval-ms", "200", "--region-split-size=2"])),
+            s(&["--verbose", "--column-family", "users", "--heartbeat-interval-ms", "200", "--region-split-size=2"])
+        );
+        assert_eq!(merge_args(&base, &[]), base);
+    }
 }
