@@ -101,7 +101,13 @@ impl Heartbeat {
                     }
                 })
                 .collect();
-            let req = HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers: vec![] };
+            let req = HeartbeatRequest {
+                store: Some(self.me.clone()),
+                stats: Some(self.stats(reports.len())),
+                regions,
+                interval_ms,
+                idle_peers: vec![],
+            };
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();
