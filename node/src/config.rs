@@ -89,6 +89,12 @@ pub struct NodeArgs {
     /// Replicas placement keeps of every region.
     #[arg(long)]
     pub replication_factor: Option<usize>,
+    /// A store not heard from for this long is DOWN: placement replaces its peers.
+    #[arg(long)]
+    pub max_store_down_time_secs: Option<u64>,
+    /// Most learners placement seeds (by snapshot) on one store at once.
+    #[arg(long)]
+    pub placement_max_snapshots_per_store: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -120,6 +126,8 @@ pub struct NodeConfig {
     pub region_split_keys: u64,
     pub heartbeat_interval_ms: u64,
     pub replication_factor: usize,
+    pub max_store_down_time_secs: u64,
+    pub placement_max_snapshots_per_store: usize,
 }
 
 impl Default for NodeConfig {
@@ -146,6 +154,8 @@ impl Default for NodeConfig {
             region_split_keys: 960_000,
             heartbeat_interval_ms: 1_000,
             replication_factor: 3,
+            max_store_down_time_secs: 1_800,
+            placement_max_snapshots_per_store: 2,
         }
     }
 }
@@ -165,6 +175,7 @@ impl NodeConfig {
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
+        set!(max_store_down_time_secs, placement_max_snapshots_per_store);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -201,6 +212,8 @@ impl NodeConfig {
         in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
         in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
         in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
+        in_range("max-store-down-time-secs", self.max_store_down_time_secs, 1, 30 * 24 * 3600)?;
+        in_range("placement-max-snapshots-per-store", self.placement_max_snapshots_per_store as u64, 1, 64)?;
         let members = self.initial_members()?;
         if !members.iter().any(|m| m.name == self.name) {
             return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
@@ -242,6 +255,17 @@ impl NodeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+
+    pub fn max_store_down_time(&self) -> Duration {
+        Duration::from_secs(self.max_store_down_time_secs)
+    }
+
+    /// How long the meta leader may go without serving a request before it
+    /// counts as having lost (and maybe regained) leadership: several
+    /// heartbeat intervals, since every store heartbeats it.
+    pub fn meta_leader_gap(&self) -> Duration {
+        self.heartbeat_interval().saturating_mul(3).max(Duration::from_secs(5))
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +293,10 @@ mod tests {
         assert_eq!(cfg.column_families[0].options.compression, Compression::Zstd);
         assert_eq!(cfg.max_key_size, 4096);
         assert_eq!(cfg.max_value_size, 8 << 20);
+        assert_eq!((cfg.max_store_down_time_secs, cfg.placement_max_snapshots_per_store), (1800, 2));
+        let cfg = parse(&["--name", "a", "--max-store-down-time-secs", "5", "--placement-max-snapshots-per-store", "4"]).unwrap();
+        assert_eq!((cfg.max_store_down_time(), cfg.placement_max_snapshots_per_store), (Duration::from_secs(5), 4));
+        assert!(parse(&["--name", "a", "--max-store-down-time-secs", "0"]).is_err());
     }
 
     #[test]

@@ -29,10 +29,13 @@ pub struct Metrics {
     pub region_splits: IntCounterVec,
     /// Heartbeats to meta, by outcome.
     pub heartbeats: IntCounterVec,
-    /// Placement orders issued by this store while it led meta, by kind.
+    /// Placement orders issued by this store while it led meta, by kind:
+    /// transfer_leader, add_learner, promote_learner, remove_peer, destroy_peer.
     pub placement_operators: IntCounterVec,
     /// Regions short of replicas, as the meta leader last planned.
     pub under_replicated_regions: IntGauge,
+    /// Stores by shown state (DOWN included), as the meta leader last planned.
+    pub stores: IntGaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -92,6 +95,7 @@ impl Metrics {
                 "shoal_placement_under_replicated_regions",
                 "Regions short of voters, as the meta leader last planned",
             )?,
+            stores: IntGaugeVec::new(Opts::new("shoal_stores", "Stores by state, as the meta leader last planned"), &["state"])?,
             registry,
         };
         m.registry.register(Box::new(m.grpc_requests.clone()))?;
@@ -110,6 +114,7 @@ impl Metrics {
         m.registry.register(Box::new(m.heartbeats.clone()))?;
         m.registry.register(Box::new(m.placement_operators.clone()))?;
         m.registry.register(Box::new(m.under_replicated_regions.clone()))?;
+        m.registry.register(Box::new(m.stores.clone()))?;
         Ok(m)
     }
 
