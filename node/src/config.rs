@@ -105,6 +105,12 @@ pub struct NodeArgs {
     /// Snapshot bytes this store sends per second, all sends together; 0 = unlimited.
     #[arg(long)]
     pub snapshot_max_bytes_per_sec: Option<u64>,
+    /// A store not heard from for this long is DOWN: placement replaces its peers.
+    #[arg(long)]
+    pub max_store_down_time_secs: Option<u64>,
+    /// Most learners placement seeds (by snapshot) on one store at once.
+    #[arg(long)]
+    pub placement_max_snapshots_per_store: Option<usize>,
 }
 
 /// The resolved configuration of a node.
@@ -143,6 +149,8 @@ pub struct NodeConfig {
     pub snapshot_chunk_size: usize,
     /// Snapshot send rate limit in bytes per second; 0 = unlimited.
     pub snapshot_max_bytes_per_sec: u64,
+    pub max_store_down_time_secs: u64,
+    pub placement_max_snapshots_per_store: usize,
 }
 
 impl Default for NodeConfig {
@@ -174,6 +182,8 @@ impl Default for NodeConfig {
             replication_factor: 3,
             snapshot_chunk_size: 1 << 20,
             snapshot_max_bytes_per_sec: 100 << 20,
+            max_store_down_time_secs: 1_800,
+            placement_max_snapshots_per_store: 2,
         }
     }
 }
@@ -195,6 +205,7 @@ impl NodeConfig {
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
         set!(join, raft_log_gc_count_limit, raft_log_gc_size_limit);
         set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
+        set!(max_store_down_time_secs, placement_max_snapshots_per_store);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -231,6 +242,8 @@ impl NodeConfig {
         in_range("region-split-keys", self.region_split_keys, 16, 1 << 40)?;
         in_range("heartbeat-interval-ms", self.heartbeat_interval_ms, 10, 600_000)?;
         in_range("replication-factor", self.replication_factor as u64, 1, 7)?;
+        in_range("max-store-down-time-secs", self.max_store_down_time_secs, 1, 30 * 24 * 3600)?;
+        in_range("placement-max-snapshots-per-store", self.placement_max_snapshots_per_store as u64, 1, 64)?;
         in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
@@ -291,6 +304,17 @@ impl NodeConfig {
     pub fn snap_send(&self) -> crate::server::snapshot::SnapSendConfig {
         crate::server::snapshot::SnapSendConfig { chunk_size: self.snapshot_chunk_size, max_bytes_per_sec: self.snapshot_max_bytes_per_sec }
     }
+
+    pub fn max_store_down_time(&self) -> Duration {
+        Duration::from_secs(self.max_store_down_time_secs)
+    }
+
+    /// How long the meta leader may go without serving a request before it
+    /// counts as having lost (and maybe regained) leadership: several
+    /// heartbeat intervals, since every store heartbeats it.
+    pub fn meta_leader_gap(&self) -> Duration {
+        self.heartbeat_interval().saturating_mul(3).max(Duration::from_secs(5))
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +342,10 @@ mod tests {
         assert_eq!(cfg.column_families[0].options.compression, Compression::Zstd);
         assert_eq!(cfg.max_key_size, 4096);
         assert_eq!(cfg.max_value_size, 8 << 20);
+        assert_eq!((cfg.max_store_down_time_secs, cfg.placement_max_snapshots_per_store), (1800, 2));
+        let cfg = parse(&["--name", "a", "--max-store-down-time-secs", "5", "--placement-max-snapshots-per-store", "4"]).unwrap();
+        assert_eq!((cfg.max_store_down_time(), cfg.placement_max_snapshots_per_store), (Duration::from_secs(5), 4));
+        assert!(parse(&["--name", "a", "--max-store-down-time-secs", "0"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The node's error type. Each variant knows whose fault it is: the client's
-//! (`InvalidArgument`), a routing answer the client acts on (`NotLeader`,
+//! (`InvalidArgument`, `NotFound`, `FailedPrecondition`: the cluster is not in a
+//! state that allows the request, and nothing was changed), a routing answer the client acts on (`NotLeader`,
 //! `RegionNotFound`, `KeyNotInRegion`, `EpochNotMatch`, `ServerIsBusy`), a transient state
 //! (`Unavailable`: nothing was done, retry), an ambiguous write
 //! (`OutcomeUnknown`: it may or may not have been applied), or the system's
@@ -16,6 +17,13 @@ pub enum Error {
     /// The request itself is wrong; retrying it unchanged cannot succeed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The thing the request names (a store, say) does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The cluster's state does not allow the request now (draining below the
+    /// replication factor, removing a store that still holds peers); nothing changed.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// This store's peer is not the region's leader; `leader` is the last known one.
     #[error("region {region_id}: not leader")]
     NotLeader { region_id: u64, leader: Option<Peer> },
@@ -26,10 +34,6 @@ pub enum Error {
     /// The command was proposed under an older region epoch than the region has now.
     #[error("region epoch changed: {0}")]
     EpochNotMatch(String, Vec<Region>),
-    /// The request is valid but the cluster's state forbids it now (removing a
-    /// store that still holds peers, draining below the replication factor).
-    #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
     /// Too many requests wait already; nothing was done, back off and retry.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),

@@ -35,7 +35,8 @@ pub struct Metrics {
     pub region_splits: IntCounterVec,
     /// Heartbeats to meta, by outcome.
     pub heartbeats: IntCounterVec,
-    /// Placement orders issued by this store while it led meta, by kind.
+    /// Placement orders issued by this store while it led meta, by kind:
+    /// transfer_leader, add_learner, promote_learner, remove_peer, destroy_peer.
     pub placement_operators: IntCounterVec,
     /// Regions short of replicas, as the meta leader last planned.
     pub under_replicated_regions: IntGauge,
@@ -45,6 +46,8 @@ pub struct Metrics {
     pub snapshot_bytes: IntCounterVec,
     /// Snapshot durations by stage: `generate`, `send`, `receive`, `apply`.
     pub snapshot_duration: HistogramVec,
+    /// Stores by shown state (DOWN included), as the meta leader last planned.
+    pub stores: IntGaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -119,6 +122,7 @@ impl Metrics {
                     .buckets(prometheus::exponential_buckets(0.001, 2.0, 20)?),
                 &["stage"],
             )?,
+            stores: IntGaugeVec::new(Opts::new("shoal_stores", "Stores by state, as the meta leader last planned"), &["state"])?,
             registry,
         };
         m.registry.register(Box::new(m.grpc_requests.clone()))?;
@@ -142,6 +146,7 @@ impl Metrics {
         m.registry.register(Box::new(m.snapshots.clone()))?;
         m.registry.register(Box::new(m.snapshot_bytes.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
+        m.registry.register(Box::new(m.stores.clone()))?;
         Ok(m)
     }
 

@@ -12,6 +12,7 @@
 //! proposed to it. Stores report the regions they lead by heartbeat; the leader
 //! merges the reports into the directory and answers with [`placement`] orders.
 
+pub mod idle;
 pub mod placement;
 pub mod state;
 

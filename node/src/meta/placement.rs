@@ -1,67 +1,211 @@
-//! Placement: where peers and leaders should be. A pure function of the region
-//! directory and the live stores, run by the meta leader on every heartbeat; its
-//! orders travel back to region leaders in heartbeat responses.
+//! Placement: where peers and leaders should be. A pure function of the stores
+//! (with their effective states), the regions (the meta region included, with
+//! their leaders and pending peers) and the regions ordered recently, run by
+//! the meta leader on every heartbeat; its orders travel back to region leaders
+//! in heartbeat responses.
 //!
-//! Today it balances leaders: while the store with the most leaders has more
-//! than `tolerance` above the one with the fewest, it moves one leader from the
-//! first to the second (a region whose peer on the target is a voter), at most
-//! `max_transfers` per plan, skipping regions moved recently. It also reports
-//! regions that have fewer voters than the replication factor or two peers on one
-//! store; repairing them needs membership changes (learner → snapshot → voter),
-//! which are not built yet.
+//! One plan gives at most one order per region, skips regions in cooling (an
+//! order was made for them and their epoch has not changed since), and, in turn:
+//!
+//! 1. repairs each region ([`repair`]): a learner on a store that is no good
+//!    target any more (draining, down, removed) is removed; a caught-up learner
+//!    is promoted, and if the region would then have more voters than the
+//!    replication factor, the same joint change removes one (on a bad store
+//!    first, else on the most loaded store; never the leader — if only the
+//!    leader could go, leadership moves first); a leader on a draining store
+//!    moves to a voter on a good store; voters on bad stores or missing voters
+//!    get a learner on the best target (UP or JOINING, not holding the region,
+//!    fewest regions, fewer than `max_snapshots_per_store` learners being
+//!    seeded); extra voters are removed;
+//! 2. balances region counts across good stores ([`balance`]), which also seeds
+//!    JOINING stores up to their share;
+//! 3. balances leaders: while the store with the most leaders has more than
+//!    `tolerance` above the one with the fewest, it moves one of its regions'
+//!    leadership to a voter on the other, at most `max_transfers` per plan.
+//!
+//! Repairs and region moves together make at most `max_ops` orders per plan.
+//! New peer ids are not chosen here: an [`Change::AddLearner`] names the store,
+//! and the caller allocates the id. A JOINING store with no learners on it and
+//! nothing more to receive is listed in [`Plan::seeded`].
+//!
+//! A region's voters never drop below the replication factor through these
+//! orders: voters are removed only in the same change that promotes a learner,
+//! or when more than enough good voters remain.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod balance;
+mod model;
+mod repair;
+#[cfg(test)]
+mod sim_tests;
 
-use shoal_proto::{Peer, RegionInfo};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use shoal_proto::{Peer, RegionEpoch, RegionInfo, StoreState};
+
+use model::Model;
+use repair::Action;
 
 #[derive(Clone, Debug)]
 pub struct PlacementConfig {
     pub replication_factor: usize,
-    /// Most leader transfers one plan may order.
+    /// Most leader transfers one plan may order (leader balance).
     pub max_transfers: usize,
-    /// Leader counts may differ by this much before a transfer is worth it.
+    /// Leader (and region) counts may differ by this much before a move is worth it.
     pub tolerance: usize,
+    /// Most repair and region-move orders one plan may make.
+    pub max_ops: usize,
+    /// Most learners being seeded (by snapshot) on one store at once.
+    pub max_snapshots_per_store: usize,
 }
 
 impl Default for PlacementConfig {
     fn default() -> Self {
-        PlacementConfig { replication_factor: 3, max_transfers: 4, tolerance: 1 }
+        PlacementConfig { replication_factor: 3, max_transfers: 4, tolerance: 1, max_ops: 8, max_snapshots_per_store: 2 }
     }
+}
+
+/// What is known of a region ordered recently (and so left alone).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cooldown {
+    /// The store the order adds a learner on, which counts as being seeded
+    /// until the region reports it.
+    pub adds_learner_on: Option<u64>,
+}
+
+/// What one plan looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Cluster<'a> {
+    /// Every store with its effective state (DOWN for one not heard from for
+    /// too long).
+    pub stores: &'a BTreeMap<u64, StoreState>,
+    /// Every region placement manages, the meta region included.
+    pub regions: &'a [RegionInfo],
+    /// Region id → its peers (ids) that are not caught up with the leader.
+    pub pending: &'a HashMap<u64, HashSet<u64>>,
+    /// Regions ordered recently: no new order for them.
+    pub cooling: &'a HashMap<u64, Cooldown>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     pub region_id: u64,
+    pub epoch: RegionEpoch,
     pub from_store: u64,
     pub to: Peer,
+}
+
+/// One membership change; several in one order are applied together (joint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A learner on `store_id`, with a peer id the caller allocates.
+    AddLearner {
+        store_id: u64,
+    },
+    Promote(Peer),
+    Remove(Peer),
+}
+
+/// Membership changes for one region, for its leader (on `leader_store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerOrder {
+    pub region_id: u64,
+    pub epoch: RegionEpoch,
+    pub leader_store: u64,
+    pub changes: Vec<Change>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub transfers: Vec<Transfer>,
+    pub changes: Vec<PeerOrder>,
     /// Regions short of voters on distinct live stores.
     pub under_replicated: Vec<u64>,
+    /// JOINING stores that hold their share: ready to be UP.
+    pub seeded: Vec<u64>,
 }
 
-/// Plans the next moves for `regions` over the live `stores`. Regions in `cooling`
-/// were moved recently and are left alone.
-pub fn plan(stores: &BTreeSet<u64>, regions: &[RegionInfo], cooling: &HashSet<u64>, cfg: &PlacementConfig) -> Plan {
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.transfers.is_empty() && self.changes.is_empty()
+    }
+}
+
+fn region_epoch(info: &RegionInfo) -> RegionEpoch {
+    info.region.as_ref().and_then(|r| r.epoch).unwrap_or_default()
+}
+
+/// Plans the next orders for `cluster`.
+pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
+    let regions = cluster.regions;
+    let directory = Model::new(cluster.stores, regions, cluster.cooling);
+    let mut m = directory.clone();
     let mut out = Plan::default();
-    let mut leaders: BTreeMap<u64, usize> = stores.iter().map(|s| (*s, 0)).collect();
-    for info in regions {
-        let Some(r) = info.region.as_ref() else { continue };
-        let voter_stores: BTreeSet<u64> =
-            r.peers.iter().filter(|p| !p.is_learner && stores.contains(&p.store_id)).map(|p| p.store_id).collect();
+    // Regions (by index) that got an order in this plan or may not get one.
+    let mut skip: HashSet<usize> = HashSet::new();
+    // Stores some order of this plan adds a peer on or promotes one on.
+    let mut touched: HashSet<u64> = HashSet::new();
+    let mut ops = 0;
+
+    for (i, info) in regions.iter().enumerate() {
+        let Some(r) = info.region.as_ref() else {
+            skip.insert(i);
+            continue;
+        };
+        let voter_stores: BTreeSet<u64> = r.peers.iter().filter(|p| !p.is_learner && m.live(p.store_id)).map(|p| p.store_id).collect();
         let voters = r.peers.iter().filter(|p| !p.is_learner).count();
-        if voter_stores.len() < cfg.replication_factor.min(stores.len()) || voter_stores.len() < voters {
+        let live = m.good_stores().count() + m.stores_in(StoreState::Draining).count();
+        if voter_stores.len() < cfg.replication_factor.min(live) || voter_stores.len() < voters {
             out.under_replicated.push(r.id);
         }
-        if let Some(n) = leaders.get_mut(&info.leader_store_id) {
-            *n += 1;
+        if info.leader_store_id == 0 || cluster.cooling.contains_key(&r.id) {
+            skip.insert(i);
+            continue;
+        }
+        if ops >= cfg.max_ops {
+            continue;
+        }
+        let Some(action) = repair::repair(&m, info, cluster.pending.get(&r.id), cfg) else { continue };
+        skip.insert(i);
+        ops += 1;
+        match action {
+            Action::Transfer(to) => {
+                m.move_leader(info.leader_store_id, to.store_id);
+                out.transfers.push(Transfer { region_id: r.id, epoch: region_epoch(info), from_store: info.leader_store_id, to });
+            }
+            Action::Change(changes) => {
+                m.apply(&changes);
+                touched.extend(changes.iter().filter_map(|c| match c {
+                    Change::AddLearner { store_id } => Some(*store_id),
+                    Change::Promote(p) => Some(p.store_id),
+                    Change::Remove(_) => None,
+                }));
+                out.changes.push(PeerOrder { region_id: r.id, epoch: region_epoch(info), leader_store: info.leader_store_id, changes });
+            }
         }
     }
-    let mut moved: HashSet<u64> = HashSet::new();
-    while out.transfers.len() < cfg.max_transfers {
+
+    while ops < cfg.max_ops {
+        let Some(mv) = balance::next_move(&m, regions, &skip, cfg) else { break };
+        let info = &regions[mv.region];
+        let changes = balance::apply(&mut m, mv);
+        skip.insert(mv.region);
+        touched.insert(mv.to);
+        ops += 1;
+        let region_id = info.region.as_ref().map_or(0, |r| r.id);
+        out.changes.push(PeerOrder { region_id, epoch: region_epoch(info), leader_store: info.leader_store_id, changes });
+    }
+
+    balance_leaders(&mut m, regions, &skip, cfg, &mut out);
+    out.seeded = balance::seeded(&m, &directory, &touched, cfg);
+    out
+}
+
+/// Leader balance over good stores, for regions not otherwise ordered.
+fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>, cfg: &PlacementConfig, out: &mut Plan) {
+    let mut leaders: BTreeMap<u64, usize> = m.good_stores().map(|s| (s, m.leader_count(s))).collect();
+    let mut moved: HashSet<usize> = HashSet::new();
+    let mut made = 0;
+    while made < cfg.max_transfers {
         let Some((&hi, &hi_count)) = leaders.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))) else { break };
         // Targets from the fewest leaders up; the first one some region can move to.
         let mut targets: Vec<(u64, usize)> = leaders.iter().filter(|(id, _)| **id != hi).map(|(id, n)| (*id, *n)).collect();
@@ -71,33 +215,41 @@ pub fn plan(stores: &BTreeSet<u64>, regions: &[RegionInfo], cooling: &HashSet<u6
             if hi_count <= lo_count + cfg.tolerance {
                 break;
             }
-            let candidate = regions.iter().find_map(|info| {
+            let candidate = regions.iter().enumerate().find_map(|(i, info)| {
                 let r = info.region.as_ref()?;
-                if info.leader_store_id != hi || cooling.contains(&r.id) || moved.contains(&r.id) {
+                if info.leader_store_id != hi || skip.contains(&i) || moved.contains(&i) {
                     return None;
                 }
                 let to = r.peers.iter().find(|p| p.store_id == lo && !p.is_learner)?;
-                Some(Transfer { region_id: r.id, from_store: hi, to: *to })
+                Some((i, Transfer { region_id: r.id, epoch: region_epoch(info), from_store: hi, to: *to }))
             });
             if let Some(t) = candidate {
                 chosen = Some((lo, t));
                 break;
             }
         }
-        let Some((lo, t)) = chosen else { break };
-        moved.insert(t.region_id);
+        let Some((lo, (i, t))) = chosen else { break };
+        moved.insert(i);
         *leaders.entry(hi).or_default() -= 1;
         *leaders.entry(lo).or_default() += 1;
+        m.move_leader(hi, lo);
         out.transfers.push(t);
+        made += 1;
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use shoal_proto::{Region, RegionEpoch};
+    use shoal_proto::Region;
 
     use super::*;
+
+    /// The plan over `stores`, all UP, nothing pending.
+    fn plan(stores: &BTreeSet<u64>, regions: &[RegionInfo], cooling: &HashSet<u64>, cfg: &PlacementConfig) -> Plan {
+        let stores: BTreeMap<u64, StoreState> = stores.iter().map(|s| (*s, StoreState::Up)).collect();
+        let cooling: HashMap<u64, Cooldown> = cooling.iter().map(|r| (*r, Cooldown::default())).collect();
+        super::plan(&Cluster { stores: &stores, regions, pending: &HashMap::new(), cooling: &cooling }, cfg)
+    }
 
     fn region(id: u64, leader: u64, stores: &[u64]) -> RegionInfo {
         RegionInfo {

@@ -11,13 +11,25 @@
 //! every region it overlaps whose epoch is older (the parent of a split, say); a
 //! report overlapped by a region with a *newer* version is stale and ignored.
 //! A leader reported in an older term never overrides a newer one.
+//!
+//! The meta group's own region ([`META_REGION_ID`]) is reported like any other
+//! but kept apart, in its own slot: its range is the whole key space, so in the
+//! directory it would displace every data region. It is merged by the same epoch
+//! and term rules and stored under the same key layout.
+//!
+//! Store states change only through [`meta_cmd::Cmd::SetStoreState`], a
+//! compare-and-set checked when applied, so an address update or a concurrent
+//! admin call can never undo another's state change. Registration by name
+//! ([`meta_cmd::Cmd::RegisterStore`]) takes its id from the allocator when applied,
+//! so one name never gets two ids.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use prost::Message as _;
-use shoal_proto::{MetaCmd, MetaIdState, RegionEpoch, RegionInfo, StoreMeta, meta_cmd};
+use shoal_proto::{MetaCmd, MetaIdState, RegionEpoch, RegionInfo, SetStoreState, StoreMeta, StoreState, meta_cmd};
 
+use super::META_REGION_ID;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::storage::cf::CF_META;
@@ -32,6 +44,11 @@ pub enum MetaResult {
         first: u64,
         count: u64,
     },
+    /// The store as it is after the command (registered, or its state changed
+    /// or left alone because it was not in an expected state).
+    Store(StoreMeta),
+    /// The command named a store the registry does not have.
+    NoSuchStore(u64),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -41,10 +58,27 @@ pub struct MetaState {
     regions: BTreeMap<u64, RegionInfo>,
     /// Start key → region id, for lookups by key.
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// The meta group's own region, kept out of the directory.
+    meta_region: Option<RegionInfo>,
 }
 
 fn epoch(r: &RegionInfo) -> RegionEpoch {
     r.region.as_ref().and_then(|r| r.epoch).unwrap_or_default()
+}
+
+/// `report` merged over `old` (the same region): `None` if its epoch is older;
+/// a leader from an older term does not replace a newer one.
+fn merge_same(old: &RegionInfo, report: &RegionInfo) -> Option<RegionInfo> {
+    let (old_epoch, new_epoch) = (epoch(old), epoch(report));
+    if new_epoch.version < old_epoch.version || new_epoch.conf_ver < old_epoch.conf_ver {
+        return None;
+    }
+    let mut merged = report.clone();
+    if report.leader_term < old.leader_term {
+        merged.leader_store_id = old.leader_store_id;
+        merged.leader_term = old.leader_term;
+    }
+    Some(merged)
 }
 
 fn corrupt(what: &str, e: prost::DecodeError) -> Error {
@@ -86,7 +120,11 @@ impl MetaState {
         let (start, end) = keys::meta_region_range();
         engine.for_each(CF_META, &start, &end, |_, v| match RegionInfo::decode(v) {
             Ok(r) => {
-                state.insert_region(r);
+                if r.region.as_ref().is_some_and(|r| r.id == META_REGION_ID) {
+                    state.meta_region = Some(r);
+                } else {
+                    state.insert_region(r);
+                }
                 true
             }
             Err(e) => {
@@ -122,36 +160,73 @@ impl MetaState {
                 Ok(MetaResult::Done)
             }
             Some(meta_cmd::Cmd::PutStore(store)) => {
-                wb.put(CF_META, &keys::meta_store_key(store.id), &store.encode_to_vec())?;
-                self.next_id = self.next_id.max(store.id + 1);
-                self.stores.insert(store.id, store.clone());
+                let mut store = store.clone();
+                if let Some(known) = self.stores.get(&store.id) {
+                    store.state = known.state;
+                }
+                self.put_store(store, wb)?;
                 Ok(MetaResult::Done)
+            }
+            Some(meta_cmd::Cmd::RegisterStore(req)) => {
+                if let Some(known) = self.store_by_name(&req.name).cloned() {
+                    let updated = StoreMeta { address: req.address.clone(), ..known };
+                    self.put_store(updated.clone(), wb)?;
+                    return Ok(MetaResult::Store(updated));
+                }
+                let store =
+                    StoreMeta { id: self.next_id, name: req.name.clone(), address: req.address.clone(), state: StoreState::Pending as i32 };
+                self.put_store(store.clone(), wb)?;
+                wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;
+                Ok(MetaResult::Store(store))
+            }
+            Some(meta_cmd::Cmd::SetStoreState(SetStoreState { store_id, from, to })) => {
+                let Some(known) = self.stores.get(store_id).cloned() else { return Ok(MetaResult::NoSuchStore(*store_id)) };
+                if !from.contains(&known.state) {
+                    return Ok(MetaResult::Store(known));
+                }
+                let updated = StoreMeta { state: *to, ..known };
+                self.put_store(updated.clone(), wb)?;
+                Ok(MetaResult::Store(updated))
             }
             None => Ok(MetaResult::Done),
         }
     }
 
-    /// Merges one region report into the directory. Returns what changed: region
-    /// id → its new entry, or `None` for a region dropped from the directory.
+    fn put_store(&mut self, store: StoreMeta, wb: &mut WriteBatch<'_>) -> Result<()> {
+        wb.put(CF_META, &keys::meta_store_key(store.id), &store.encode_to_vec())?;
+        self.next_id = self.next_id.max(store.id + 1);
+        self.stores.insert(store.id, store);
+        Ok(())
+    }
+
+    /// Merges one region report into the directory (or the meta slot). Returns
+    /// what changed: region id → its new entry, or `None` for a region dropped.
     fn merge_region(&mut self, report: &RegionInfo) -> Vec<(u64, Option<RegionInfo>)> {
         let Some(region) = report.region.as_ref() else { return vec![] };
+        if region.id == META_REGION_ID {
+            let merged = match self.meta_region.as_ref() {
+                Some(old) => match merge_same(old, report) {
+                    Some(m) => m,
+                    None => return vec![],
+                },
+                None => report.clone(),
+            };
+            self.meta_region = Some(merged.clone());
+            return vec![(region.id, Some(merged))];
+        }
         let new_epoch = epoch(report);
         let overlapping = self.overlapping(&region.start_key, &region.end_key);
         // A region we know with a newer version covers part of this range: stale.
         if overlapping.iter().any(|id| *id != region.id && self.regions.get(id).is_some_and(|r| epoch(r).version > new_epoch.version)) {
             return vec![];
         }
-        let mut merged = report.clone();
-        if let Some(old) = self.regions.get(&region.id) {
-            let old_epoch = epoch(old);
-            if new_epoch.version < old_epoch.version || new_epoch.conf_ver < old_epoch.conf_ver {
-                return vec![];
-            }
-            if report.leader_term < old.leader_term {
-                merged.leader_store_id = old.leader_store_id;
-                merged.leader_term = old.leader_term;
-            }
-        }
+        let merged = match self.regions.get(&region.id) {
+            Some(old) => match merge_same(old, report) {
+                Some(m) => m,
+                None => return vec![],
+            },
+            None => report.clone(),
+        };
         let mut changes = Vec::new();
         for id in overlapping {
             if id != region.id {
@@ -223,8 +298,23 @@ impl MetaState {
         self.regions.values()
     }
 
+    /// A data region of the directory, or the meta group's region.
     pub fn region(&self, id: u64) -> Option<&RegionInfo> {
-        self.regions.get(&id)
+        if id == META_REGION_ID { self.meta_region.as_ref() } else { self.regions.get(&id) }
+    }
+
+    /// The meta group's own region, once its leader has reported it.
+    pub fn meta_region(&self) -> Option<&RegionInfo> {
+        self.meta_region.as_ref()
+    }
+
+    /// Every region placement manages: the data regions and the meta region.
+    pub fn all_regions(&self) -> impl Iterator<Item = &RegionInfo> {
+        self.meta_region.iter().chain(self.regions.values())
+    }
+
+    pub fn store_by_name(&self, name: &str) -> Option<&StoreMeta> {
+        self.stores.values().find(|s| s.name == name)
     }
 
     pub fn stores(&self) -> impl Iterator<Item = &StoreMeta> {
@@ -352,5 +442,79 @@ mod tests {
         assert_eq!(got, vec![2, 3], "[d,k) overlaps [c,f) and [f,k) only");
         assert_eq!(state.scan_regions(b"", b"", 2).len(), 2);
         assert_eq!(state.region_by_key(b"zzz").unwrap().region.as_ref().unwrap().id, 4);
+    }
+
+    fn cmd(c: meta_cmd::Cmd) -> MetaCmd {
+        MetaCmd { cmd: Some(c) }
+    }
+
+    #[test]
+    fn the_meta_region_has_its_own_slot_and_never_displaces_data_regions() {
+        let (_dir, engine) = setup();
+        let mut state = MetaState::default();
+        let mut wb = engine.batch();
+        state.apply(&put(vec![info(2, "", "m", 2, 1, 5), info(7, "m", "", 2, 1, 5)]), &mut wb).unwrap();
+        let mut meta = info(META_REGION_ID, "", "", 0, 1, 5);
+        meta.region.as_mut().unwrap().epoch = Some(RegionEpoch { conf_ver: 3, version: 0 });
+        state.apply(&put(vec![meta.clone()]), &mut wb).unwrap();
+        assert_eq!(ids(&state), vec![2, 7], "the directory is untouched");
+        assert_eq!(state.region(META_REGION_ID).unwrap().leader_store_id, 1);
+        assert_eq!(state.all_regions().count(), 3);
+        // An older conf_ver is ignored; a newer term moves the leader.
+        let mut old = meta.clone();
+        old.region.as_mut().unwrap().epoch = Some(RegionEpoch { conf_ver: 2, version: 0 });
+        old.leader_store_id = 9;
+        old.leader_term = 50;
+        state.apply(&put(vec![old]), &mut wb).unwrap();
+        assert_eq!(state.meta_region().unwrap().leader_store_id, 1);
+        meta.leader_store_id = 2;
+        meta.leader_term = 6;
+        state.apply(&put(vec![meta]), &mut wb).unwrap();
+        engine.write(wb, true).unwrap();
+        let reloaded = MetaState::load(&engine).unwrap();
+        assert_eq!(ids(&reloaded), vec![2, 7]);
+        assert_eq!(reloaded.meta_region().unwrap().leader_store_id, 2);
+        assert_eq!(reloaded.region_by_key(b"a").unwrap().region.as_ref().unwrap().id, 2);
+    }
+
+    #[test]
+    fn registration_by_name_and_state_changes_as_compare_and_set() {
+        let (_dir, engine) = setup();
+        let mut wb = engine.batch();
+        let up = StoreMeta { id: 1, name: "n1".into(), address: "a1".into(), state: StoreState::Up as i32 };
+        MetaState::write_initial(&mut wb, std::slice::from_ref(&up), &[], 10).unwrap();
+        engine.write(wb, true).unwrap();
+        let mut state = MetaState::load(&engine).unwrap();
+        let mut wb = engine.batch();
+        let reg = |name: &str, addr: &str| {
+            cmd(meta_cmd::Cmd::RegisterStore(StoreMeta { name: name.into(), address: addr.into(), ..Default::default() }))
+        };
+        let MetaResult::Store(s4) = state.apply(&reg("n4", "a4"), &mut wb).unwrap() else { panic!() };
+        assert_eq!((s4.id, s4.state), (10, StoreState::Pending as i32));
+        // The same name again: the same id and state, the new address.
+        let MetaResult::Store(again) = state.apply(&reg("n4", "b4"), &mut wb).unwrap() else { panic!() };
+        assert_eq!((again.id, again.state, again.address.as_str()), (10, StoreState::Pending as i32, "b4"));
+        let set = |id, from: &[StoreState], to: StoreState| {
+            cmd(meta_cmd::Cmd::SetStoreState(SetStoreState { store_id: id, from: from.iter().map(|s| *s as i32).collect(), to: to as i32 }))
+        };
+        let MetaResult::Store(j) = state.apply(&set(10, &[StoreState::Pending], StoreState::Joining), &mut wb).unwrap() else { panic!() };
+        assert_eq!(j.state, StoreState::Joining as i32);
+        // Not in an expected state: left alone.
+        let MetaResult::Store(j) = state.apply(&set(10, &[StoreState::Draining], StoreState::Up), &mut wb).unwrap() else { panic!() };
+        assert_eq!(j.state, StoreState::Joining as i32);
+        assert_eq!(state.apply(&set(77, &[StoreState::Up], StoreState::Draining), &mut wb).unwrap(), MetaResult::NoSuchStore(77));
+        // An address update keeps the state.
+        state.apply(&cmd(meta_cmd::Cmd::PutStore(StoreMeta { state: StoreState::Up as i32, address: "c4".into(), ..j })), &mut wb).unwrap();
+        assert_eq!(state.store(10).unwrap().state, StoreState::Joining as i32);
+        engine.write(wb, true).unwrap();
+        let mut reloaded = MetaState::load(&engine).unwrap();
+        assert_eq!(reloaded.store(10).unwrap().address, "c4");
+        let mut wb = engine.batch();
+        let alloc = cmd(meta_cmd::Cmd::AllocIds(1));
+        assert_eq!(
+            reloaded.apply(&alloc, &mut wb).unwrap(),
+            MetaResult::Ids { first: 11, count: 1 },
+            "the store id is never handed out again"
+        );
     }
 }

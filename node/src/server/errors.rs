@@ -22,6 +22,7 @@ pub enum Reply {
 pub fn label(err: &Error) -> &'static str {
     match err {
         Error::InvalidArgument(_) => "InvalidArgument",
+        Error::NotFound(_) => "NotFound",
         Error::FailedPrecondition(_) => "FailedPrecondition",
         Error::NotLeader { .. } => "NotLeader",
         Error::RegionNotFound(_) => "RegionNotFound",
@@ -54,6 +55,7 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
         }
         Error::ServerIsBusy(reason) => region(RegionError { message, server_is_busy: Some(ServerIsBusy { reason }), ..Default::default() }),
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
+        Error::NotFound(_) => Reply::Status(Status::new(Code::NotFound, message)),
         Error::FailedPrecondition(_) => Reply::Status(Status::new(Code::FailedPrecondition, message)),
         // UNAVAILABLE promises that nothing was applied, so a client may retry.
         Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),

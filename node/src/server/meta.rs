@@ -12,44 +12,42 @@
 //! in the directory (a new epoch, a new leader or term) is proposed as one
 //! `PutRegions` command; sizes and write rates are kept in the leader's memory
 //! ([`LeaderView`]) and rebuilt from heartbeats after a meta leader change.
-//! The response carries [`placement`] orders for regions the reporting store
-//! leads.
+//! The meta region (region 1) is reported too and kept in its own slot. The
+//! response carries [`placement`] orders for regions the reporting store leads
+//! (ids for new learners come from the allocator), `DestroyPeer` orders for
+//! its idle peers that their region has left behind ([`crate::meta::idle`]),
+//! and every store that is not tombstoned. A JOINING store that placement has
+//! finished seeding is made UP. A tombstoned store's heartbeat is refused.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::meta_server::Meta;
 use shoal_proto::{
-    AllocIdRequest, AllocIdResponse, GetRegionByKeyRequest, GetRegionByKeyResponse, GetStoreRequest, GetStoreResponse, HeartbeatRequest,
-    HeartbeatResponse, ListStoresRequest, ListStoresResponse, MetaCmd, MetaHeader, MetaRegions, Operator, RegionInfo, ScanRegionsRequest,
-    ScanRegionsResponse, StoreDetail, StoreMeta, StoreState, StoreStats, TransferLeader, meta_cmd, operator,
+    AllocIdRequest, AllocIdResponse, ChangePeers, DestroyPeer, GetRegionByKeyRequest, GetRegionByKeyResponse, GetStoreRequest,
+    GetStoreResponse, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, ListStoresResponse, MetaCmd, MetaHeader, MetaRegions,
+    Operator, PeerChange, PeerChangeType, RegionInfo, ScanRegionsRequest, ScanRegionsResponse, SetStoreState, StoreDetail, StoreMeta,
+    StoreState, TransferLeader, meta_cmd, operator,
 };
 use tonic::{Request, Response, Status};
 
 use super::errors::{Reply, serve_request};
+pub use super::leader_view::LeaderView;
 use super::registry::StoreRegistry;
 use crate::error::{Error, Result};
-use crate::meta::placement::{self, PlacementConfig};
+use crate::meta::idle::stale_peers;
+use crate::meta::placement::{self, Change, Cluster, Cooldown, PlacementConfig};
 use crate::meta::state::{MetaResult, MetaState};
 use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::metrics::Metrics;
 use crate::raftstore::peer::CmdResult;
 use crate::raftstore::store_loop::StoreHandle;
 
-/// How long a region that was just ordered to move is left alone.
-const COOLDOWN: Duration = Duration::from_secs(10);
-
-/// What the meta leader knows from heartbeats and keeps only in memory.
-#[derive(Default)]
-pub struct LeaderView {
-    stores: HashMap<u64, StoreStats>,
-    /// Region id → (approximate size, approximate keys, written bytes per second).
-    regions: HashMap<u64, (u64, u64, u64)>,
-    /// Regions ordered to move, and when.
-    cooling: HashMap<u64, Instant>,
-}
+/// Every state a store can be shown in, for the `shoal_stores{state}` gauge.
+const STATES: [StoreState; 6] =
+    [StoreState::Up, StoreState::Pending, StoreState::Joining, StoreState::Draining, StoreState::Tombstone, StoreState::Down];
 
 #[derive(Clone)]
 pub struct MetaService {
@@ -60,29 +58,40 @@ pub struct MetaService {
     pub metrics: Arc<Metrics>,
     pub timeout: Duration,
     pub placement: PlacementConfig,
+    /// A store not heard from for longer than this is DOWN: its peers are replaced.
+    pub max_store_down_time: Duration,
     pub view: Arc<Mutex<LeaderView>>,
 }
 
 /// A response type with a `MetaHeader`.
-trait WithHeader: Default {
+pub(super) trait WithHeader: Default {
     fn set_header(&mut self, header: MetaHeader);
 }
 
 macro_rules! with_header {
     ($($t:ty),*) => {$(
-        impl WithHeader for $t {
-            fn set_header(&mut self, header: MetaHeader) { self.header = Some(header); }
+        impl $crate::server::meta::WithHeader for $t {
+            fn set_header(&mut self, header: shoal_proto::MetaHeader) { self.header = Some(header); }
         }
     )*};
 }
+pub(super) use with_header;
 with_header!(GetRegionByKeyResponse, ScanRegionsResponse, GetStoreResponse, ListStoresResponse, AllocIdResponse, HeartbeatResponse);
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+pub(super) fn stored_state(s: &StoreMeta) -> StoreState {
+    StoreState::try_from(s.state).unwrap_or(StoreState::Unknown)
+}
+
+fn peer_change(change_type: PeerChangeType, peer: shoal_proto::Peer) -> PeerChange {
+    PeerChange { change_type: change_type as i32, peer: Some(peer) }
+}
+
 impl MetaService {
-    async fn serve<T: WithHeader>(&self, method: &str, work: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
+    pub(super) async fn serve<T: WithHeader>(&self, method: &str, work: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
         match serve_request(&self.metrics, &self.registry, method, self.timeout, "meta did not answer", work).await {
             Ok(v) => Ok(Response::new(v)),
             Err(Reply::Region(region_error)) => {
@@ -95,44 +104,69 @@ impl MetaService {
     }
 
     /// Waits until this store's meta peer may answer as leader; returns the state.
-    async fn leader_state(&self) -> Result<&SharedMeta> {
+    pub(super) async fn leader_state(&self) -> Result<&SharedMeta> {
         let meta = self.meta.as_ref().ok_or_else(|| Error::Unavailable("this store holds no meta peer".into()))?;
         self.store.read_region(META_REGION_ID).await?;
+        self.view().served(Instant::now());
         Ok(meta)
     }
 
-    fn read<T>(meta: &SharedMeta, f: impl FnOnce(&MetaState) -> T) -> T {
+    pub(super) fn read<T>(meta: &SharedMeta, f: impl FnOnce(&MetaState) -> T) -> T {
         f(&meta.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn view(&self) -> std::sync::MutexGuard<'_, LeaderView> {
+    pub(super) fn view(&self) -> std::sync::MutexGuard<'_, LeaderView> {
         self.view.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `info` with the sizes and rate the leader heard by heartbeat.
-    fn with_stats(&self, mut info: RegionInfo) -> RegionInfo {
+    pub(super) fn with_stats(&self, mut info: RegionInfo) -> RegionInfo {
         let id = info.region.as_ref().map_or(0, |r| r.id);
-        if let Some((size, keys, rate)) = self.view().regions.get(&id) {
-            info.approximate_size = *size;
-            info.approximate_keys = *keys;
-            info.written_bytes_per_sec = *rate;
+        if let Some((size, keys, rate)) = self.view().region_sizes(id) {
+            info.approximate_size = size;
+            info.approximate_keys = keys;
+            info.written_bytes_per_sec = rate;
         }
         info
     }
 
+    /// The state to show for `store`: the stored one, or DOWN.
+    pub(super) fn shown_state(&self, store: &StoreMeta) -> StoreState {
+        self.view().state(store.id, stored_state(store), Instant::now(), self.max_store_down_time)
+    }
+
+    /// A store with its shown state and stats; counts are of data regions (from
+    /// the directory, which survives a meta leader change).
     fn detail(&self, state: &MetaState, store: &StoreMeta) -> StoreDetail {
-        let mut stats = self.view().stores.get(&store.id).cloned().unwrap_or_default();
-        // Counts from the directory, which survives a meta leader change.
+        let mut stats = self.view().stats(store.id).unwrap_or_default();
         stats.region_count =
             state.regions().filter(|r| r.region.as_ref().is_some_and(|r| r.peers.iter().any(|p| p.store_id == store.id))).count() as u64;
         stats.leader_count = state.regions().filter(|r| r.leader_store_id == store.id).count() as u64;
-        StoreDetail { store: Some(store.clone()), stats: Some(stats) }
+        let shown = StoreMeta { state: self.shown_state(store) as i32, ..store.clone() };
+        StoreDetail { store: Some(shown), stats: Some(stats) }
     }
 
-    async fn propose(&self, cmd: meta_cmd::Cmd) -> Result<MetaResult> {
+    pub(super) async fn propose(&self, cmd: meta_cmd::Cmd) -> Result<MetaResult> {
         match self.store.meta(MetaCmd { cmd: Some(cmd) }).await? {
             CmdResult::Meta(r) => Ok(r),
             other => Err(Error::Internal(format!("meta command answered with {other:?}"))),
+        }
+    }
+
+    /// Moves store `id` to `to` if it is in one of `from`; returns the store after.
+    pub(super) async fn set_state(&self, id: u64, from: &[StoreState], to: StoreState) -> Result<StoreMeta> {
+        let cmd = SetStoreState { store_id: id, from: from.iter().map(|s| *s as i32).collect(), to: to as i32 };
+        match self.propose(meta_cmd::Cmd::SetStoreState(cmd)).await? {
+            MetaResult::Store(s) => Ok(s),
+            MetaResult::NoSuchStore(id) => Err(Error::NotFound(format!("no store {id}"))),
+            other => Err(Error::Internal(format!("store state change answered with {other:?}"))),
+        }
+    }
+
+    pub(super) async fn alloc_ids(&self, count: u32) -> Result<u64> {
+        match self.propose(meta_cmd::Cmd::AllocIds(count)).await? {
+            MetaResult::Ids { first, .. } => Ok(first),
+            other => Err(Error::Internal(format!("alloc answered with {other:?}"))),
         }
     }
 
@@ -187,26 +221,33 @@ impl MetaService {
             return Err(Error::InvalidArgument("a heartbeat names its store".into()));
         };
         let meta = self.leader_state().await?;
+        let known = Self::read(meta, |st| st.store(me.id).cloned());
+        if known.as_ref().is_some_and(|k| k.state == StoreState::Tombstone as i32) {
+            return Err(Error::FailedPrecondition(format!("store {} is tombstoned", me.id)));
+        }
         let interval_ms = req.interval_ms.max(1);
         {
             let mut view = self.view();
             let mut stats = req.stats.unwrap_or_default();
             stats.last_heartbeat_ms = now_ms();
-            view.stores.insert(me.id, stats);
+            view.heard(me.id, stats, Instant::now());
             for r in &req.regions {
                 if let Some(region) = &r.region {
                     let rate = r.written_bytes.saturating_mul(1000) / interval_ms;
-                    view.regions.insert(region.id, (r.approximate_size, r.approximate_keys, rate));
+                    view.region_report(
+                        region.id,
+                        (r.approximate_size, r.approximate_keys, rate),
+                        r.pending_peers.iter().copied().collect(),
+                    );
                 }
             }
         }
         // Registry: a new address (a rescheduled pod) or a store meta never saw.
-        let known = Self::read(meta, |st| st.store(me.id).cloned());
         if known.as_ref().is_none_or(|k| k.address != me.address) {
             let state = known.map_or(StoreState::Up as i32, |k| k.state);
             self.propose(meta_cmd::Cmd::PutStore(StoreMeta { state, ..me.clone() })).await?;
         }
-        // Directory: only what changed goes through Raft.
+        // Directory (and the meta slot): only what changed goes through Raft.
         let changed: Vec<RegionInfo> = Self::read(meta, |st| {
             req.regions
                 .iter()
@@ -229,33 +270,116 @@ impl MetaService {
         if !changed.is_empty() {
             self.propose(meta_cmd::Cmd::PutRegions(MetaRegions { regions: changed })).await?;
         }
-        Ok(HeartbeatResponse { header: None, operators: self.plan_for(meta, me.id), stores: vec![] })
+        let mut operators = self.plan_for(meta, me.id).await?;
+        let (destroy, stores) = Self::read(meta, |st| {
+            let destroy = stale_peers(&req.idle_peers, |id| st.region(id).and_then(|r| r.region.as_ref()));
+            let stores: Vec<StoreMeta> = st.stores().filter(|s| s.state != StoreState::Tombstone as i32).cloned().collect();
+            (destroy, stores)
+        });
+        for d in destroy {
+            self.metrics.placement_operators.with_label_values(&["destroy_peer"]).inc();
+            operators.push(Operator {
+                region_id: d.region_id,
+                epoch: Some(d.epoch),
+                kind: Some(operator::Kind::DestroyPeer(DestroyPeer { peer_id: d.peer_id })),
+            });
+        }
+        Ok(HeartbeatResponse { header: None, operators, stores })
     }
 
-    /// Placement orders for the regions store `store_id` leads, rate-limited.
-    fn plan_for(&self, meta: &SharedMeta, store_id: u64) -> Vec<Operator> {
-        let (stores, regions) = Self::read(meta, |st| {
-            let up: BTreeSet<u64> = st.stores().filter(|s| s.state == StoreState::Up as i32).map(|s| s.id).collect();
-            (up, st.regions().cloned().collect::<Vec<_>>())
-        });
-        let mut view = self.view();
-        view.cooling.retain(|_, at| at.elapsed() < COOLDOWN);
-        let cooling: HashSet<u64> = view.cooling.keys().copied().collect();
-        let plan = placement::plan(&stores, &regions, &cooling, &self.placement);
+    /// Runs placement; returns the orders for the regions store `store_id`
+    /// leads (new learners get ids from the allocator) and makes seeded
+    /// JOINING stores UP.
+    async fn plan_for(&self, meta: &SharedMeta, store_id: u64) -> Result<Vec<Operator>> {
+        let (stored, regions) =
+            Self::read(meta, |st| (st.stores().cloned().collect::<Vec<_>>(), st.all_regions().cloned().collect::<Vec<_>>()));
+        let now = Instant::now();
+        let (plan, mine_changes, mine_transfers) = {
+            let mut view = self.view();
+            let stores: BTreeMap<u64, StoreState> =
+                stored.iter().map(|s| (s.id, view.state(s.id, stored_state(s), now, self.max_store_down_time))).collect();
+            for state in STATES {
+                let n = stores.values().filter(|s| **s == state).count();
+                self.metrics.stores.with_label_values(&[state_label(state)]).set(n as i64);
+            }
+            let epoch_of = |id: u64| regions.iter().find_map(|r| r.region.as_ref().filter(|r| r.id == id).and_then(|r| r.epoch));
+            let cooling = view.cooling(now, epoch_of);
+            let cluster = Cluster { stores: &stores, regions: &regions, pending: view.pending(), cooling: &cooling };
+            let plan = placement::plan(&cluster, &self.placement);
+            let changes: Vec<_> = plan.changes.iter().filter(|c| c.leader_store == store_id).cloned().collect();
+            let transfers: Vec<_> = plan.transfers.iter().filter(|t| t.from_store == store_id).cloned().collect();
+            // Cool before the ids are allocated, so that a concurrent plan does
+            // not order the same region or overfill a store with learners.
+            for c in &changes {
+                let adds_learner_on = c.changes.iter().find_map(|ch| match ch {
+                    Change::AddLearner { store_id } => Some(*store_id),
+                    _ => None,
+                });
+                view.cool(c.region_id, c.epoch, Cooldown { adds_learner_on }, now);
+            }
+            for t in &transfers {
+                view.cool(t.region_id, t.epoch, Cooldown::default(), now);
+            }
+            (plan, changes, transfers)
+        };
         self.metrics.under_replicated_regions.set(plan.under_replicated.len() as i64);
+        for id in &plan.seeded {
+            let s = self.set_state(*id, &[StoreState::Joining], StoreState::Up).await?;
+            tracing::info!(store = id, state = ?stored_state(&s), "joining store seeded");
+        }
+
         let mut ops = Vec::new();
-        for t in plan.transfers.into_iter().filter(|t| t.from_store == store_id) {
-            let epoch = regions.iter().find_map(|r| r.region.as_ref().filter(|r| r.id == t.region_id).and_then(|r| r.epoch));
-            view.cooling.insert(t.region_id, Instant::now());
+        for t in mine_transfers {
             self.metrics.placement_operators.with_label_values(&["transfer_leader"]).inc();
             ops.push(Operator {
                 region_id: t.region_id,
-                epoch,
+                epoch: Some(t.epoch),
                 kind: Some(operator::Kind::TransferLeader(TransferLeader { to: Some(t.to) })),
             });
         }
-        ops
+        let adds = mine_changes.iter().flat_map(|c| &c.changes).filter(|c| matches!(c, Change::AddLearner { .. })).count();
+        let mut next_id = if adds > 0 { self.alloc_ids(adds as u32).await? } else { 0 };
+        for order in mine_changes {
+            let mut changes = Vec::new();
+            for c in order.changes {
+                let (kind, label, peer) = match c {
+                    Change::AddLearner { store_id } => {
+                        next_id += 1;
+                        let peer = shoal_proto::Peer { id: next_id - 1, store_id, is_learner: true };
+                        (PeerChangeType::AddLearner, "add_learner", peer)
+                    }
+                    Change::Promote(p) => (PeerChangeType::PromoteLearner, "promote_learner", p),
+                    Change::Remove(p) => (PeerChangeType::RemovePeer, "remove_peer", p),
+                };
+                self.metrics.placement_operators.with_label_values(&[label]).inc();
+                changes.push(peer_change(kind, peer));
+            }
+            ops.push(Operator {
+                region_id: order.region_id,
+                epoch: Some(order.epoch),
+                kind: Some(operator::Kind::ChangePeers(ChangePeers { changes })),
+            });
+        }
+        Ok(ops)
     }
+}
+
+/// The lowercase name of a store state (metrics, CLI).
+pub fn state_label(s: StoreState) -> &'static str {
+    match s {
+        StoreState::Up => "up",
+        StoreState::Pending => "pending",
+        StoreState::Joining => "joining",
+        StoreState::Draining => "draining",
+        StoreState::Tombstone => "tombstone",
+        StoreState::Down => "down",
+        StoreState::Unknown => "unknown",
+    }
+}
+
+/// Regions (by id) whose peers include store `store_id`, among `regions`.
+pub(super) fn holding(regions: &[RegionInfo], store_id: u64) -> HashSet<u64> {
+    regions.iter().filter_map(|r| r.region.as_ref()).filter(|r| r.peers.iter().any(|p| p.store_id == store_id)).map(|r| r.id).collect()
 }
 
 #[tonic::async_trait]

@@ -5,7 +5,8 @@
 //! ([`crate::raftstore::bootstrap`]) — or, for an empty store started with
 //! `--join`, register with the cluster ([`join`]) and start holding nothing; load the [`Store`] and start its loop; start
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
-//! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]) and `Status`
+//! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]), `Admin`
+//! ([`admin::AdminService`], sharing Meta's state) and `Status`
 //! ([`status::StatusService`]) on the listen address, and [`http::StatusHttp`]
 //! on the status address; start the [`heartbeat::Heartbeat`] task, which reports
 //! to meta, splits regions and carries out placement orders.
@@ -13,11 +14,13 @@
 //! Shutdown (SIGTERM): stop accepting requests, let in-flight ones finish, stop
 //! the store loop (which fails what still waits and flushes the WAL), return.
 
+pub mod admin;
 pub mod errors;
 pub mod heartbeat;
 pub mod http;
 pub mod join;
 pub mod kv;
+pub mod leader_view;
 pub mod meta;
 pub mod meta_client;
 pub mod registry;
@@ -29,6 +32,7 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
+use shoal_proto::admin_server::AdminServer;
 use shoal_proto::kv_server::KvServer;
 use shoal_proto::meta_server::MetaServer;
 use shoal_proto::raft_server::RaftServer;
@@ -131,9 +135,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         registry: registry.clone(),
         metrics: metrics.clone(),
         timeout: cfg.request_timeout(),
-        placement: PlacementConfig { replication_factor: cfg.replication_factor, ..PlacementConfig::default() },
-        view: Default::default(),
+        placement: PlacementConfig {
+            replication_factor: cfg.replication_factor,
+            max_snapshots_per_store: cfg.placement_max_snapshots_per_store,
+            ..PlacementConfig::default()
+        },
+        max_store_down_time: cfg.max_store_down_time(),
+        view: Arc::new(std::sync::Mutex::new(leader_view::LeaderView::new(cfg.meta_leader_gap()))),
     };
+    let admin = admin::AdminService { meta: meta.clone(), cluster_id: ident.cluster_id, lock: Default::default() };
     let heartbeat = tokio::spawn(
         heartbeat::Heartbeat {
             store: handle.clone(),
@@ -174,6 +184,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
         .add_service(MetaServer::new(meta))
+        .add_service(AdminServer::new(admin))
         .add_service(StatusServer::new(status))
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop)
         .await;

@@ -1,0 +1,85 @@
+//! Region-count balance: while a good store (UP or JOINING) holds more than
+//! `tolerance` regions above the least loaded good one, a region of the first
+//! gets a learner on the second; its promotion later removes the extra voter
+//! from the most loaded store (see `repair`). This is also how a JOINING store
+//! is seeded, a few learners at a time (`max_snapshots_per_store`).
+
+use std::collections::HashSet;
+
+use shoal_proto::{RegionInfo, StoreState};
+
+use super::model::Model;
+use super::{Change, PlacementConfig};
+
+/// One move the balance found: a learner for `region` on store `to`, to take
+/// the place of a peer on store `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Move {
+    pub region: usize,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// The next move, or `None` when balanced (or nothing movable). `skip` holds
+/// regions (by index) that may not be ordered now.
+pub(super) fn next_move(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>, cfg: &PlacementConfig) -> Option<Move> {
+    let mut high: Vec<u64> = m.good_stores().collect();
+    high.sort_by_key(|s| (std::cmp::Reverse(m.count(*s)), *s));
+    let mut low: Vec<u64> = m.good_stores().filter(|s| m.seeding(*s) < cfg.max_snapshots_per_store).collect();
+    low.sort_by_key(|s| (m.count(*s), *s));
+    for &from in &high {
+        for &to in &low {
+            if m.count(from) <= m.count(to) + cfg.tolerance {
+                break;
+            }
+            if let Some(region) = movable(m, regions, skip, from, to, cfg) {
+                return Some(Move { region, from, to });
+            }
+        }
+    }
+    None
+}
+
+/// A healthy region on `from` and not on `to` (one `from` does not lead first,
+/// so that the later removal needs no leader transfer).
+fn movable(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>, from: u64, to: u64, cfg: &PlacementConfig) -> Option<usize> {
+    let candidates = regions.iter().enumerate().filter(|(i, info)| {
+        let Some(r) = info.region.as_ref() else { return false };
+        !skip.contains(i)
+            && info.leader_store_id != 0
+            && r.peers.iter().any(|p| p.store_id == from)
+            && !r.peers.iter().any(|p| p.store_id == to)
+            && r.peers.iter().all(|p| !p.is_learner && m.good(p.store_id))
+            && r.peers.len() == cfg.replication_factor
+    });
+    let mut fallback = None;
+    for (i, info) in candidates {
+        if info.leader_store_id != from {
+            return Some(i);
+        }
+        fallback.get_or_insert(i);
+    }
+    fallback
+}
+
+/// The model after `mv` is done: a learner on `to`, and (once promoted) one
+/// peer fewer on `from`.
+pub(super) fn apply(m: &mut Model, mv: Move) -> Vec<Change> {
+    let changes = vec![Change::AddLearner { store_id: mv.to }];
+    m.apply(&changes);
+    if let Some(n) = m.regions.get_mut(&mv.from) {
+        *n = n.saturating_sub(1);
+    }
+    changes
+}
+
+/// JOINING stores that are seeded: no learner on them (in the directory or
+/// ordered), nothing ordered for them in this plan, and no good store holding
+/// more than `tolerance` regions above them (if one did, some region of it
+/// would not be on them yet, so balance would move more).
+pub(super) fn seeded(m: &Model, directory: &Model, touched: &HashSet<u64>, cfg: &PlacementConfig) -> Vec<u64> {
+    let top = m.good_stores().map(|s| m.count(s)).max().unwrap_or(0);
+    m.stores_in(StoreState::Joining)
+        .filter(|s| directory.seeding(*s) == 0 && m.seeding(*s) == 0 && !touched.contains(s) && top <= m.count(*s) + cfg.tolerance)
+        .collect()
+}

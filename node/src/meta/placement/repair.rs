@@ -1,0 +1,88 @@
+//! Repairs of one region: learners promoted or dropped, leaders moved off
+//! draining stores, voters on bad stores replaced, missing voters added, extra
+//! voters removed. At most one order per region; the region's voters never drop
+//! below the replication factor and its leader is never removed.
+
+use std::collections::HashSet;
+
+use shoal_proto::{Peer, RegionInfo};
+
+use super::model::Model;
+use super::{Change, PlacementConfig};
+
+/// What a region needs next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    Transfer(Peer),
+    Change(Vec<Change>),
+}
+
+/// The next order for `info` (whose leader is known), or `None` when it needs
+/// nothing or must wait (a learner still being seeded, no target available).
+pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>>, cfg: &PlacementConfig) -> Option<Action> {
+    let r = info.region.as_ref()?;
+    let leader = info.leader_store_id;
+    let voters: Vec<Peer> = r.peers.iter().filter(|p| !p.is_learner).copied().collect();
+    let learners: Vec<Peer> = r.peers.iter().filter(|p| p.is_learner).copied().collect();
+    let rf = cfg.replication_factor;
+
+    if !learners.is_empty() {
+        if let Some(l) = learners.iter().find(|l| !m.good(l.store_id)) {
+            return Some(Action::Change(vec![Change::Remove(*l)]));
+        }
+        let ready = learners.iter().find(|l| !pending.is_some_and(|p| p.contains(&l.id)))?;
+        let mut changes = vec![Change::Promote(*ready)];
+        if voters.len() + 1 > rf {
+            match removal_candidate(m, &voters, leader) {
+                Some(v) => changes.push(Change::Remove(v)),
+                // Only the leader could go: move leadership first, then promote.
+                None => {
+                    if let Some(to) = leadership_target(m, &voters, leader) {
+                        return Some(Action::Transfer(to));
+                    }
+                }
+            }
+        }
+        return Some(Action::Change(changes));
+    }
+
+    if !m.good(leader)
+        && let Some(to) = leadership_target(m, &voters, leader)
+    {
+        return Some(Action::Transfer(to));
+    }
+    let good_voters = voters.iter().filter(|v| m.good(v.store_id)).count();
+    if good_voters < rf {
+        let store_id = m.best_target(&r.peers, cfg.max_snapshots_per_store)?;
+        return Some(Action::Change(vec![Change::AddLearner { store_id }]));
+    }
+    // Enough good voters: drop one on a bad store, else one too many.
+    if let Some(bad) = voters.iter().find(|v| !m.good(v.store_id) && v.store_id != leader) {
+        return Some(Action::Change(vec![Change::Remove(*bad)]));
+    }
+    if voters.len() > rf {
+        let v = most_loaded(m, voters.iter().filter(|v| v.store_id != leader))?;
+        return Some(Action::Change(vec![Change::Remove(v)]));
+    }
+    None
+}
+
+/// The voter to remove when one must go: one on a bad store first, else the one
+/// on the store with the most regions; never the leader (`None` if only the
+/// leader qualifies).
+fn removal_candidate(m: &Model, voters: &[Peer], leader: u64) -> Option<Peer> {
+    let bad: Vec<&Peer> = voters.iter().filter(|v| !m.good(v.store_id)).collect();
+    if !bad.is_empty() {
+        return bad.iter().find(|v| v.store_id != leader).map(|v| **v);
+    }
+    most_loaded(m, voters.iter().filter(|v| v.store_id != leader))
+}
+
+fn most_loaded<'a>(m: &Model, peers: impl Iterator<Item = &'a Peer>) -> Option<Peer> {
+    peers.max_by_key(|p| (m.count(p.store_id), p.store_id)).copied()
+}
+
+/// A voter on a good store other than the leader's, on the store leading fewest.
+pub(super) fn leadership_target(m: &Model, voters: &[Peer], leader: u64) -> Option<Peer> {
+    voters.iter().filter(|v| v.store_id != leader && m.good(v.store_id)).min_by_key(|v| (m.leader_count(v.store_id), v.store_id)).copied()
+}
