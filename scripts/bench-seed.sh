@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Measures seeding a new store: a 3-node playground is loaded with about
+# BENCH_SEED_MIB of data, a 4th node starts with --join, and `shoalctl store join`
+# admits it; the clock runs from the join until the store is `up` (placement has
+# moved its share of regions to it: learner -> snapshot -> voter).
+# Usage: scripts/bench-seed.sh [BIN_DIR] (default $CARGO_TARGET_DIR/release, else target/release).
+# Env: BENCH_BASE_PORT (27000), BENCH_SEED_MIB (1024), BENCH_VALUE_SIZE (65536),
+#      BENCH_NODE_ARGS extra node flags for all four nodes
+#      (e.g. "--snapshot-max-bytes-per-sec=0" to lift the default 100 MiB/s limit).
+# Prints the load, then the seeding time, regions and bytes moved and MB/s.
+set -euo pipefail
+bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
+port="${BENCH_BASE_PORT:-27000}"
+mib="${BENCH_SEED_MIB:-1024}"
+vsize="${BENCH_VALUE_SIZE:-65536}"
+keys=$((mib * 1048576 / vsize))
+node_args=(${BENCH_NODE_ARGS:-})
+pg_args=()
+for a in ${node_args[@]+"${node_args[@]}"}; do pg_args+=("--node-arg=$a"); done
+data="$(mktemp -d)"
+eps="127.0.0.1:$port,127.0.0.1:$((port + 2)),127.0.0.1:$((port + 4))"
+n4_grpc="127.0.0.1:$((port + 6))"
+n4_status="127.0.0.1:$((port + 7))"
+
+"$bin/shoalctl" playground --nodes 3 --base-port "$port" --data-dir "$data" ${pg_args[@]+"${pg_args[@]}"} >"$data/playground.out" 2>&1 &
+pg=$!
+n4=""
+cleanup() {
+  [ -n "$n4" ] && kill -TERM "$n4" 2>/dev/null && wait "$n4" 2>/dev/null
+  kill -TERM $pg 2>/dev/null
+  wait $pg 2>/dev/null
+  rm -rf "$data"
+}
+trap cleanup EXIT
+for _ in $(seq 1 600); do grep -q '^ready:' "$data/playground.out" && break; sleep 0.1; done
+grep '^ready:' "$data/playground.out"
+ctl() { "$bin/shoalctl" --endpoints "$eps" "$@"; }
+
+echo "== load $keys keys of $vsize B ($mib MiB)"
+ctl bench load --keys "$keys" --value-size "$vsize" --concurrency 32
+sleep 3 # let the last splits land
+echo "regions: $(ctl region list | tail -n +2 | wc -l)"
+ctl store list
+
+"$bin/shoal-node" --name n4 --data-dir "$data/n4" --listen-addr "$n4_grpc" --status-addr "$n4_status" --join "$eps" \
+  ${node_args[@]+"${node_args[@]}"} >"$data/n4.log" 2>&1 &
+n4=$!
+id=""
+for _ in $(seq 1 300); do
+  id=$(ctl store list --output json | python3 -c "import json,sys; print(next((s['id'] for s in json.load(sys.stdin) if s['address']=='$n4_grpc'), ''))")
+  [ -n "$id" ] && break
+  sleep 0.2
+done
+[ -n "$id" ] || { echo "n4 never registered"; cat "$data/n4.log"; exit 1; }
+echo "n4 registered as store $id"
+
+start=$(date +%s.%N)
+ctl store join "$id"
+while :; do
+  state=$(ctl store status "$id" --output json | python3 -c "import json,sys; print(json.load(sys.stdin)['state'])")
+  [ "$state" = up ] && break
+  sleep 0.5
+done
+end=$(date +%s.%N)
+ctl store list
+received=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshot_bytes_total\{direction="received"\}/ {print $2}')
+applied=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshots_total\{event="applied"\}/ {print $2}')
+used=$(ctl store status "$id" --output json | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('stats',{}).get('used_bytes', 0) if isinstance(d.get('stats'),dict) else 0)")
+python3 - "$start" "$end" "${received:-0}" "${applied:-0}" <<'EOF'
+import sys
+start, end, received, applied = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+secs = end - start
+print(f"seeded store: {secs:.1f} s from join to up; {int(applied)} snapshots applied; "
+      f"{received / 1e6:.1f} MB received on the wire; {received / 1e6 / secs:.1f} MB/s")
+EOF
