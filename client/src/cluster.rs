@@ -1,11 +1,13 @@
 //! `shoalctl region list|show` and `shoalctl store list`: the region directory
-//! and the store registry, as the Meta service knows them.
+//! and the store registry, as the Meta service knows them; `shoalctl store
+//! join|drain|cancel-drain|remove|status ID`: the store lifecycle (Admin). A
+//! refusal exits nonzero with the server's reason.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use shoal_client::{RegionInfo, RegionLocation, StoreDetail, StoreMeta, StoreState};
+use shoal_client::{RegionInfo, RegionLocation, StoreDetail, StoreMeta, StoreState, StoreStatus};
 
 use crate::commands::connect;
 use crate::output::{Format, Printer};
@@ -30,6 +32,16 @@ pub enum RegionCommand {
 pub enum StoreCommand {
     /// List every store with its address, state and last reported stats.
     List,
+    /// Admit a PENDING store: placement seeds it with its share of regions.
+    Join { id: u64 },
+    /// Move every peer and leader off a store (refused below the replication factor).
+    Drain { id: u64 },
+    /// Stop draining a store; it stays where it is, UP.
+    CancelDrain { id: u64 },
+    /// Tombstone a drained store (refused while it holds peers).
+    Remove { id: u64 },
+    /// Show a store's state, what it holds and what is left to move.
+    Status { id: u64 },
 }
 
 pub async fn region(endpoints: &[String], p: &Printer, cmd: RegionCommand) -> Result<ExitCode> {
@@ -73,8 +85,58 @@ pub async fn store(endpoints: &[String], p: &Printer, cmd: StoreCommand) -> Resu
                 Format::Text => print_stores(&stores),
             }
         }
+        StoreCommand::Join { id } => show_status(p, client.join_store(id).await?)?,
+        StoreCommand::Drain { id } => show_status(p, client.drain_store(id).await?)?,
+        StoreCommand::CancelDrain { id } => show_status(p, client.cancel_drain(id).await?)?,
+        StoreCommand::Remove { id } => show_status(p, client.remove_store(id).await?)?,
+        StoreCommand::Status { id } => show_status(p, client.store_status(id).await?)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn show_status(p: &Printer, s: StoreStatus) -> Result<()> {
+    match p.format {
+        Format::Json => p.json(&status_json(&s)),
+        Format::Text => {
+            let store = s.store.clone().unwrap_or_default();
+            print_table(
+                &["STORE", "NAME", "ADDRESS", "STATE", "REGIONS", "LEADERS", "LEARNERS", "TO MOVE", "LAST HEARTBEAT"],
+                &[true, false, false, false, true, true, true, true, false],
+                vec![vec![
+                    store.id.to_string(),
+                    store.name,
+                    store.address,
+                    state(s.state),
+                    s.region_count.to_string(),
+                    s.leader_count.to_string(),
+                    s.learner_count.to_string(),
+                    human(s.bytes_to_move),
+                    if s.last_heartbeat_ms == 0 { "-".into() } else { s.last_heartbeat_ms.to_string() },
+                ]],
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A store's status as JSON: the state shown (DOWN included), lowercase.
+pub fn status_json(s: &StoreStatus) -> Value {
+    let store = s.store.clone().unwrap_or_default();
+    let st = s.stats.unwrap_or_default();
+    json!({
+        "id": store.id,
+        "name": store.name,
+        "address": store.address,
+        "state": state(s.state),
+        "region_count": s.region_count,
+        "leader_count": s.leader_count,
+        "learner_count": s.learner_count,
+        "bytes_to_move": s.bytes_to_move,
+        "last_heartbeat_ms": s.last_heartbeat_ms,
+        "capacity_bytes": st.capacity_bytes,
+        "available_bytes": st.available_bytes,
+        "used_bytes": st.used_bytes,
+    })
 }
 
 fn state(s: i32) -> String {
@@ -292,6 +354,25 @@ mod tests {
             ("capacity_bytes", json!(100)),
             ("available_bytes", json!(40)),
         ] {
+            assert_eq!(v[k], want, "{k}");
+        }
+    }
+
+    #[test]
+    fn status_json_shows_the_state_in_lowercase() {
+        let s = StoreStatus {
+            store: Some(StoreMeta { id: 4, name: "n4".into(), address: "h:4".into(), state: StoreState::Up as i32 }),
+            state: StoreState::Down as i32,
+            region_count: 5,
+            leader_count: 2,
+            learner_count: 1,
+            bytes_to_move: 77,
+            last_heartbeat_ms: 9,
+            stats: None,
+        };
+        let v = status_json(&s);
+        assert_eq!(v["state"], "down", "the shown state, not the stored one");
+        for (k, want) in [("id", 4), ("region_count", 5), ("leader_count", 2), ("learner_count", 1), ("bytes_to_move", 77)] {
             assert_eq!(v[k], want, "{k}");
         }
     }

@@ -34,7 +34,8 @@
 //!    off and retries (the next try goes to another peer) — unless the call is a
 //!    write whose outcome is unknown (below).
 //!
-//! Meta calls go to the configured endpoints; any node serves them, and one that
+//! Meta calls (and the store lifecycle calls of the `Admin` service, see
+//! [`Client::drain_store`]) go to the configured endpoints; any node serves them, and one that
 //! does not lead the meta Raft group answers `not_leader` with the leader's
 //! address, which the client follows (and remembers). A lookup made while
 //! routing tries each endpoint about once, within one attempt's time; if it
@@ -69,6 +70,7 @@
 //!
 //! Reads are linearizable unless [`ReadConsistency::Stale`] is asked for.
 
+mod admin;
 mod batch;
 pub mod cache;
 mod meta;
@@ -82,8 +84,8 @@ use shoal_proto::kv_client::KvClient;
 use shoal_proto::status_client::StatusClient;
 use shoal_proto::{BatchWriteRequest, DeleteRequest, GetRequest, PutRequest, ScanRequest, StatusRequest};
 pub use shoal_proto::{
-    Mutation, Peer, ReadConsistency, Region, RegionEpoch, RegionInfo, StatusResponse, StoreDetail, StoreMeta, StoreState, StoreStats,
-    mutation,
+    Mutation, Peer, ReadConsistency, Region, RegionEpoch, RegionInfo, RegisterStoreResponse, StatusResponse, StoreDetail, StoreMeta,
+    StoreState, StoreStats, StoreStatus, mutation,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -96,6 +98,14 @@ pub enum ClientError {
     /// The request is wrong (unknown column family, empty or oversized key...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The cluster refused the request in its current state (an admin call:
+    /// draining below the replication factor, removing a store that still
+    /// holds peers...); nothing was changed. The server's reason.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// What the request names (a store) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// No endpoint could serve the request before the deadline.
     #[error("unavailable after {attempts} attempts in {elapsed:?}: {last}")]
     Unavailable { attempts: u32, elapsed: Duration, last: String },

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use shoal_proto::meta_client::MetaClient;
 use shoal_proto::{
     AllocIdRequest, AllocIdResponse, GetRegionByKeyRequest, GetRegionByKeyResponse, GetStoreRequest, GetStoreResponse, ListStoresRequest,
-    ListStoresResponse, MetaHeader, RegionError, RegionInfo, ScanRegionsRequest, ScanRegionsResponse, StoreDetail, StoreMeta,
+    ListStoresResponse, MetaHeader, RegionError, RegionInfo, RegisterStoreResponse, ScanRegionsRequest, ScanRegionsResponse, StoreDetail,
+    StoreMeta, StoreStatusResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -64,8 +65,8 @@ impl MetaState {
     }
 }
 
-/// A Meta response, whose header may carry a region error (`not_leader`).
-trait MetaAnswer {
+/// A Meta (or Admin) response, whose header may carry a region error (`not_leader`).
+pub(crate) trait MetaAnswer {
     fn take_region_error(&mut self) -> Option<RegionError>;
 }
 
@@ -78,11 +79,19 @@ macro_rules! meta_answer {
         }
     )*};
 }
-meta_answer!(GetRegionByKeyResponse, ScanRegionsResponse, GetStoreResponse, ListStoresResponse, AllocIdResponse);
+meta_answer!(
+    GetRegionByKeyResponse,
+    ScanRegionsResponse,
+    GetStoreResponse,
+    ListStoresResponse,
+    AllocIdResponse,
+    RegisterStoreResponse,
+    StoreStatusResponse
+);
 
 /// How hard one Meta call tries.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Budget {
+pub(crate) enum Budget {
     /// Until the deadline, backing off between tries.
     Full,
     /// Each endpoint about once (plus one leader hint), without sleeping: for
@@ -91,10 +100,6 @@ enum Budget {
 }
 
 impl Client {
-    fn meta_client(&self, addr: &str) -> Result<MetaClient<Channel>> {
-        Ok(MetaClient::new(self.channel(addr)?).max_decoding_message_size(usize::MAX))
-    }
-
     /// Sends `req` (made by `call`) to the Meta leader. All Meta calls are safe
     /// to repeat (an `AllocId` whose answer is lost only wastes ids), so every
     /// failure but a bad request or a server fault is retried.
@@ -103,6 +108,29 @@ impl Client {
         Req: Clone,
         Resp: MetaAnswer,
         F: Fn(MetaClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let make = |ch: Channel| MetaClient::new(ch).max_decoding_message_size(usize::MAX);
+        self.leader_call("Meta", req, deadline, budget, make, call).await
+    }
+
+    /// Sends `req` to the meta leader through the client `make` builds (for
+    /// `service`, which the meta leader serves: Meta or Admin), following
+    /// `not_leader` hints. `FAILED_PRECONDITION` and `NOT_FOUND` are the
+    /// server's answer and are returned at once.
+    pub(crate) async fn leader_call<C, Req, Resp, F, Fut>(
+        &self,
+        service: &str,
+        req: &Req,
+        deadline: Instant,
+        budget: Budget,
+        make: impl Fn(Channel) -> C,
+        call: F,
+    ) -> Result<Resp>
+    where
+        Req: Clone,
+        Resp: MetaAnswer,
+        F: Fn(C, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut st = CallState::until(deadline);
@@ -116,7 +144,7 @@ impl Client {
         loop {
             let remaining = st.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || (budget == Budget::OnePass && st.attempts as usize > n) {
-                if budget == Budget::OnePass && !unimplemented.is_empty() && !other_answer {
+                if budget == Budget::OnePass && service == "Meta" && !unimplemented.is_empty() && !other_answer {
                     // Whoever answered has no Meta service; the rest did not answer.
                     self.meta.mark_unsupported();
                 }
@@ -128,8 +156,8 @@ impl Client {
                 self.endpoints[(first + turn - 1) % n].clone()
             });
             st.attempts += 1;
-            let client = match self.meta_client(&addr) {
-                Ok(c) => c,
+            let client = match self.channel(&addr) {
+                Ok(c) => make(c),
                 Err(e) => {
                     st.last = e.to_string();
                     self.meta.forget_leader(&addr);
@@ -147,21 +175,33 @@ impl Client {
                     }
                     Some(err) => {
                         other_answer = true;
-                        st.last = format!("{addr}: Meta: {}", err.message);
+                        st.last = format!("{addr}: {service}: {}", err.message);
                         self.meta.forget_leader(&addr);
                         hint = err.not_leader.map(|nl| nl.leader_addr).filter(|a| !a.is_empty() && *a != addr);
                         hint.is_some()
                     }
                 },
+                Err(status) if status.source().is_none() && matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                    // The leader answered: the request is refused, or names nothing.
+                    *lock(&self.meta.leader) = Some(addr);
+                    let message = status.message().to_string();
+                    return Err(if status.code() == Code::NotFound {
+                        ClientError::NotFound(message)
+                    } else {
+                        ClientError::FailedPrecondition(message)
+                    });
+                }
                 Err(status) => {
-                    st.last = format!("{addr}: Meta: {:?}: {}", status.code(), status.message());
+                    st.last = format!("{addr}: {service}: {:?}: {}", status.code(), status.message());
                     self.meta.forget_leader(&addr);
                     if status.code() == Code::Unimplemented && status.source().is_none() {
                         // This node has no Meta service; maybe another has.
                         unimplemented.insert(addr);
                         if self.endpoints.iter().all(|e| unimplemented.contains(e)) {
-                            self.meta.mark_unsupported();
-                            return Err(ClientError::Server(format!("no endpoint serves the Meta service ({})", st.last)));
+                            if service == "Meta" {
+                                self.meta.mark_unsupported();
+                            }
+                            return Err(ClientError::Server(format!("no endpoint serves the {service} service ({})", st.last)));
                         }
                         true
                     } else {
@@ -181,7 +221,7 @@ impl Client {
         }
     }
 
-    fn meta_deadline(&self) -> Instant {
+    pub(crate) fn meta_deadline(&self) -> Instant {
         Instant::now() + self.opts.deadline
     }
 
