@@ -248,6 +248,8 @@ fn error_kind(e: &ClientError) -> &'static str {
         ClientError::Unavailable { .. } => "unavailable",
         ClientError::Server(_) => "server",
         ClientError::InvalidArgument(_) => "invalid_argument",
+        ClientError::FailedPrecondition(_) => "failed_precondition",
+        ClientError::NotFound(_) => "not_found",
         ClientError::BadEndpoint(..) => "bad_endpoint",
         ClientError::BatchIncomplete { .. } => "batch_incomplete",
     }
