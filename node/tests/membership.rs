@@ -163,3 +163,28 @@ fn unsafe_or_stale_membership_changes_are_refused_and_change_nothing() {
     assert_eq!(after.peers.len(), 4, "only the first change was applied: {after:?}");
     assert_eq!(after.epoch.unwrap().conf_ver, region.epoch.unwrap().conf_ver + 1);
 }
+
+#[test]
+fn a_store_whose_peer_was_removed_while_away_gets_the_region_back_under_a_new_peer() {
+    let mut c = Cluster::with_log_gc(3, 20);
+    let leader = c.wait_leader(R);
+    write_keys(&mut c, leader, 0..50);
+    let away = (1..=3).find(|s| *s != leader).unwrap();
+    let old_peer = c.region(leader, R).unwrap().peers.iter().find(|p| p.store_id == away).unwrap().id;
+    c.isolated.insert(away);
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::RemovePeer, old_peer, away)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+    write_keys(&mut c, leader, 50..100);
+    c.tick(20);
+    // The store comes back still holding its removed peer; the region adds it again.
+    c.isolated.clear();
+    assert_eq!(try_status_of(c.store(away), R).map(|p| p.peer_id), Some(old_peer));
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, 2000, away)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+    c.tick_until("the new peer to be seeded", |c| {
+        try_status_of(c.store(away), R).is_some_and(|p| p.peer_id == 2000) && c.value(away, "k00099").is_some()
+    });
+    assert_eq!(c.value(away, "k00000"), Some("v0".into()));
+}

@@ -21,6 +21,8 @@
 //! has). A peer removed from its region — by a change it applied, or by meta's
 //! order for a peer that missed its removal — is destroyed: its data, log and
 //! state are deleted and a tombstone keeps late messages from recreating it.
+//! A leader's message to a newer peer id of a region than the one this store
+//! holds also destroys the old one: it was removed, and the region is back.
 //!
 //! Log GC runs every [`GC_INTERVAL_TICKS`] ticks ([`Peer::maybe_compact_log`]).
 
@@ -394,6 +396,16 @@ impl Store {
         let region_id = msg.region_id;
         let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestPreVote | MessageType::MsgRequestVote);
         let from_leader = matches!(m.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot);
+        // A leader addressing a newer peer id of this region here means this
+        // store's peer was removed and the region came back under a new id (a
+        // store holds one peer per region): the old one is stale, destroy it.
+        if from_leader && let Some(stale) = self.peers.get(&region_id).map(|p| p.peer_id()).filter(|id| *id < m.to) {
+            tracing::info!(region = region_id, stale, new = m.to, "a newer peer of the region is addressed here; destroying the stale one");
+            if let Err(e) = self.destroy_peer(region_id, stale) {
+                tracing::error!(region = region_id, error = %e, "cannot destroy a stale peer");
+                return;
+            }
+        }
         let initialized = self.peers.get(&region_id).map(|p| p.is_initialized());
         if initialized != Some(true) && is_vote {
             if m.term == RAFT_INIT_LOG_TERM + 1 {
