@@ -188,3 +188,22 @@ fn a_store_whose_peer_was_removed_while_away_gets_the_region_back_under_a_new_pe
     });
     assert_eq!(c.value(away, "k00000"), Some("v0".into()));
 }
+
+#[test]
+fn a_second_learner_gets_a_snapshot_that_includes_it() {
+    // The snapshot generated for the first learner predates the second one's
+    // addition; raft refuses to restore a snapshot whose configuration lacks
+    // the receiver, so the second must get a newer one.
+    let mut c = Cluster::with_log_gc(3, 20);
+    let leader = c.wait_leader(R);
+    write_keys(&mut c, leader, 0..60);
+    c.tick(20);
+    let (s4, s5) = (c.add_empty_store(), c.add_empty_store());
+    for (peer_id, store) in [(3000, s4), (3001, s5)] {
+        let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, peer_id, store)]);
+        c.settle();
+        assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+        c.tick_until("the learner to be seeded", |c| c.value(store, "k00059").is_some());
+    }
+    assert_eq!(voters(&c.region(s5, R).unwrap()), vec![1, 2, 3]);
+}

@@ -424,11 +424,21 @@ impl raft::Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Any snapshot at or after the log's start will do: the follower goes on
-        // from there with entries the log still has.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A snapshot at or after the log's start will do (the follower goes on
+        // with entries the log still has) if its configuration includes `to`:
+        // raft refuses to restore one that does not. One taken before `to` was
+        // added does not, so ask for one at least as new as what is applied now
+        // (the leader applied that change before it started sending to `to`).
         let min_index = request_index.max(self.apply_state.truncated_index);
-        self.snap.request(self.region.id, min_index).ok_or(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let snap = self.snap.request(self.region.id, min_index).ok_or_else(unavailable)?;
+        let cs = snap.get_metadata().get_conf_state();
+        let includes = |ids: &[u64]| ids.contains(&to);
+        if includes(&cs.voters) || includes(&cs.learners) || includes(&cs.voters_outgoing) || includes(&cs.learners_next) {
+            return Ok(snap);
+        }
+        self.snap.request(self.region.id, min_index.max(self.apply_state.applied_index)).ok_or_else(unavailable)
     }
 }
 
