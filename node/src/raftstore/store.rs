@@ -569,6 +569,11 @@ impl Store {
             .collect()
     }
 
+    /// The region this store serves `key` from (a seeded peer of it), for stale reads.
+    pub fn local_region(&mut self, key: &[u8]) -> Result<Region> {
+        self.peer_for_key(key).map(|p| p.region().clone())
+    }
+
     /// Queues a linearizable read of the region holding `key`.
     pub fn read(&mut self, key: &[u8], cb: ReadCallback) {
         match self.peer_for_key(key) {

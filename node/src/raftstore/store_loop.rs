@@ -33,6 +33,7 @@ pub enum StoreMsg {
     Raft(RaftMessage),
     Write { mutations: Vec<Mutation>, cb: WriteCallback },
     Read { key: Vec<u8>, cb: ReadCallback },
+    LocalRegion { key: Vec<u8>, cb: ReadCallback },
     ReadRegion { region_id: u64, cb: ReadCallback },
     Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
     Meta { cmd: MetaCmd, cb: WriteCallback },
@@ -48,7 +49,7 @@ pub enum StoreMsg {
 impl StoreMsg {
     /// Whether this message is a client request that counts against the limit.
     fn is_request(&self) -> bool {
-        matches!(self, StoreMsg::Write { .. } | StoreMsg::Read { .. })
+        matches!(self, StoreMsg::Write { .. } | StoreMsg::Read { .. } | StoreMsg::LocalRegion { .. })
     }
 }
 
@@ -149,6 +150,14 @@ impl StoreHandle {
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
     }
 
+    /// The region this store serves `key` from, without asking its leader (a
+    /// stale read): `RegionNotFound` unless this store holds it, seeded.
+    pub async fn local_region(&self, key: Vec<u8>) -> Result<Region> {
+        let (cb, rx) = oneshot::channel();
+        self.send(StoreMsg::LocalRegion { key, cb })?;
+        rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
+    }
+
     pub async fn status(&self) -> Result<Vec<PeerStatus>> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::Status { cb })?;
@@ -224,6 +233,9 @@ fn run(
                 }
                 StoreMsg::Write { mutations, cb } => store.propose_write(mutations, cb),
                 StoreMsg::Read { key, cb } => store.read(&key, cb),
+                StoreMsg::LocalRegion { key, cb } => {
+                    let _ = cb.send(store.local_region(&key));
+                }
                 StoreMsg::Status { cb } => {
                     let _ = cb.send(store.status());
                 }

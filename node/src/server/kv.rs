@@ -61,8 +61,9 @@ impl KvService {
         }
     }
 
-    /// Waits until reading `key`'s region is linearizable, unless the client asked
-    /// for a stale read. Returns the region, when known.
+    /// Waits until reading `key`'s region is linearizable; for a stale read,
+    /// only checks that this store holds the region (with its data: a peer still
+    /// waiting for its snapshot holds none). Returns the region.
     async fn before_read(&self, key: &[u8], consistency: i32) -> Result<Option<Region>> {
         match ReadConsistency::try_from(consistency) {
             Ok(ReadConsistency::Linearizable) => {
@@ -74,7 +75,7 @@ impl KvService {
                 }
                 Ok(Some(region))
             }
-            Ok(ReadConsistency::Stale) => Ok(None),
+            Ok(ReadConsistency::Stale) => Ok(Some(self.store.local_region(key.to_vec()).await?)),
             Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {consistency}"))),
         }
     }
