@@ -206,29 +206,34 @@ fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>,
     let mut moved: HashSet<usize> = HashSet::new();
     let mut made = 0;
     while made < cfg.max_transfers {
-        let Some((&hi, &hi_count)) = leaders.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))) else { break };
-        // Targets from the fewest leaders up; the first one some region can move to.
-        let mut targets: Vec<(u64, usize)> = leaders.iter().filter(|(id, _)| **id != hi).map(|(id, n)| (*id, *n)).collect();
-        targets.sort_by_key(|(id, n)| (*n, *id));
+        // Sources from the most leaders down, targets from the fewest up: the
+        // first pair some region can move between (the busiest store may hold
+        // no region the idlest one has a voter of; the next busiest may).
+        let mut sources: Vec<(u64, usize)> = leaders.iter().map(|(id, n)| (*id, *n)).collect();
+        sources.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
         let mut chosen = None;
-        for (lo, lo_count) in targets {
-            if hi_count <= lo_count + cfg.tolerance {
-                break;
-            }
-            let candidate = regions.iter().enumerate().find_map(|(i, info)| {
-                let r = info.region.as_ref()?;
-                if info.leader_store_id != hi || skip.contains(&i) || moved.contains(&i) {
-                    return None;
+        'sources: for (hi, hi_count) in sources {
+            let mut targets: Vec<(u64, usize)> = leaders.iter().filter(|(id, _)| **id != hi).map(|(id, n)| (*id, *n)).collect();
+            targets.sort_by_key(|(id, n)| (*n, *id));
+            for (lo, lo_count) in targets {
+                if hi_count <= lo_count + cfg.tolerance {
+                    break;
                 }
-                let to = r.peers.iter().find(|p| p.store_id == lo && !p.is_learner)?;
-                Some((i, Transfer { region_id: r.id, epoch: region_epoch(info), from_store: hi, to: *to }))
-            });
-            if let Some(t) = candidate {
-                chosen = Some((lo, t));
-                break;
+                let candidate = regions.iter().enumerate().find_map(|(i, info)| {
+                    let r = info.region.as_ref()?;
+                    if info.leader_store_id != hi || skip.contains(&i) || moved.contains(&i) {
+                        return None;
+                    }
+                    let to = r.peers.iter().find(|p| p.store_id == lo && !p.is_learner)?;
+                    Some((i, Transfer { region_id: r.id, epoch: region_epoch(info), from_store: hi, to: *to }))
+                });
+                if let Some(t) = candidate {
+                    chosen = Some((hi, lo, t));
+                    break 'sources;
+                }
             }
         }
-        let Some((lo, (i, t))) = chosen else { break };
+        let Some((hi, lo, (i, t))) = chosen else { break };
         moved.insert(i);
         *leaders.entry(hi).or_default() -= 1;
         *leaders.entry(lo).or_default() += 1;
@@ -311,6 +316,22 @@ mod tests {
         assert_eq!(p.transfers.len(), 4, "max_transfers caps one plan");
         assert!(p.transfers.iter().all(|t| t.region_id != 2), "cooling region moved");
         assert!(!p.transfers.iter().any(|t| t.region_id == 1 && t.to.store_id == 2), "learner chosen as leader");
+    }
+
+    #[test]
+    fn when_the_busiest_store_has_nothing_to_give_the_next_busiest_gives() {
+        // Store 4 holds a voter of regions 3 and 4 only; store 1 leads regions 1
+        // and 2 (not on store 4), store 3 leads regions 3 and 4.
+        let stores: BTreeSet<u64> = [1, 2, 3, 4].into();
+        let regions = vec![
+            region(1, 1, &[1, 2, 3]),
+            region(2, 1, &[1, 2, 3]),
+            region(3, 3, &[2, 3, 4]),
+            region(4, 3, &[1, 3, 4]),
+            region(5, 2, &[1, 2, 3]),
+        ];
+        let p = plan(&stores, &regions, &HashSet::new(), &PlacementConfig::default());
+        assert!(p.transfers.iter().any(|t| t.from_store == 3 && t.to.store_id == 4), "{:?}", p.transfers);
     }
 
     #[test]
