@@ -615,8 +615,7 @@ impl Peer {
                 return Err(Error::InvalidArgument(format!("bad peer {peer:?} in a membership change")));
             }
             let existing = region.peers.iter().find(|p| p.id == peer.id);
-            let mut single = ConfChangeSingle::default();
-            single.node_id = peer.id;
+            let mut single = ConfChangeSingle { node_id: peer.id, ..Default::default() };
             match c.change_type() {
                 PeerChangeType::AddLearner => {
                     if existing.is_some() || region.peers.iter().any(|p| p.store_id == peer.store_id) {
@@ -635,7 +634,7 @@ impl Peer {
                     single.set_change_type(ConfChangeType::AddNode);
                 }
                 PeerChangeType::RemovePeer => {
-                    if !existing.is_some_and(|p| p.store_id == peer.store_id) {
+                    if existing.is_none_or(|p| p.store_id != peer.store_id) {
                         return Err(Error::InvalidArgument(format!("peer {} is not in region {}", peer.id, region.id)));
                     }
                     if peer.id == self.peer_id() {

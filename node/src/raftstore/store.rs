@@ -588,7 +588,7 @@ impl Store {
     /// every [`GC_INTERVAL_TICKS`], truncates logs that grew past the limits.
     pub fn tick(&mut self) -> Result<()> {
         self.ticks += 1;
-        if self.ticks % GC_INTERVAL_TICKS == 0 {
+        if self.ticks.is_multiple_of(GC_INTERVAL_TICKS) {
             let engine = self.engine.clone();
             let mut wb = engine.batch();
             let (count, size) = (self.cfg.log_gc_count_limit, self.cfg.log_gc_size_limit);
