@@ -356,19 +356,7 @@ impl Peer {
             return;
         }
         match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
-            Ok(()) => {
-                let index = self.raw_node.raft.raft_log.last_index();
-                let term = self.raw_node.raft.term;
-                // Proposals at or after this index were made in an earlier term and
-                // their entries have been replaced: keep the queue sorted by index.
-                while self.proposals.back().is_some_and(|p| p.index >= index) {
-                    if let Some(stale) = self.proposals.pop_back() {
-                        let err = stale.replaced();
-                        let _ = stale.cb.send(Err(err));
-                    }
-                }
-                self.proposals.push_back(Proposal { index, term, cb });
-            }
+            Ok(()) => self.track_proposal(cb),
             Err(raft::Error::ProposalDropped) => {
                 let _ = cb.send(Err(Error::Unavailable(format!("region {}: proposal dropped (leader changing)", self.region_id()))));
             }
@@ -376,6 +364,21 @@ impl Peer {
                 let _ = cb.send(Err(e.into()));
             }
         }
+    }
+
+    /// Waits on the entry just proposed (the log's last) for `cb`. Proposals at
+    /// or after its index were made in an earlier term and their entries have
+    /// been replaced: they are answered, keeping the queue sorted by index.
+    fn track_proposal(&mut self, cb: WriteCallback) {
+        let index = self.raw_node.raft.raft_log.last_index();
+        let term = self.raw_node.raft.term;
+        while self.proposals.back().is_some_and(|p| p.index >= index) {
+            if let Some(stale) = self.proposals.pop_back() {
+                let err = stale.replaced();
+                let _ = stale.cb.send(Err(err));
+            }
+        }
+        self.proposals.push_back(Proposal { index, term, cb });
     }
 
     /// Queues a linearizable read; refused at once when this peer is not the leader.
@@ -568,17 +571,7 @@ impl Peer {
             }
         };
         match self.raw_node.propose_conf_change(cmd.encode_to_vec(), cc) {
-            Ok(()) => {
-                let index = self.raw_node.raft.raft_log.last_index();
-                let term = self.raw_node.raft.term;
-                while self.proposals.back().is_some_and(|p| p.index >= index) {
-                    if let Some(stale) = self.proposals.pop_back() {
-                        let err = stale.replaced();
-                        let _ = stale.cb.send(Err(err));
-                    }
-                }
-                self.proposals.push_back(Proposal { index, term, cb });
-            }
+            Ok(()) => self.track_proposal(cb),
             Err(e) => {
                 let _ = cb.send(Err(Error::Unavailable(format!("region {}: membership change not proposed: {e}", self.region_id()))));
             }

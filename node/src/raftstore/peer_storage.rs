@@ -108,11 +108,7 @@ impl PeerStorage {
         // Applied entries were committed; an unsynced apply can be ahead of the
         // commit index persisted in the hard state, never the other way round.
         raft_state.commit = raft_state.commit.max(apply_state.applied_index);
-        let conf_state = if region_state.conf_state.is_empty() {
-            conf_state_of(&region)
-        } else {
-            ConfState::parse_from_bytes(&region_state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")))?
-        };
+        let conf_state = conf_state_of(&region_state, &region)?;
         let mut storage = PeerStorage { engine, snap, region, conf_state, raft_state, apply_state, last_term: 0, log_bytes: 0 };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index {
             storage.apply_state.truncated_term
@@ -341,8 +337,12 @@ impl PeerStorage {
     }
 }
 
-/// Raft's membership as a region descriptor lists it (no joint state).
-pub fn conf_state_of(region: &Region) -> ConfState {
+/// Raft's membership as recorded with the region, or — for a region recorded
+/// before conf states were kept — as its descriptor lists it.
+pub fn conf_state_of(state: &RegionLocalState, region: &Region) -> Result<ConfState> {
+    if !state.conf_state.is_empty() {
+        return ConfState::parse_from_bytes(&state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")));
+    }
     let mut cs = ConfState::default();
     for p in &region.peers {
         if p.is_learner {
@@ -351,7 +351,7 @@ pub fn conf_state_of(region: &Region) -> ConfState {
             cs.voters.push(p.id);
         }
     }
-    cs
+    Ok(cs)
 }
 
 impl raft::Storage for PeerStorage {

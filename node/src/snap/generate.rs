@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, Snapshot, SnapshotMetadata};
-use shoal_proto::{PeerState, RaftApplyState, Region, RegionLocalState, SnapshotData, SnapshotFile, SnapshotKey};
+use raft::prelude::{Entry, Snapshot, SnapshotMetadata};
+use shoal_proto::{PeerState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotFile, SnapshotKey};
 
 use super::{data_ranges, files};
 use crate::error::{Error, Result};
@@ -29,22 +29,6 @@ pub(crate) struct Generated {
 
 fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Internal(format!("corrupt {what}: {e}")))
-}
-
-/// Raft's ConfState of `region`: the recorded one, or voters and learners from its peers.
-fn conf_state(state: &RegionLocalState, region: &Region) -> Result<ConfState> {
-    if !state.conf_state.is_empty() {
-        return ConfState::parse_from_bytes(&state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")));
-    }
-    let mut cs = ConfState::default();
-    for p in &region.peers {
-        if p.is_learner {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
-        }
-    }
-    Ok(cs)
 }
 
 fn term_of(snap: &EngineSnapshot<'_>, region_id: u64, apply: &RaftApplyState) -> Result<u64> {
@@ -103,7 +87,7 @@ pub(crate) fn generate(engine: &Engine, dir: &Path, region_id: u64, seq: u64) ->
 
     let data = SnapshotData { region: Some(region.clone()), files: files_meta, key: Some(key) };
     let mut metadata = SnapshotMetadata { index: key.index, term: key.term, ..Default::default() };
-    metadata.set_conf_state(conf_state(&state, &region)?);
+    metadata.set_conf_state(crate::raftstore::peer_storage::conf_state_of(&state, &region)?);
     let mut snapshot = Snapshot::default();
     snapshot.set_metadata(metadata);
     snapshot.data = data.encode_to_vec().into();
