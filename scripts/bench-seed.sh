@@ -65,7 +65,7 @@ end=$(date +%s.%N)
 ctl store list
 received=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshot_bytes_total\{direction="received"\}/ {print $2}')
 applied=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshots_total\{event="applied"\}/ {print $2}')
-used=$(ctl store status "$id" --output json | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('stats',{}).get('used_bytes', 0) if isinstance(d.get('stats'),dict) else 0)")
+ctl store status "$id"
 python3 - "$start" "$end" "${received:-0}" "${applied:-0}" <<'EOF'
 import sys
 start, end, received, applied = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])

@@ -553,3 +553,60 @@ async fn refusals_change_nothing() {
     ledger.verify(&cluster.client(), 2_000).await;
     p.say(ledger.summary());
 }
+
+/// A store down longer than `--max-store-down-time-secs` has its regions
+/// re-replicated on the others; when it comes back, the peers it still holds of
+/// regions that moved on without it are removed (idle peer → `DestroyPeer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_down_too_long_is_replaced_and_its_stale_peers_removed_on_return() {
+    let p = Progress::new("a_store_down_too_long_is_replaced_and_its_stale_peers_removed_on_return");
+    let mut cluster =
+        Cluster::start(3, &["--region-split-size", "262144", "--heartbeat-interval-ms", HEARTBEAT_MS, "--max-store-down-time-secs", "8"])
+            .await;
+    let writers = Writers::start(Arc::new(cluster.client()), WriterSpec { keys_per_writer: 1_000, ..WriterSpec::new("down", 512) });
+    writers.wait_acked_more(4_000, Duration::from_secs(120), "before the fourth store joins").await;
+    let n4 = cluster.join_node(&[]);
+    let s4 = register(&mut cluster, n4, &p).await;
+    admit(&cluster, s4, n4, &p).await;
+
+    // Stop a store that does not lead meta (the test asks meta throughout).
+    let meta = cluster.meta_leader().await;
+    let victim = (0..3).find(|i| *i != meta).expect("a store other than the meta leader");
+    let victim_store = cluster.store_id(victim);
+    let before: Vec<(u64, u64)> =
+        cluster.status(victim).await.expect("status").regions.iter().map(|r| (r.region.as_ref().map_or(0, |x| x.id), r.peer_id)).collect();
+    cluster.kill9(victim);
+    p.say(format!("SIGKILLed {} (store {victim_store}, {} peers); {}", cluster.nodes[victim].name, before.len(), writers.progress()));
+
+    wait_until(PHASE, Duration::from_secs(2), "the down store's regions re-replicated elsewhere", || async {
+        let stores = cluster.store_list().await?;
+        let state = find(&stores, victim_store)?.state.clone();
+        let (voters, learners) = peers_on_store(&cluster.region_list().await?, victim_store);
+        if state == "down" && voters + learners == 0 {
+            Ok(())
+        } else {
+            Err(format!("{}; store {victim_store}: {state}, {voters} voters, {learners} learners", brief(&stores)))
+        }
+    })
+    .await;
+    p.say(format!(
+        "store {victim_store} is down and holds no peer in the directory: {}",
+        brief(&cluster.store_list().await.expect("store list"))
+    ));
+
+    cluster.restart(victim);
+    let remaining = wait_until(PHASE, Duration::from_secs(2), "the returned store's stale peers to be removed", || async {
+        let held: Vec<(u64, u64)> =
+            cluster.status(victim).await?.regions.iter().map(|r| (r.region.as_ref().map_or(0, |x| x.id), r.peer_id)).collect();
+        let stale: Vec<&(u64, u64)> = held.iter().filter(|h| before.contains(h)).collect();
+        if stale.is_empty() { Ok(held.len()) } else { Err(format!("still holds {} old peers: {stale:?}", stale.len())) }
+    })
+    .await;
+    let stores = cluster.store_list().await.expect("store list");
+    p.say(format!("store {victim_store} back: no stale peer left, {remaining} peers now; {}", brief(&stores)));
+    assert_eq!(find(&stores, victim_store).expect("the returned store").state, "up", "{}", brief(&stores));
+
+    let ledger = writers.stop().await;
+    ledger.verify(&cluster.live_client(), 1_000).await;
+    p.say(format!("every acknowledged write reads back; {}", ledger.summary()));
+}
