@@ -209,6 +209,10 @@ fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>,
         // Sources from the most leaders down, targets from the fewest up: the
         // first pair some region can move between (the busiest store may hold
         // no region the idlest one has a voter of; the next busiest may).
+        // A store below the floor of the mean also takes a leader from any store
+        // with more, so that a store whose regions are all led by stores just
+        // one above it is not left with none (the spread alone would not move).
+        let floor_mean = leaders.values().sum::<usize>() / leaders.len().max(1);
         let mut sources: Vec<(u64, usize)> = leaders.iter().map(|(id, n)| (*id, *n)).collect();
         sources.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
         let mut chosen = None;
@@ -216,7 +220,8 @@ fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>,
             let mut targets: Vec<(u64, usize)> = leaders.iter().filter(|(id, _)| **id != hi).map(|(id, n)| (*id, *n)).collect();
             targets.sort_by_key(|(id, n)| (*n, *id));
             for (lo, lo_count) in targets {
-                if hi_count <= lo_count + cfg.tolerance {
+                let below_mean = lo_count < floor_mean && hi_count > lo_count;
+                if hi_count <= lo_count + cfg.tolerance && !below_mean {
                     break;
                 }
                 let candidate = regions.iter().enumerate().find_map(|(i, info)| {
@@ -332,6 +337,23 @@ mod tests {
         ];
         let p = plan(&stores, &regions, &HashSet::new(), &PlacementConfig::default());
         assert!(p.transfers.iter().any(|t| t.from_store == 3 && t.to.store_id == 4), "{:?}", p.transfers);
+    }
+
+    #[test]
+    fn a_store_without_leaders_gets_one_even_from_a_store_just_above_it() {
+        // 5 leaders over 4 stores: 2, 2, 1, 0. Store 4 only shares regions led
+        // by store 3; the spread (2 - 0) is over the tolerance, but no region of
+        // stores 1 and 2 can go to store 4: store 3 gives it one.
+        let stores: BTreeSet<u64> = [1, 2, 3, 4].into();
+        let regions = vec![
+            region(1, 1, &[1, 2, 3]),
+            region(2, 1, &[1, 2, 3]),
+            region(3, 2, &[1, 2, 3]),
+            region(4, 2, &[1, 2, 3]),
+            region(5, 3, &[2, 3, 4]),
+        ];
+        let p = plan(&stores, &regions, &HashSet::new(), &PlacementConfig::default());
+        assert!(p.transfers.iter().any(|t| t.region_id == 5 && t.to.store_id == 4), "{:?}", p.transfers);
     }
 
     #[test]
