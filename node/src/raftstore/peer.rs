@@ -287,8 +287,9 @@ impl Peer {
 
     /// Log GC: once the log holds more than `count_limit` entries or `size_limit`
     /// bytes, removes applied entries. A leader keeps what its recently active
-    /// followers still need unless the log is past twice the limits; a follower
-    /// that then falls behind the log's start is sent a snapshot.
+    /// followers still need unless the log is past twice the limits, and what
+    /// follows a snapshot it is sending unless past eight times; a follower that
+    /// falls behind the log's start is sent a snapshot.
     pub fn maybe_compact_log(&mut self, count_limit: u64, size_limit: u64, wb: &mut WriteBatch<'_>) -> Result<bool> {
         if !self.is_initialized() {
             return Ok(false);
@@ -300,11 +301,27 @@ impl Peer {
             return Ok(false);
         }
         let mut target = applied;
-        if self.is_leader() && count <= 2 * count_limit && bytes <= 2 * size_limit {
+        if self.is_leader() {
             let me = self.peer_id();
-            let slowest = self.raw_node.raft.prs().iter().filter(|(id, pr)| **id != me && pr.recent_active).map(|(_, pr)| pr.matched).min();
-            if let Some(m) = slowest {
-                target = target.min(m);
+            let prs = self.raw_node.raft.prs();
+            if count <= 2 * count_limit && bytes <= 2 * size_limit {
+                let slowest = prs.iter().filter(|(id, pr)| **id != me && pr.recent_active).map(|(_, pr)| pr.matched).min();
+                if let Some(m) = slowest {
+                    target = target.min(m);
+                }
+            }
+            // Never past a snapshot being sent (up to a hard cap): the receiver
+            // goes on from its index by log, or it would need another snapshot
+            // when this one lands, and another, for as long as writes outpace it.
+            if count <= 8 * count_limit && bytes <= 8 * size_limit {
+                let sending = prs
+                    .iter()
+                    .filter(|(id, pr)| **id != me && pr.state == ProgressState::Snapshot)
+                    .map(|(_, pr)| pr.pending_snapshot)
+                    .min();
+                if let Some(index) = sending {
+                    target = target.min(index);
+                }
             }
         }
         if target <= truncated {
