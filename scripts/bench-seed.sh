@@ -4,7 +4,7 @@
 # admits it; the clock runs from the join until the store is `up` (placement has
 # moved its share of regions to it: learner -> snapshot -> voter).
 # Usage: scripts/bench-seed.sh [BIN_DIR] (default $CARGO_TARGET_DIR/release, else target/release).
-# Env: BENCH_BASE_PORT (27000), BENCH_SEED_MIB (1024), BENCH_VALUE_SIZE (65536),
+# Env: BENCH_BASE_PORT (27000), BENCH_SEED_MIB (1024), BENCH_VALUE_SIZE (16384), BENCH_CONCURRENCY (16),
 #      BENCH_NODE_ARGS extra node flags for all four nodes
 #      (e.g. "--snapshot-max-bytes-per-sec=0" to lift the default 100 MiB/s limit).
 # Prints the load, then the seeding time, regions and bytes moved and MB/s.
@@ -12,7 +12,7 @@ set -euo pipefail
 bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
 port="${BENCH_BASE_PORT:-27000}"
 mib="${BENCH_SEED_MIB:-1024}"
-vsize="${BENCH_VALUE_SIZE:-65536}"
+vsize="${BENCH_VALUE_SIZE:-16384}"
 keys=$((mib * 1048576 / vsize))
 node_args=(${BENCH_NODE_ARGS:-})
 pg_args=()
@@ -37,7 +37,7 @@ grep '^ready:' "$data/playground.out"
 ctl() { "$bin/shoalctl" --endpoints "$eps" "$@"; }
 
 echo "== load $keys keys of $vsize B ($mib MiB)"
-ctl bench load --keys "$keys" --value-size "$vsize" --concurrency 32
+ctl bench load --keys "$keys" --value-size "$vsize" --concurrency "${BENCH_CONCURRENCY:-16}"
 sleep 3 # let the last splits land
 echo "regions: $(ctl region list | tail -n +2 | wc -l)"
 ctl store list
