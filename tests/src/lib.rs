@@ -197,6 +197,29 @@ pub struct Cluster {
     node_args: Vec<String>,
 }
 
+impl Node {
+    /// A node (not started) named `name` under `dir` (data directory and log),
+    /// with its identity and address flags and `membership` (how it finds the
+    /// cluster: `--initial-cluster` or `--join`).
+    fn new(dir: &std::path::Path, name: String, grpc: String, status: String, membership: (&str, String)) -> Node {
+        let data_dir = dir.join(&name);
+        let log = dir.join(format!("{name}.log"));
+        let args: Vec<String> = vec![
+            "--name".into(),
+            name.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen-addr".into(),
+            grpc.clone(),
+            "--status-addr".into(),
+            status.clone(),
+            membership.0.into(),
+            membership.1,
+        ];
+        Node { name, grpc, status, data_dir, log, store_id: None, joined: false, args, child: None }
+    }
+}
+
 impl Cluster {
     /// Starts `n` nodes with `extra` options each and waits until they serve.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
@@ -208,22 +231,10 @@ impl Cluster {
             let name = format!("n{}", i + 1);
             let grpc = format!("127.0.0.1:{}", ports[2 * i]);
             let status = format!("127.0.0.1:{}", ports[2 * i + 1]);
-            let data_dir = dir.path().join(&name);
-            let mut args: Vec<String> = vec![
-                "--name".into(),
-                name.clone(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--listen-addr".into(),
-                grpc.clone(),
-                "--status-addr".into(),
-                status.clone(),
-                "--initial-cluster".into(),
-                initial.join(","),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let log = dir.path().join(format!("{name}.log"));
-            nodes.push(Node { name, grpc, status, data_dir, log, store_id: Some(i as u64 + 1), joined: false, args, child: None });
+            let mut node = Node::new(dir.path(), name, grpc, status, ("--initial-cluster", initial.join(",")));
+            node.args.extend(extra.iter().map(|s| s.to_string()));
+            node.store_id = Some(i as u64 + 1);
+            nodes.push(node);
         }
         let node_args = extra.iter().map(|s| s.to_string()).collect();
         let mut cluster = Cluster { nodes, dir, node_args };
@@ -249,24 +260,12 @@ impl Cluster {
         let ports = free_ports(2);
         let grpc = format!("127.0.0.1:{}", ports[0]);
         let status = format!("127.0.0.1:{}", ports[1]);
-        let data_dir = self.dir.path().join(&name);
         let join: Vec<String> = self.nodes.iter().map(|n| n.grpc.clone()).collect();
-        let mut args: Vec<String> = vec![
-            "--name".into(),
-            name.clone(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--listen-addr".into(),
-            grpc.clone(),
-            "--status-addr".into(),
-            status.clone(),
-            "--join".into(),
-            join.join(","),
-        ];
+        let mut node = Node::new(self.dir.path(), name, grpc, status, ("--join", join.join(",")));
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        args.extend(merge_args(&self.node_args, &extra));
-        let log = self.dir.path().join(format!("{name}.log"));
-        self.nodes.push(Node { name, grpc, status, data_dir, log, store_id: None, joined: true, args, child: None });
+        node.args.extend(merge_args(&self.node_args, &extra));
+        node.joined = true;
+        self.nodes.push(node);
         self.nodes[i].start();
         i
     }
