@@ -1,0 +1,125 @@
+//! Names, labels and addresses of a cluster's objects, in one place.
+//!
+//! For a `KvCluster` `demo` in namespace `ns`: the StatefulSet, the client
+//! Service and the PodDisruptionBudget are `demo`, the headless Service is
+//! `demo-peer`, the ConfigMap `demo-config`; pod `i` is `demo-i` and peers
+//! reach it at `demo-i.demo-peer.ns.svc:20160`.
+
+use std::collections::BTreeMap;
+
+use crate::crd::KvCluster;
+
+/// gRPC port of a store (Kv, Raft, Meta, Admin).
+pub const GRPC_PORT: i32 = 20160;
+/// HTTP status port (`/metrics`, `/healthz`, `/readyz`).
+pub const STATUS_PORT: i32 = 20180;
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "shoal-operator";
+/// Where a pod's volume is mounted, and the data directory inside it.
+pub const DATA_MOUNT: &str = "/var/lib/shoal";
+pub const DATA_DIR: &str = "/var/lib/shoal/data";
+/// Where the ConfigMap is mounted, and the node configuration file in it.
+pub const CONFIG_MOUNT: &str = "/etc/shoal";
+pub const CONFIG_FILE_KEY: &str = "shoal.toml";
+/// The ConfigMap key holding `new` or `existing` (the node's `--initial-cluster-state`).
+pub const CLUSTER_STATE_KEY: &str = "initial-cluster-state";
+/// The volume claim template's name; PVC `i` is `data-<sts>-i`.
+pub const DATA_VOLUME: &str = "data";
+
+/// The names of one cluster's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+impl Names {
+    pub fn of(kvc: &KvCluster) -> Names {
+        Names {
+            cluster: kvc.metadata.name.clone().unwrap_or_default(),
+            namespace: kvc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        }
+    }
+
+    pub fn statefulset(&self) -> String {
+        self.cluster.clone()
+    }
+
+    pub fn client_service(&self) -> String {
+        self.cluster.clone()
+    }
+
+    pub fn peer_service(&self) -> String {
+        format!("{}-peer", self.cluster)
+    }
+
+    pub fn config_map(&self) -> String {
+        format!("{}-config", self.cluster)
+    }
+
+    pub fn pdb(&self) -> String {
+        self.cluster.clone()
+    }
+
+    pub fn pod(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.cluster)
+    }
+
+    pub fn pvc(&self, ordinal: i32) -> String {
+        format!("{DATA_VOLUME}-{}-{ordinal}", self.cluster)
+    }
+
+    /// The ordinal of a pod (or store) name of this cluster: `demo-3` → 3.
+    pub fn ordinal_of(&self, pod: &str) -> Option<i32> {
+        let rest = pod.strip_prefix(&self.cluster)?.strip_prefix('-')?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || (rest.len() > 1 && rest.starts_with('0')) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+
+    /// The stable DNS name other stores reach pod `ordinal` at.
+    pub fn peer_addr(&self, ordinal: i32) -> String {
+        format!("{}.{}.{}.svc:{GRPC_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
+    }
+
+    /// Labels that select the cluster's storage pods (immutable in a StatefulSet).
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "shoal".to_string()),
+            ("app.kubernetes.io/instance".to_string(), self.cluster.clone()),
+            ("app.kubernetes.io/component".to_string(), "store".to_string()),
+        ])
+    }
+
+    /// The selector as the string the scale subresource reports.
+    pub fn selector_string(&self) -> String {
+        self.selector_labels().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Labels of every object the operator makes for this cluster.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels();
+        labels.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_parse_only_this_clusters_pods() {
+        let n = Names { cluster: "demo".into(), namespace: "ns".into() };
+        assert_eq!(n.ordinal_of("demo-0"), Some(0));
+        assert_eq!(n.ordinal_of("demo-12"), Some(12));
+        assert_eq!(n.ordinal_of("demo-01"), None);
+        assert_eq!(n.ordinal_of("demo-"), None);
+        assert_eq!(n.ordinal_of("demo-x"), None);
+        assert_eq!(n.ordinal_of("demox-1"), None);
+        assert_eq!(n.ordinal_of("other-1"), None);
+        assert_eq!(n.peer_addr(2), "demo-2.demo-peer.ns.svc:20160");
+        assert_eq!(n.pvc(1), "data-demo-1");
+    }
+}

@@ -1,0 +1,49 @@
+//! The two Services: a headless one that gives every pod a stable DNS name for
+//! its peers (published before the pod is ready, since peers must reach each
+//! other to elect the leaders that make them ready), and a client one.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::names::{GRPC_PORT, STATUS_PORT};
+use super::{BuildInput, meta};
+
+fn ports() -> Vec<ServicePort> {
+    let port = |name: &str, port: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    vec![port("grpc", GRPC_PORT), port("status", STATUS_PORT)]
+}
+
+/// `<name>-peer`: headless, for `<pod>.<name>-peer.<ns>.svc`.
+pub fn peer_service(input: &BuildInput<'_>) -> Service {
+    Service {
+        metadata: meta(input, input.names.peer_service(), input.names.labels()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(input.names.selector_labels()),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `<name>`: what clients (and Prometheus) connect to.
+pub fn client_service(input: &BuildInput<'_>) -> Service {
+    Service {
+        metadata: meta(input, input.names.client_service(), input.names.labels()),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(input.names.selector_labels()),
+            ports: Some(ports()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

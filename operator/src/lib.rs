@@ -1,0 +1,24 @@
+//! Shoal's Kubernetes operator: it turns a `KvCluster` into the objects that
+//! run a Shoal cluster and drives the cluster's membership as it scales.
+//!
+//! Reconcile is a pipeline ([`reconcile`]):
+//! 1. **dereference** — the `KvCluster` and what exists: its StatefulSet, pods
+//!    and volumes ([`observe`]), and the stores the cluster itself reports
+//!    through its Admin and Meta services ([`cluster`]);
+//! 2. **validate** — the spec ([`validate`]); an invalid one sets `Degraded`
+//!    and waits for a change;
+//! 3. **decide** — the membership driver ([`membership::plan`], a pure
+//!    function of the spec, the status and what was observed) picks the
+//!    StatefulSet size and at most one step: join, drain or remove a store, or
+//!    delete a retired volume;
+//! 4. **build** — pure builders ([`build`]) make every child object;
+//! 5. **apply** — server-side apply with one field manager, then the step;
+//! 6. **status** — replicas, stores, conditions and the scaling in progress.
+//!
+//! Around it: the CRD types ([`crd`]), metrics ([`metrics`]), leader election
+//! on a Lease ([`leader`]) and the HTTP endpoints ([`http`]).
+
+pub mod build;
+pub mod crd;
+pub mod membership;
+pub mod validate;

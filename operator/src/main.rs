@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", shoal_operator::crd::crd_yaml());
+}

@@ -1,0 +1,180 @@
+//! The membership driver: what the operator does to the cluster's stores as it
+//! scales, as a pure function ([`plan()`]) of the spec, what the operator
+//! remembers in the status ([`Memory`]) and what it observed ([`Observed`]).
+//!
+//! One call returns the size the StatefulSet should have and at most one
+//! [`Step`] through the cluster's Admin API (or one volume to delete). The
+//! reconciler carries the step out and calls again on the next round, so the
+//! driver never waits on anything: it looks at what is there and picks the
+//! next safe thing.
+//!
+//! The flow, in order of priority:
+//! 1. **Bootstrap.** No StatefulSet yet: create it with the initial members
+//!    (`spec.replicas`). Once every one of them is `Up` and heard from, the
+//!    cluster is *bootstrapped*: from then on an empty pod joins instead of
+//!    bootstrapping (the ConfigMap's cluster state becomes `existing`).
+//! 2. **Join.** Every pod below the target has one live store; a `Pending`
+//!    one (a new pod, or a pod whose volume was lost) is joined — one store
+//!    seeding at a time — and placement seeds it by snapshot until it is `Up`.
+//! 3. **Replace.** A store left behind by a pod whose volume was lost (an
+//!    older store of the same pod name) is drained once its successor is up,
+//!    then removed.
+//! 4. **Scale in.** The highest ordinals first, one at a time: drain the store
+//!    (refused below the replication factor), remove it once it holds no
+//!    peer, and only when every store above the target is tombstoned shrink
+//!    the StatefulSet; then delete the retired pods' volumes. A volume whose
+//!    store was not tombstoned is never deleted.
+//! 5. A new `spec.replicas` while a scaling runs waits until it is done
+//!    ([`crate::crd::ScalingStatus`]); a drain whose region count stops
+//!    falling for the stall timeout sets `Degraded` with the reason.
+//!
+//! Safety rules every plan keeps (checked by the property tests in
+//! `sim_tests.rs` over random clusters): never drain a store when fewer than
+//! the replication factor would stay `Up`/`Joining`; never remove a store that
+//! holds a peer or a leader; never shrink the StatefulSet past a pod whose
+//! store is not tombstoned; never delete the volume of such a pod; at most one
+//! store joining and one draining at a time.
+
+mod plan;
+#[cfg(test)]
+mod sim_tests;
+
+pub use plan::plan;
+
+use crate::crd::ScalingStatus;
+
+/// A store's state as the cluster reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StoreState {
+    Pending,
+    Joining,
+    Up,
+    Draining,
+    Down,
+    Tombstone,
+}
+
+impl StoreState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Pending => "Pending",
+            StoreState::Joining => "Joining",
+            StoreState::Up => "Up",
+            StoreState::Draining => "Draining",
+            StoreState::Down => "Down",
+            StoreState::Tombstone => "Tombstone",
+        }
+    }
+
+    /// States that count toward the replication factor (targets placement may use).
+    pub fn is_serving(self) -> bool {
+        matches!(self, StoreState::Up | StoreState::Joining)
+    }
+}
+
+/// One store, as `ListStores` (and `StoreStatus` for a draining one) report it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedStore {
+    pub id: u64,
+    /// The name it registered under: its pod's name.
+    pub name: String,
+    pub state: StoreState,
+    /// Peers it holds (the meta region's included when the cluster says so).
+    pub regions: u64,
+    pub leaders: u64,
+    /// Whether the meta leader has heard a heartbeat from it.
+    pub heard: bool,
+}
+
+/// What the operator saw this round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The StatefulSet's `spec.replicas`; `None` before it exists.
+    pub sts_replicas: Option<i32>,
+    /// Ordinals of the pods that exist.
+    pub pods: Vec<i32>,
+    /// Ordinals of the data volumes (PVCs) that exist.
+    pub pvcs: Vec<i32>,
+    /// The stores, or why the cluster could not be asked.
+    pub stores: Result<Vec<ObservedStore>, String>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// The drain being watched for progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainProgress {
+    pub store_id: u64,
+    /// Peers it held when its count last fell.
+    pub regions: u64,
+    /// Unix seconds of that.
+    pub since: i64,
+}
+
+/// What the operator remembers between rounds (kept in the status).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Memory {
+    pub initial_members: Option<i32>,
+    pub bootstrapped: bool,
+    pub scaling: Option<ScalingStatus>,
+    pub drain: Option<DrainProgress>,
+}
+
+/// What the spec asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub replicas: i32,
+    pub replication_factor: i32,
+    /// Seconds a drain may go without progress before `Degraded`.
+    pub drain_stall_secs: i64,
+}
+
+/// The one thing to do through the cluster's Admin API (or to a volume).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    JoinStore { store_id: u64, pod: String },
+    DrainStore { store_id: u64, pod: String },
+    RemoveStore { store_id: u64, pod: String },
+    DeleteVolume { ordinal: i32 },
+}
+
+/// What the cluster is doing, for `status.phase`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Bootstrapping,
+    Running,
+    ScalingOut,
+    ScalingIn,
+    Replacing,
+    Degraded,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bootstrapping => "Bootstrapping",
+            Phase::Running => "Running",
+            Phase::ScalingOut => "ScalingOut",
+            Phase::ScalingIn => "ScalingIn",
+            Phase::Replacing => "Replacing",
+            Phase::Degraded => "Degraded",
+        }
+    }
+}
+
+/// The driver's decision for this round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Pods the StatefulSet should have.
+    pub sts_replicas: i32,
+    /// What to remember (status): initial members, bootstrapped, the scaling
+    /// and drain in progress.
+    pub memory: Memory,
+    pub step: Option<Step>,
+    pub phase: Phase,
+    /// What it is doing or waiting for, in words (`Progressing`'s message);
+    /// `None` when there is nothing to do.
+    pub progress: Option<String>,
+    /// Why the cluster needs attention (`Degraded`'s reason and message).
+    pub degraded: Option<(&'static str, String)>,
+}

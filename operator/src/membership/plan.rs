@@ -1,0 +1,232 @@
+//! [`plan`]: observed cluster + spec → the StatefulSet size and the next step.
+//! The flow and the safety rules are described in the module above.
+
+use std::collections::BTreeMap;
+
+use super::{Desired, DrainProgress, Memory, Observed, ObservedStore, Phase, Plan, Step, StoreState};
+use crate::build::Names;
+use crate::crd::ScalingStatus;
+
+/// The stores of one cluster arranged by pod ordinal.
+struct View<'a> {
+    names: &'a Names,
+    /// For each ordinal, its live (not tombstoned) stores, newest (highest id) last.
+    by_ordinal: BTreeMap<i32, Vec<&'a ObservedStore>>,
+    all: &'a [ObservedStore],
+}
+
+impl<'a> View<'a> {
+    fn new(names: &'a Names, stores: &'a [ObservedStore]) -> View<'a> {
+        let mut by_ordinal: BTreeMap<i32, Vec<&ObservedStore>> = BTreeMap::new();
+        for s in stores.iter().filter(|s| s.state != StoreState::Tombstone) {
+            if let Some(o) = names.ordinal_of(&s.name) {
+                by_ordinal.entry(o).or_default().push(s);
+            }
+        }
+        for list in by_ordinal.values_mut() {
+            list.sort_by_key(|s| s.id);
+        }
+        View { names, by_ordinal, all: stores }
+    }
+
+    /// The store pod `o` runs now: its newest live store.
+    fn current(&self, o: i32) -> Option<&'a ObservedStore> {
+        self.by_ordinal.get(&o).and_then(|l| l.last().copied())
+    }
+
+    /// Stores left behind by a pod whose volume was lost: older live stores
+    /// of an ordinal below `limit` (ordinals at or above it are retired by
+    /// scale-in, all their stores alike).
+    fn orphans(&self, limit: i32) -> Vec<&'a ObservedStore> {
+        self.by_ordinal.range(..limit).flat_map(|(_, l)| l[..l.len() - 1].iter().copied()).collect()
+    }
+
+    /// Orphans whose successor (the pod's current store) is up or being
+    /// seeded: those can be drained, since placement has somewhere to go.
+    fn replaceable_orphans(&self, limit: i32) -> Vec<&'a ObservedStore> {
+        self.by_ordinal
+            .range(..limit)
+            .filter(|(_, l)| l.last().is_some_and(|s| s.state.is_serving()))
+            .flat_map(|(_, l)| l[..l.len() - 1].iter().copied())
+            .collect()
+    }
+
+    fn live_at_or_above(&self, limit: i32) -> Vec<(i32, &'a ObservedStore)> {
+        self.by_ordinal.range(limit..).flat_map(|(o, l)| l.iter().map(move |s| (*o, *s))).collect()
+    }
+
+    fn any_in(&self, state: StoreState) -> Option<&'a ObservedStore> {
+        self.all.iter().find(|s| s.state == state)
+    }
+
+    /// Whether draining `s` leaves at least `rf` stores that placement can use.
+    fn can_drain(&self, s: &ObservedStore, rf: i32) -> bool {
+        let others = self.all.iter().filter(|o| o.id != s.id && o.state.is_serving()).count();
+        others >= rf as usize
+    }
+
+    fn label(&self, s: &ObservedStore) -> String {
+        let _ = self.names;
+        format!("store {} ({})", s.id, s.name)
+    }
+}
+
+/// Decides the StatefulSet size and at most one step; see the module docs.
+pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -> Plan {
+    let initial = memory.initial_members.unwrap_or(desired.replicas);
+    let mut mem = Memory { initial_members: Some(initial), ..memory.clone() };
+    let waiting = |sts_replicas: i32, mem: Memory, phase: Phase, progress: String, degraded: Option<(&'static str, String)>| Plan {
+        sts_replicas,
+        memory: mem,
+        step: None,
+        phase: if degraded.is_some() { Phase::Degraded } else { phase },
+        progress: Some(progress),
+        degraded,
+    };
+
+    let Some(current) = obs.sts_replicas else {
+        return waiting(initial, mem, Phase::Bootstrapping, format!("creating the StatefulSet with {initial} initial members"), None);
+    };
+    let stores = match &obs.stores {
+        Ok(stores) => stores,
+        Err(e) => {
+            let degraded = mem.bootstrapped.then(|| ("ClusterUnreachable", format!("cannot ask the cluster for its stores: {e}")));
+            return waiting(current, mem, Phase::Bootstrapping, "waiting for the cluster to answer".into(), degraded);
+        }
+    };
+    if !mem.bootstrapped {
+        let up = (0..initial).filter(|&i| stores.iter().any(|s| s.name == names.pod(i) && s.state == StoreState::Up && s.heard)).count();
+        let progress = format!("{up} of {initial} initial members are up");
+        mem.bootstrapped = up == initial as usize;
+        return waiting(current, mem, Phase::Bootstrapping, progress, None);
+    }
+
+    let view = View::new(names, stores);
+    if mem.scaling.is_none() && desired.replicas != current {
+        mem.scaling = Some(ScalingStatus { from: current, to: desired.replicas, step: String::new() });
+    }
+    let target = mem.scaling.as_ref().map_or(current, |s| s.to);
+    let mut sts = current.max(target);
+    // Everything that needs attention; the first reason names the condition.
+    let mut degraded: Vec<(&'static str, String)> = Vec::new();
+    let mut progress: Vec<String> = Vec::new();
+    let mut step: Option<Step> = None;
+
+    // Stores to retire: everything at or above the target, and orphans.
+    let retiring: Vec<&ObservedStore> =
+        view.live_at_or_above(target).into_iter().map(|(_, s)| s).chain(view.orphans(target)).collect();
+
+    // Watch the drain in progress (a retiring store that is draining, or a
+    // down one the operator asked to drain).
+    let draining = retiring.iter().copied().find(|s| {
+        s.state == StoreState::Draining || (s.state == StoreState::Down && mem.drain.as_ref().is_some_and(|d| d.store_id == s.id))
+    });
+    mem.drain = draining.map(|s| match &mem.drain {
+        Some(d) if d.store_id == s.id && s.regions >= d.regions => d.clone(),
+        _ => DrainProgress { store_id: s.id, regions: s.regions, since: obs.now },
+    });
+    if let (Some(s), Some(d)) = (draining, &mem.drain) {
+        let stalled_for = obs.now - d.since;
+        if s.regions + s.leaders > 0 && stalled_for > desired.drain_stall_secs {
+            degraded.push((
+                "DrainStalled",
+                format!("the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders)", view.label(s), s.regions, s.leaders),
+            ));
+        }
+    }
+
+    // 1. Completion first: remove a retiring store that holds nothing.
+    for s in &retiring {
+        let empty = s.regions == 0 && s.leaders == 0;
+        let drained = s.state == StoreState::Draining || (s.state == StoreState::Down && mem.drain.as_ref().is_some_and(|d| d.store_id == s.id));
+        if empty && (drained || s.state == StoreState::Pending) {
+            step = Some(Step::RemoveStore { store_id: s.id, pod: s.name.clone() });
+            progress.push(format!("removing {}", view.label(s)));
+            break;
+        }
+    }
+
+    // 2. Join: every pod below the target runs one Up store.
+    let joining = view.any_in(StoreState::Joining);
+    for o in 0..target.min(sts) {
+        match view.current(o) {
+            None => progress.push(format!("waiting for {} to register its store", names.pod(o))),
+            Some(s) if s.state == StoreState::Pending => {
+                if step.is_none() && joining.is_none() {
+                    step = Some(Step::JoinStore { store_id: s.id, pod: s.name.clone() });
+                    progress.push(format!("joining {}", view.label(s)));
+                } else {
+                    progress.push(format!("{} waits to join", view.label(s)));
+                }
+            }
+            Some(s) if s.state == StoreState::Joining => {
+                progress.push(format!("seeding {}: {} regions so far", view.label(s), s.regions));
+            }
+            Some(s) if s.state == StoreState::Down => {
+                degraded.push(("StoreDown", format!("{} is down: its pod has not reported for too long", view.label(s))));
+            }
+            Some(_) => {}
+        }
+    }
+    let all_up = (0..target).all(|o| view.current(o).is_some_and(|s| s.state == StoreState::Up));
+
+    // 3 and 4. Drain one retiring store: orphans first, then the highest ordinal.
+    if view.any_in(StoreState::Draining).is_none() && draining.is_none() {
+        let orphans = view.replaceable_orphans(target);
+        let next = orphans
+            .iter()
+            .copied()
+            .find(|s| s.state != StoreState::Pending)
+            .or_else(|| if all_up { view.live_at_or_above(target).into_iter().rev().map(|(_, s)| s).find(|s| s.state != StoreState::Pending) } else { None });
+        if let Some(s) = next {
+            if !view.can_drain(s, desired.replication_factor) {
+                degraded.push((
+                    "DrainRefused",
+                    format!("draining {} would leave fewer than {} stores up", view.label(s), desired.replication_factor),
+                ));
+            } else if step.is_none() {
+                step = Some(Step::DrainStore { store_id: s.id, pod: s.name.clone() });
+                mem.drain = Some(DrainProgress { store_id: s.id, regions: s.regions, since: obs.now });
+                progress.push(format!("draining {}", view.label(s)));
+            }
+        }
+    } else if let Some(s) = draining {
+        progress.push(format!("draining {}: {} peers and {} leaders left", view.label(s), s.regions, s.leaders));
+    }
+
+    // 5. Shrink once nothing lives at or above the target; then retire volumes.
+    if target < sts && view.live_at_or_above(target).is_empty() {
+        sts = target;
+        progress.push(format!("shrinking the StatefulSet to {target}"));
+    }
+    if step.is_none() {
+        let retired = obs.pvcs.iter().copied().filter(|&o| o >= sts && !obs.pods.contains(&o) && view.by_ordinal.get(&o).is_none()).min();
+        if let Some(o) = retired {
+            step = Some(Step::DeleteVolume { ordinal: o });
+            progress.push(format!("deleting the volume of retired pod {}", names.pod(o)));
+        }
+    }
+
+    let done = sts == target
+        && current == target
+        && all_up
+        && retiring.is_empty()
+        && step.is_none()
+        && !obs.pvcs.iter().any(|&o| o >= target && !obs.pods.contains(&o));
+    let degraded = degraded.first().map(|(reason, _)| (*reason, degraded.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")));
+    let phase = match &mem.scaling {
+        _ if degraded.is_some() => Phase::Degraded,
+        Some(s) if !done && s.to > s.from => Phase::ScalingOut,
+        Some(_) if !done => Phase::ScalingIn,
+        _ if !progress.is_empty() => Phase::Replacing,
+        _ => Phase::Running,
+    };
+    if done {
+        mem.scaling = None;
+    }
+    let progress = (!progress.is_empty()).then(|| progress.join("; "));
+    if let (Some(s), Some(p)) = (mem.scaling.as_mut(), &progress) {
+        s.step = p.clone();
+    }
+    Plan { sts_replicas: sts, memory: mem, step, phase, progress, degraded }
+}

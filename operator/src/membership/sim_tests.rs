@@ -1,0 +1,443 @@
+//! The membership driver against a simulated cluster: random scale requests
+//! and lost volumes, plans applied round after round. Every step is checked
+//! against the safety rules (no drain below the replication factor, no
+//! removal of a store holding peers, no shrink past a live store, no volume
+//! deleted under a live store, one join and one drain at a time), and once the
+//! requests stop the cluster must settle at the asked size.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::build::Names;
+
+/// A store of the model. `stored` is what meta keeps; what the driver sees
+/// is `Down` once a store has been silent for a while.
+#[derive(Clone, Debug)]
+struct SimStore {
+    id: u64,
+    name: String,
+    stored: StoreState,
+    regions: u64,
+    leaders: u64,
+    /// Rounds since its process last ran (its volume is gone).
+    silent: u32,
+    alive: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Sim {
+    names: Names,
+    rf: i32,
+    replicas: i32,
+    sts: Option<i32>,
+    pods: BTreeSet<i32>,
+    /// Volume of each ordinal → the store whose data it holds.
+    pvcs: BTreeMap<i32, Option<u64>>,
+    stores: Vec<SimStore>,
+    next_id: u64,
+    memory: Memory,
+    now: i64,
+    /// Total peers to spread (regions × replicas).
+    peers: u64,
+    /// Pods whose process is stopped (node failure) for this many more rounds.
+    paused: BTreeMap<i32, u32>,
+}
+
+const SILENT_ROUNDS_TO_DOWN: u32 = 6;
+
+impl Sim {
+    fn new(replicas: i32, rf: i32) -> Sim {
+        Sim {
+            names: Names { cluster: "demo".into(), namespace: "ns".into() },
+            rf,
+            replicas,
+            sts: None,
+            pods: BTreeSet::new(),
+            pvcs: BTreeMap::new(),
+            stores: Vec::new(),
+            next_id: 1,
+            memory: Memory::default(),
+            now: 1_000,
+            peers: 24 * rf as u64,
+            paused: BTreeMap::new(),
+        }
+    }
+
+    fn shown(s: &SimStore) -> StoreState {
+        if s.stored != StoreState::Tombstone && s.stored != StoreState::Pending && s.silent >= SILENT_ROUNDS_TO_DOWN {
+            StoreState::Down
+        } else {
+            s.stored
+        }
+    }
+
+    fn observe(&self) -> Observed {
+        let stores = self
+            .stores
+            .iter()
+            .map(|s| ObservedStore {
+                id: s.id,
+                name: s.name.clone(),
+                state: Sim::shown(s),
+                regions: s.regions,
+                leaders: s.leaders,
+                heard: s.alive,
+            })
+            .collect();
+        Observed {
+            sts_replicas: self.sts,
+            pods: self.pods.iter().copied().collect(),
+            pvcs: self.pvcs.keys().copied().collect(),
+            stores: Ok(stores),
+            now: self.now,
+        }
+    }
+
+    fn desired(&self) -> Desired {
+        Desired { replicas: self.replicas, replication_factor: self.rf, drain_stall_secs: 600 }
+    }
+
+    fn store(&mut self, id: u64) -> &mut SimStore {
+        self.stores.iter_mut().find(|s| s.id == id).expect("the plan names a store the model has")
+    }
+
+    fn serving(&self) -> Vec<u64> {
+        self.stores.iter().filter(|s| Sim::shown(s).is_serving() && s.alive).map(|s| s.id).collect()
+    }
+
+    /// One round: plan, check, apply, and let the world move.
+    fn round(&mut self) -> Plan {
+        let obs = self.observe();
+        let plan = plan(&self.names, &self.desired(), &self.memory, &obs);
+        self.check(&obs, &plan);
+        self.apply(&plan);
+        self.world();
+        self.now += 5;
+        plan
+    }
+
+    fn check(&self, obs: &Observed, plan: &Plan) {
+        let shown: Vec<(u64, StoreState)> = self.stores.iter().map(|s| (s.id, Sim::shown(s))).collect();
+        let live_at = |o: i32| {
+            self.stores.iter().any(|s| s.stored != StoreState::Tombstone && self.names.ordinal_of(&s.name) == Some(o))
+        };
+        match &plan.step {
+            Some(Step::DrainStore { store_id, .. }) => {
+                let others = self.stores.iter().filter(|s| s.id != *store_id && Sim::shown(s).is_serving()).count();
+                assert!(others >= self.rf as usize, "drained store {store_id} leaving {others} serving < rf {}: {shown:?}", self.rf);
+                assert!(
+                    !self.stores.iter().any(|s| s.id != *store_id && s.stored == StoreState::Draining),
+                    "a second drain while one runs: {shown:?}"
+                );
+            }
+            Some(Step::RemoveStore { store_id, .. }) => {
+                let s = self.stores.iter().find(|s| s.id == *store_id).expect("removed store exists");
+                assert_eq!((s.regions, s.leaders), (0, 0), "removed store {store_id} still holds peers: {s:?}");
+                assert!(matches!(s.stored, StoreState::Draining | StoreState::Pending), "removed store {store_id} was not drained: {s:?}");
+            }
+            Some(Step::JoinStore { store_id, .. }) => {
+                assert!(
+                    !self.stores.iter().any(|s| Sim::shown(s) == StoreState::Joining),
+                    "a second join while one runs (joining {store_id}): {shown:?}"
+                );
+                assert_eq!(self.stores.iter().find(|s| s.id == *store_id).map(|s| s.stored), Some(StoreState::Pending));
+            }
+            Some(Step::DeleteVolume { ordinal }) => {
+                assert!(*ordinal >= plan.sts_replicas, "volume {ordinal} deleted below the StatefulSet size {}", plan.sts_replicas);
+                assert!(!obs.pods.contains(ordinal), "volume {ordinal} deleted under a running pod");
+                assert!(!live_at(*ordinal), "volume {ordinal} deleted while its store is not tombstoned: {shown:?}");
+            }
+            None => {}
+        }
+        if let Some(sts) = self.sts {
+            for o in plan.sts_replicas..sts {
+                assert!(!live_at(o), "StatefulSet shrunk to {} past pod {o} whose store is live: {shown:?}", plan.sts_replicas);
+            }
+        }
+    }
+
+    fn apply(&mut self, plan: &Plan) {
+        self.memory = plan.memory.clone();
+        self.sts = Some(plan.sts_replicas);
+        match &plan.step {
+            Some(Step::JoinStore { store_id, .. }) => self.store(*store_id).stored = StoreState::Joining,
+            Some(Step::DrainStore { store_id, .. }) => {
+                let s = self.store(*store_id);
+                if s.stored != StoreState::Pending {
+                    s.stored = StoreState::Draining;
+                }
+            }
+            Some(Step::RemoveStore { store_id, .. }) => self.store(*store_id).stored = StoreState::Tombstone,
+            Some(Step::DeleteVolume { ordinal }) => {
+                self.pvcs.remove(ordinal);
+            }
+            None => {}
+        }
+    }
+
+    /// Pods follow the StatefulSet, empty volumes register new stores,
+    /// placement seeds joining stores and empties draining ones.
+    fn world(&mut self) {
+        let sts = self.sts.unwrap_or(0);
+        self.pods.retain(|&o| o < sts);
+        for o in 0..sts {
+            self.pods.insert(o);
+            let held = *self.pvcs.entry(o).or_insert(None);
+            if held.is_none() {
+                let id = self.next_id;
+                self.next_id += 1;
+                let bootstrap = !self.memory.bootstrapped && o < self.memory.initial_members.unwrap_or(0);
+                let (stored, regions) = if bootstrap { (StoreState::Up, self.peers / sts as u64) } else { (StoreState::Pending, 0) };
+                self.stores.push(SimStore { id, name: self.names.pod(o), stored, regions, leaders: 0, silent: 0, alive: true });
+                self.pvcs.insert(o, Some(id));
+            }
+        }
+        self.paused.retain(|_, left| {
+            *left -= 1;
+            *left > 0
+        });
+        let running: BTreeSet<u64> =
+            self.pods.iter().filter(|o| !self.paused.contains_key(o)).filter_map(|o| self.pvcs.get(o).copied().flatten()).collect();
+        for s in &mut self.stores {
+            s.alive = running.contains(&s.id);
+            s.silent = if s.alive { 0 } else { s.silent + 1 };
+        }
+        // Placement: one peer moves per round off a draining store (to a
+        // serving one), onto a joining store until it holds its share.
+        let serving = self.serving();
+        if let Some(d) = self.stores.iter().position(|s| s.stored == StoreState::Draining && s.regions > 0) {
+            if serving.len() >= self.rf as usize {
+                self.stores[d].regions -= 1;
+                self.stores[d].leaders = 0;
+                let to = serving[(self.now as usize) % serving.len()];
+                self.store(to).regions += 1;
+            }
+        }
+        let share = self.peers / serving.len().max(1) as u64;
+        for i in 0..self.stores.len() {
+            if self.stores[i].stored == StoreState::Joining && self.stores[i].alive {
+                if self.stores[i].regions + 1 >= share {
+                    self.stores[i].stored = StoreState::Up;
+                } else {
+                    self.stores[i].regions += 1;
+                }
+            }
+        }
+    }
+
+    /// Loses one volume while every other pod's volume holds an Up store
+    /// (their processes may be stopped by an outage): losing the volumes of a
+    /// quorum loses data whatever the operator does, so one at a time.
+    fn lose_volume(&mut self, ordinal: i32) {
+        let others_intact = self.pvcs.iter().filter(|(o, _)| **o != ordinal).all(|(_, held)| {
+            held.is_some_and(|id| self.stores.iter().any(|s| s.id == id && s.stored == StoreState::Up))
+        });
+        let no_orphans = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).count() == self.pvcs.len();
+        if self.rf > 1 && others_intact && no_orphans && self.pods.contains(&ordinal) {
+            self.pvcs.insert(ordinal, None);
+        }
+    }
+
+    fn settled(&self) -> bool {
+        let live: Vec<&SimStore> = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).collect();
+        self.memory.bootstrapped
+            && self.sts == Some(self.replicas)
+            && self.memory.scaling.is_none()
+            && live.len() == self.replicas as usize
+            && (0..self.replicas).all(|o| live.iter().any(|s| s.name == self.names.pod(o) && s.stored == StoreState::Up && s.alive))
+            && self.pvcs.keys().copied().eq(0..self.replicas)
+    }
+
+    /// Rounds until settled; panics with the model if it never does.
+    fn settle(&mut self, max_rounds: usize) -> Plan {
+        let mut last = None;
+        for _ in 0..max_rounds {
+            let plan = self.round();
+            if self.settled() && plan.step.is_none() {
+                // What the driver says about the settled cluster.
+                let plan = self.round();
+                assert!(self.settled() && plan.step.is_none(), "a settled cluster moved: {plan:?}");
+                return plan;
+            }
+            last = Some(plan);
+        }
+        panic!("did not settle at {} replicas in {max_rounds} rounds; last plan {last:?}; model {self:#?}", self.replicas);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Scale(i32),
+    LoseVolume(i32),
+    /// A pod's process stops for this many rounds (long enough to show Down).
+    Outage(i32, u32),
+    Rounds(usize),
+}
+
+fn events(rf: i32) -> impl Strategy<Value = Vec<Event>> {
+    let event = prop_oneof![
+        (rf..=6).prop_map(Event::Scale),
+        (0..6i32).prop_map(Event::LoseVolume),
+        ((0..6i32), (1..30u32)).prop_map(|(o, r)| Event::Outage(o, r)),
+        (1..40usize).prop_map(Event::Rounds),
+    ];
+    proptest::collection::vec(event, 1..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_scaling_and_lost_volumes_stay_safe_and_settle(
+        (rf, initial, evs) in prop_oneof![Just(1), Just(3)].prop_flat_map(|rf| (Just(rf), rf..=5, events(rf)))
+    ) {
+        let mut sim = Sim::new(initial, rf);
+        sim.settle(400);
+        for ev in evs {
+            match ev {
+                Event::Scale(n) => sim.replicas = n,
+                Event::LoseVolume(o) => sim.lose_volume(o),
+                Event::Outage(o, rounds) => { sim.paused.insert(o, rounds); }
+                Event::Rounds(k) => for _ in 0..k { sim.round(); },
+            }
+        }
+        let last = sim.settle(2_000);
+        prop_assert_eq!(last.phase, Phase::Running);
+        prop_assert!(last.degraded.is_none(), "degraded once settled: {:?}", last.degraded);
+    }
+}
+
+#[test]
+fn bootstrap_then_scale_out_then_in() {
+    let mut sim = Sim::new(3, 3);
+    let first = sim.round();
+    assert_eq!((first.sts_replicas, first.phase), (3, Phase::Bootstrapping));
+    sim.settle(50);
+    assert!(sim.memory.bootstrapped);
+    assert_eq!(sim.stores.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 2, 3]);
+
+    sim.replicas = 5;
+    let p = sim.round();
+    assert_eq!((p.sts_replicas, p.phase), (5, Phase::ScalingOut));
+    assert_eq!(p.memory.scaling.as_ref().map(|s| (s.from, s.to)), Some((3, 5)));
+    // A scale-in asked while the scale-out runs waits its turn.
+    sim.replicas = 4;
+    let mut joined = Vec::new();
+    while sim.memory.scaling.as_ref().is_some_and(|s| s.to == 5) {
+        if let Some(Step::JoinStore { store_id, .. }) = sim.round().step {
+            joined.push(store_id);
+        }
+    }
+    assert_eq!(joined, [4, 5], "both new stores joined, one at a time, lowest ordinal first");
+    assert!((0..5).all(|o| sim.stores.iter().any(|s| s.name == sim.names.pod(o) && s.stored == StoreState::Up)));
+
+    // Now the scale to 4: demo-4 (store 5) drained, removed, then its volume deleted.
+    let mut steps = Vec::new();
+    for _ in 0..200 {
+        let p = sim.round();
+        steps.extend(p.step);
+        if sim.settled() {
+            break;
+        }
+    }
+    assert!(sim.settled(), "{sim:#?}");
+    let kinds: Vec<String> = steps.iter().map(|s| format!("{s:?}")).collect();
+    assert_eq!(
+        steps,
+        [
+            Step::DrainStore { store_id: 5, pod: "demo-4".into() },
+            Step::RemoveStore { store_id: 5, pod: "demo-4".into() },
+            Step::DeleteVolume { ordinal: 4 },
+        ],
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_lost_volume_gets_a_new_store_and_the_old_one_is_retired() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    sim.lose_volume(1);
+    let mut steps = Vec::new();
+    for _ in 0..300 {
+        steps.extend(sim.round().step);
+        if sim.settled() {
+            break;
+        }
+    }
+    assert!(sim.settled(), "{sim:#?}");
+    assert_eq!(
+        steps,
+        [
+            Step::JoinStore { store_id: 4, pod: "demo-1".into() },
+            Step::DrainStore { store_id: 2, pod: "demo-1".into() },
+            Step::RemoveStore { store_id: 2, pod: "demo-1".into() },
+        ]
+    );
+    assert_eq!(sim.stores.iter().find(|s| s.id == 2).map(|s| s.stored), Some(StoreState::Tombstone));
+}
+
+#[test]
+fn a_drain_that_stops_moving_is_degraded_and_its_volume_kept() {
+    let mut sim = Sim::new(4, 3);
+    sim.settle(50);
+    sim.replicas = 3;
+    sim.round(); // drain store 4
+    assert_eq!(sim.store(4).stored, StoreState::Draining);
+    // Placement cannot move anything (say a region cannot find a target).
+    let stuck = sim.store(4).regions;
+    let mut last = None;
+    for _ in 0..200 {
+        let obs = sim.observe();
+        let p = plan(&sim.names, &sim.desired(), &sim.memory, &obs);
+        sim.apply(&p);
+        sim.now += 5;
+        last = Some(p);
+    }
+    let last = last.expect("planned");
+    assert_eq!(last.phase, Phase::Degraded);
+    let (reason, message) = last.degraded.expect("degraded");
+    assert_eq!(reason, "DrainStalled");
+    assert!(message.contains("store 4 (demo-3)") && message.contains(&format!("{stuck} peers")), "{message}");
+    assert_eq!(last.sts_replicas, 4, "not shrunk while the drain is stuck");
+    assert!(sim.pvcs.contains_key(&3), "the volume of a store that was not removed is kept");
+}
+
+#[test]
+fn the_cluster_unreachable_changes_nothing() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    sim.replicas = 5;
+    let mut obs = sim.observe();
+    obs.stores = Err("connection refused".into());
+    let p = plan(&sim.names, &sim.desired(), &sim.memory, &obs);
+    assert_eq!((p.sts_replicas, &p.step), (3, &None));
+    assert_eq!(p.degraded.map(|d| d.0), Some("ClusterUnreachable"));
+}
+
+#[test]
+fn a_replacement_waits_while_another_store_is_down() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    sim.paused.insert(2, 60);
+    for _ in 0..10 {
+        sim.round();
+    }
+    sim.lose_volume(1);
+    let mut refused = None;
+    for _ in 0..40 {
+        let p = sim.round();
+        assert!(!matches!(p.step, Some(Step::DrainStore { .. })), "drained with store 3 down: {p:?}");
+        if let Some((_, m)) = p.degraded.as_ref().filter(|(_, m)| m.contains("would leave fewer than 3 stores up")) {
+            refused = Some(m.clone());
+        }
+    }
+    let refused = refused.expect("the replacement's drain is reported refused");
+    assert!(refused.contains("store 2 (demo-1)"), "{refused}");
+    // Once demo-2 is back, the replacement goes through.
+    let last = sim.settle(400);
+    assert_eq!(last.phase, Phase::Running);
+    assert_eq!(sim.stores.iter().find(|s| s.id == 2).map(|s| s.stored), Some(StoreState::Tombstone));
+}
