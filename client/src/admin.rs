@@ -38,10 +38,13 @@ impl Client {
         resp.status.ok_or_else(|| ClientError::Server(format!("no status in the answer about store {store_id}")))
     }
 
-    /// Registers a store by name (what `shoal-node --join` does): a new name
-    /// gets a new id, PENDING; a known one its id and state.
-    pub async fn register_store(&self, name: &str, address: &str) -> Result<RegisterStoreResponse> {
-        let req = RegisterStoreRequest { name: name.to_string(), address: address.to_string() };
+    /// Registers a store (what a joining `shoal-node` does) from the data
+    /// directory whose random token is `instance`: the name and instance of a
+    /// store that is not tombstoned get its id and state back (a retry);
+    /// anything else — a new name, or a known name with another or an empty
+    /// instance — gets a new id, PENDING.
+    pub async fn register_store(&self, name: &str, address: &str, instance: &str) -> Result<RegisterStoreResponse> {
+        let req = RegisterStoreRequest { name: name.to_string(), address: address.to_string(), instance: instance.to_string() };
         self.admin_call(req, |mut c, r| async move { c.register_store(r).await }).await
     }
 

@@ -184,6 +184,9 @@ pub fn store_json(d: &StoreDetail) -> Value {
     let s = d.store.clone().unwrap_or_default();
     let st = d.stats.unwrap_or_default();
     let mut v = store_meta_json(&s);
+    // Which data directory registered it (empty for bootstrapped stores): tells
+    // apart two stores of one name, the older one having lost its data.
+    v["instance"] = json!(s.instance);
     for (k, n) in [
         ("region_count", st.region_count),
         ("leader_count", st.leader_count),
@@ -341,13 +344,20 @@ mod tests {
     #[test]
     fn store_json_has_the_documented_fields() {
         let d = StoreDetail {
-            store: Some(StoreMeta { id: 2, name: "n2".into(), address: "127.0.0.1:2".into(), state: StoreState::Up as i32 }),
+            store: Some(StoreMeta {
+                id: 2,
+                name: "n2".into(),
+                address: "127.0.0.1:2".into(),
+                state: StoreState::Up as i32,
+                instance: "ab12".into(),
+            }),
             stats: Some(StoreStats { capacity_bytes: 100, available_bytes: 40, region_count: 3, leader_count: 1, ..Default::default() }),
         };
         let v = store_json(&d);
         for (k, want) in [
             ("id", json!(2)),
             ("address", json!("127.0.0.1:2")),
+            ("instance", json!("ab12")),
             ("state", json!("up")),
             ("region_count", json!(3)),
             ("leader_count", json!(1)),
@@ -361,7 +371,7 @@ mod tests {
     #[test]
     fn status_json_shows_the_state_in_lowercase() {
         let s = StoreStatus {
-            store: Some(StoreMeta { id: 4, name: "n4".into(), address: "h:4".into(), state: StoreState::Up as i32 }),
+            store: Some(StoreMeta { id: 4, name: "n4".into(), address: "h:4".into(), state: StoreState::Up as i32, ..Default::default() }),
             state: StoreState::Down as i32,
             region_count: 5,
             leader_count: 2,

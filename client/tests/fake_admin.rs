@@ -42,7 +42,7 @@ struct Fake {
 
 fn status_of(id: u64, addr: &str, state: StoreState, peers: u64) -> StoreStatus {
     StoreStatus {
-        store: Some(StoreMeta { id, name: format!("s{id}"), address: addr.to_string(), state: state as i32 }),
+        store: Some(StoreMeta { id, name: format!("s{id}"), address: addr.to_string(), state: state as i32, ..Default::default() }),
         state: state as i32,
         region_count: peers,
         leader_count: 0,
@@ -160,7 +160,7 @@ impl Meta for Fake {
             .stores
             .iter()
             .map(|(id, (addr, st, peers))| StoreDetail {
-                store: Some(StoreMeta { id: *id, name: format!("s{id}"), address: addr.clone(), state: *st as i32 }),
+                store: Some(StoreMeta { id: *id, name: format!("s{id}"), address: addr.clone(), state: *st as i32, ..Default::default() }),
                 stats: Some(StoreStats { region_count: *peers, leader_count: 1, ..Default::default() }),
             })
             .collect();

@@ -251,7 +251,7 @@ impl FakeStore {
     }
 
     fn store_meta(t: &Truth, id: u64) -> StoreMeta {
-        StoreMeta { id, name: format!("s{id}"), address: t.addr(id), state: StoreState::Up as i32 }
+        StoreMeta { id, name: format!("s{id}"), address: t.addr(id), state: StoreState::Up as i32, ..Default::default() }
     }
 }
 

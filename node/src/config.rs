@@ -7,6 +7,8 @@
 //! advertise-addr = "shoal-0.shoal:20160"
 //! status-addr = "0.0.0.0:20180"
 //! initial-cluster = "n1=shoal-0.shoal:20160,n2=shoal-1.shoal:20160,n3=shoal-2.shoal:20160"
+//! initial-cluster-state = "new"      # or "existing"
+//! # join = "shoal-0.shoal:20160,shoal-1.shoal:20160"
 //!
 //! [[column-families]]
 //! name = "users"
@@ -14,6 +16,26 @@
 //! block_size = 32768
 //! bloom_bits_per_key = 10.0
 //! ```
+//!
+//! What a store with an empty data directory does ([`NodeConfig::first_start`]),
+//! as etcd does with the same flags — every pod of a StatefulSet can be started
+//! with the same `--initial-cluster`:
+//!
+//! - `initial-cluster-state = "new"` (the default) and `name` a member of
+//!   `initial-cluster`: it bootstraps the cluster with the other members. With
+//!   neither `initial-cluster` nor `join`, it bootstraps a cluster of one.
+//! - otherwise it joins: registers (PENDING) through the addresses of `join`,
+//!   or, without `join`, those of the other members of `initial-cluster`.
+//!
+//! Refused: state `new` without `join` for a name that is not a member (a typo
+//! would otherwise wait to join a cluster that is not there); state `existing`
+//! with nothing to join (neither `join` nor `initial-cluster`); an unknown
+//! state. An empty store that would join through `initial-cluster` alone but is
+//! its only member fails to start (there is no one to ask).
+//!
+//! A store whose data directory has an identity starts from it whatever these
+//! say; the addresses of `initial-cluster` still update its store registry (a
+//! rescheduled pod may have moved).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +66,7 @@ pub struct NodeArgs {
     /// TOML configuration file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// This store's name; must appear in --initial-cluster.
+    /// This store's name; a member of --initial-cluster bootstraps it (state new).
     #[arg(long)]
     pub name: Option<String>,
     /// Directory of the store's RocksDB.
@@ -59,11 +81,17 @@ pub struct NodeArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long)]
     pub status_addr: Option<SocketAddr>,
-    /// Members of a new cluster: NAME=ADDR,... (ignored once the store has data).
+    /// The cluster's initial members: NAME=ADDR,... (an empty member store
+    /// bootstraps them while --initial-cluster-state is new; their addresses
+    /// update the registry on every start).
     #[arg(long)]
     pub initial_cluster: Option<String>,
-    /// Addresses of stores of an existing cluster, ADDR,...: an empty store
-    /// registers with it (state pending) instead of bootstrapping a new cluster.
+    /// new: the initial members are still forming the cluster (an empty member
+    /// bootstraps); existing: the cluster runs already (an empty store joins).
+    #[arg(long, value_enum)]
+    pub initial_cluster_state: Option<InitialClusterState>,
+    /// Addresses of stores of an existing cluster, ADDR,...: an empty store that
+    /// does not bootstrap registers through them (state pending).
     #[arg(long)]
     pub join: Option<String>,
     /// A region's log is truncated once it holds more entries than this.
@@ -113,6 +141,26 @@ pub struct NodeArgs {
     pub placement_max_snapshots_per_store: Option<usize>,
 }
 
+/// Whether the cluster of `--initial-cluster` is still being formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialClusterState {
+    /// The initial members are bootstrapping it: an empty member bootstraps.
+    #[default]
+    New,
+    /// It runs already: an empty store joins it.
+    Existing,
+}
+
+/// What a store whose data directory has no identity does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirstStart {
+    /// Bootstrap as a member of this initial cluster.
+    Bootstrap(Vec<InitialMember>),
+    /// Register with the cluster through these store addresses.
+    Join(Vec<String>),
+}
+
 /// The resolved configuration of a node.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -123,6 +171,7 @@ pub struct NodeConfig {
     pub advertise_addr: Option<String>,
     pub status_addr: SocketAddr,
     pub initial_cluster: String,
+    pub initial_cluster_state: InitialClusterState,
     pub join: String,
     pub raft_log_gc_count_limit: u64,
     pub raft_log_gc_size_limit: u64,
@@ -162,6 +211,7 @@ impl Default for NodeConfig {
             advertise_addr: None,
             status_addr: SocketAddr::from(([127, 0, 0, 1], 20180)),
             initial_cluster: String::new(),
+            initial_cluster_state: InitialClusterState::New,
             join: String::new(),
             raft_log_gc_count_limit: 10_000,
             raft_log_gc_size_limit: 64 << 20,
@@ -203,7 +253,7 @@ impl NodeConfig {
         }
         set!(name, data_dir, listen_addr, status_addr, initial_cluster, max_key_size, max_value_size, raft_tick_ms, raft_election_ticks);
         set!(region_split_size, region_split_keys, heartbeat_interval_ms, replication_factor);
-        set!(join, raft_log_gc_count_limit, raft_log_gc_size_limit);
+        set!(join, initial_cluster_state, raft_log_gc_count_limit, raft_log_gc_size_limit);
         set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
         set!(max_store_down_time_secs, placement_max_snapshots_per_store);
         if args.advertise_addr.is_some() {
@@ -247,17 +297,50 @@ impl NodeConfig {
         in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
-        if !self.join.trim().is_empty() {
-            if !self.initial_cluster.trim().is_empty() {
-                return invalid("--join and --initial-cluster exclude each other: join an existing cluster, or start a new one".into());
-            }
-            return Ok(());
+        self.check_membership()
+    }
+
+    /// The membership flags make sense: state `new` without `--join` needs
+    /// `--name` among the members; state `existing` needs something to join.
+    fn check_membership(&self) -> Result<(), ConfigError> {
+        let members = self.listed_members()?;
+        let join = !self.join_addrs().is_empty();
+        let member = members.iter().any(|m| m.name == self.name);
+        match self.initial_cluster_state {
+            InitialClusterState::New if !join && !members.is_empty() && !member => Err(ConfigError::Invalid(format!(
+                "--name {:?} is not in --initial-cluster (to join the cluster instead, give --join or --initial-cluster-state existing)",
+                self.name
+            ))),
+            InitialClusterState::Existing if !join && members.is_empty() => Err(ConfigError::Invalid(
+                "--initial-cluster-state existing: nothing to join (give --join, or the members in --initial-cluster)".into(),
+            )),
+            _ => Ok(()),
         }
-        let members = self.initial_members()?;
-        if !members.iter().any(|m| m.name == self.name) {
-            return invalid(format!("--name {:?} is not in --initial-cluster", self.name));
+    }
+
+    /// What this store does if its data directory has no identity: bootstrap
+    /// (state `new`, and a member of `--initial-cluster`, or neither
+    /// `--initial-cluster` nor `--join`: a cluster of one), else join through
+    /// `--join`, else through the other members of `--initial-cluster`.
+    pub fn first_start(&self) -> Result<FirstStart, ConfigError> {
+        self.check_membership()?;
+        let members = self.listed_members()?;
+        let join = self.join_addrs();
+        let member = members.iter().any(|m| m.name == self.name);
+        if self.initial_cluster_state == InitialClusterState::New && (member || (members.is_empty() && join.is_empty())) {
+            return Ok(FirstStart::Bootstrap(self.initial_members()?));
         }
-        Ok(())
+        if !join.is_empty() {
+            return Ok(FirstStart::Join(join));
+        }
+        let others: Vec<String> = members.into_iter().filter(|m| m.name != self.name).map(|m| m.addr).collect();
+        if others.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "store {:?} has no data and --initial-cluster-state existing, but --initial-cluster names no other store to join",
+                self.name
+            )));
+        }
+        Ok(FirstStart::Join(others))
     }
 
     /// The address others reach this node at.
@@ -270,6 +353,11 @@ impl NodeConfig {
         if self.initial_cluster.trim().is_empty() {
             return Ok(vec![InitialMember { name: self.name.clone(), addr: self.advertise_addr() }]);
         }
+        self.listed_members()
+    }
+
+    /// Parses `--initial-cluster` as given (empty: none).
+    pub fn listed_members(&self) -> Result<Vec<InitialMember>, ConfigError> {
         let mut members: Vec<InitialMember> = Vec::new();
         for part in self.initial_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let Some((name, addr)) = part.split_once('=') else {
@@ -384,6 +472,59 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "name = \"a\"\nunknown-key = 1\n").unwrap();
         assert!(matches!(parse(&["--config", path.to_str().unwrap()]), Err(ConfigError::Parse(..))));
+    }
+
+    fn first(args: &[&str]) -> FirstStart {
+        parse(args).unwrap().first_start().unwrap()
+    }
+
+    const CLUSTER: &str = "demo-0=h0:1,demo-1=h1:1,demo-2=h2:1";
+
+    fn join_via(addrs: &[&str]) -> FirstStart {
+        FirstStart::Join(addrs.iter().map(|a| a.to_string()).collect())
+    }
+
+    #[test]
+    fn an_empty_store_bootstraps_only_as_a_member_of_a_new_cluster() {
+        let cfg = parse(&["--name", "demo-1", "--initial-cluster", CLUSTER]).unwrap();
+        assert_eq!(cfg.initial_cluster_state, InitialClusterState::New, "the default");
+        let FirstStart::Bootstrap(members) = cfg.first_start().unwrap() else { panic!("a member of a new cluster bootstraps") };
+        assert_eq!(members.len(), 3);
+        let state_new = ["--name", "demo-1", "--initial-cluster", CLUSTER, "--initial-cluster-state", "new", "--join", "j:1"];
+        assert!(matches!(first(&state_new), FirstStart::Bootstrap(_)), "a member bootstraps even with --join");
+        assert!(matches!(first(&["--name", "solo"]), FirstStart::Bootstrap(m) if m.len() == 1), "a cluster of one");
+        // The same arguments once the cluster runs: an empty member joins
+        // through the other members.
+        let existing = ["--name", "demo-1", "--initial-cluster", CLUSTER, "--initial-cluster-state", "existing"];
+        assert_eq!(first(&existing), join_via(&["h0:1", "h2:1"]));
+        let existing_join = ["--name", "demo-1", "--initial-cluster", CLUSTER, "--initial-cluster-state=existing", "--join", "j:1,j:2"];
+        assert_eq!(first(&existing_join), join_via(&["j:1", "j:2"]), "--join wins");
+        // A scaled-out pod (not a member) joins in either state, through --join
+        // if given, else through the members.
+        assert_eq!(first(&["--name", "demo-3", "--initial-cluster", CLUSTER, "--join", "j:1"]), join_via(&["j:1"]));
+        let scale_out = ["--name", "demo-3", "--initial-cluster", CLUSTER, "--initial-cluster-state", "existing"];
+        assert_eq!(first(&scale_out), join_via(&["h0:1", "h1:1", "h2:1"]));
+        assert_eq!(first(&["--name", "n4", "--join", "j:1"]), join_via(&["j:1"]), "--join alone, as before");
+        let toml = dir_with(&format!("name = \"demo-0\"\ninitial-cluster = \"{CLUSTER}\"\ninitial-cluster-state = \"existing\"\n"));
+        assert_eq!(first(&["--config", toml.1.to_str().unwrap()]), join_via(&["h1:1", "h2:1"]));
+        assert!(matches!(first(&["--config", toml.1.to_str().unwrap(), "--initial-cluster-state", "new"]), FirstStart::Bootstrap(_)));
+    }
+
+    #[test]
+    fn refuses_nonsense_about_the_initial_cluster_state() {
+        let not_member = parse(&["--name", "demo-3", "--initial-cluster", CLUSTER, "--initial-cluster-state", "new"]);
+        assert!(matches!(not_member, Err(ConfigError::Invalid(_))), "state new, no --join, not a member");
+        let nothing = parse(&["--name", "a", "--initial-cluster-state", "existing"]);
+        assert!(matches!(nothing, Err(ConfigError::Invalid(m)) if m.contains("nothing to join")));
+        // The only member, once its cluster runs: it restarts on its data, but
+        // an empty data directory has no other store to join.
+        let only_me = parse(&["--name", "a", "--initial-cluster", "a=h:1", "--initial-cluster-state", "existing"]).unwrap();
+        assert!(matches!(only_me.first_start(), Err(ConfigError::Invalid(m)) if m.contains("no other store")));
+        assert!(parse(&["--name", "a", "--initial-cluster-state", "old"]).is_err(), "unknown state");
+        let bad = dir_with("name = \"a\"\ninitial-cluster-state = \"Existing!\"\n");
+        assert!(matches!(parse(&["--config", bad.1.to_str().unwrap()]), Err(ConfigError::Parse(..))), "unknown state in the file");
+        let bad_entry = parse(&["--name", "a", "--join", "j:1", "--initial-cluster", "a"]);
+        assert!(bad_entry.is_err(), "--initial-cluster is checked with --join too");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `region_meta` | `0x02 ‖ region_id:be64`               | `RaftApplyState` (prost)   |
 //! | `region_meta` | `0x03 ‖ store_id:be64`                | `StoreInfo` (prost)        |
 //! | `region_meta` | `0x00 ‖ "store_ident"`                | `StoreIdent` (prost)       |
+//! | `region_meta` | `0x00 ‖ "join_token"`                 | instance token (hex text)  |
 //! | `meta`        | `0x01`                                | `MetaIdState` (prost)      |
 //! | `meta`        | `0x02 ‖ store_id:be64`                | `StoreMeta` (prost)        |
 //! | `meta`        | `0x03 ‖ region_id:be64`               | `RegionInfo` (prost)       |
@@ -32,6 +33,10 @@ const STORE_INFO_PREFIX: u8 = 0x03;
 
 /// The key of this store's identity record (store id, cluster id).
 pub const STORE_IDENT_KEY: &[u8] = b"\x00store_ident";
+
+/// The key of the random instance token a joining store registers with, kept
+/// so that a registration retried after a crash gets the same store id.
+pub const JOIN_TOKEN_KEY: &[u8] = b"\x00join_token";
 
 /// Key of entry `index` of `region_id`'s Raft log.
 pub fn raft_log_key(region_id: u64, index: u64) -> [u8; 16] {
@@ -154,6 +159,7 @@ mod tests {
         let store = store_info_key(3);
         assert!(store.as_slice() >= ss.as_slice() && store.as_slice() < se.as_slice());
         assert!(STORE_IDENT_KEY < rs.as_slice());
+        assert!(JOIN_TOKEN_KEY < rs.as_slice() && JOIN_TOKEN_KEY != STORE_IDENT_KEY);
     }
 
     #[test]

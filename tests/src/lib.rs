@@ -2,8 +2,9 @@
 //!
 //! [`Cluster`] starts N nodes on free ports in a temp dir, waits (with deadlines,
 //! never bare sleeps) until they serve, and kills them all when dropped. Nodes can
-//! be SIGKILLed, SIGTERMed and restarted on the same data directory and ports;
-//! more nodes can be started with `--join` ([`Cluster::join_node`]).
+//! be SIGKILLed, SIGTERMed and restarted on the same data directory and ports,
+//! or on an empty one ([`Cluster::restart_empty`], a lost volume); more nodes
+//! can be started with `--join` ([`Cluster::join_node`]).
 //! The binaries are found next to the test executable's `target/<profile>/`
 //! directory, or in `$SHOAL_BIN_DIR`.
 //!
@@ -13,6 +14,7 @@
 //! writers that keep a ledger of every acknowledged write ([`writers`]).
 
 pub mod ctl;
+pub mod kube;
 pub mod writers;
 
 use std::net::TcpListener;
@@ -292,6 +294,19 @@ impl Cluster {
     /// Restarts node `i` (0-based) on its data directory and ports.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].start();
+    }
+
+    /// SIGKILLs node `i`, deletes its data directory (a lost volume) and starts
+    /// it again on the same name and ports with its options, those `extra`
+    /// gives again replaced by `extra` (see [`merge_args`]). Does not wait.
+    pub fn restart_empty(&mut self, i: usize, extra: &[&str]) {
+        let node = &mut self.nodes[i];
+        node.kill9();
+        std::fs::remove_dir_all(&node.data_dir).expect("delete the data directory");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        node.args = merge_args(&node.args, &extra);
+        node.store_id = None;
+        node.start();
     }
 
     /// SIGKILLs node `i`.

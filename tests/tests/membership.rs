@@ -3,7 +3,8 @@
 //! drains and is removed; a follower that fell behind log truncation catches up
 //! by snapshot; a joining store killed in the middle of receiving a snapshot
 //! comes back and finishes without ever serving partial data; refused lifecycle
-//! commands change nothing.
+//! commands change nothing; a member that lost its data directory comes back
+//! as a new store, and the old one is drained and removed.
 //!
 //! In every scenario 8 client tasks write throughout ([`Writers`]); at the end
 //! every acknowledged write reads back with its last acknowledged value, and
@@ -604,5 +605,98 @@ async fn a_store_down_too_long_is_replaced_and_its_stale_peers_removed_on_return
 
     let ledger = writers.stop().await;
     ledger.verify(&cluster.live_client(), 1_000).await;
+    p.say(format!("every acknowledged write reads back; {}", ledger.summary()));
+}
+
+/// The store list as `id:name:state:instance`, for progress lines.
+fn named(stores: &[StoreView]) -> String {
+    let text = |s: &StoreView, k: &str| s.raw[k].as_str().unwrap_or("?").to_string();
+    let shown: Vec<String> =
+        stores.iter().map(|s| format!("{}:{}:{}:{:.8}", s.id, text(s, "name"), s.state, text(s, "instance"))).collect();
+    shown.join(" ")
+}
+
+/// A member whose data directory is lost comes back empty under its name with
+/// the operator's arguments (`--initial-cluster-state existing`): it registers
+/// as a new store (a new instance, so a new id, PENDING) instead of taking the
+/// old id whose data is gone; it keeps that id across restarts. The old store
+/// stays registered until it is drained (its peers move to the new one once
+/// admitted) and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_lost_its_data_comes_back_as_a_new_store() {
+    let p = Progress::new("a_member_that_lost_its_data_comes_back_as_a_new_store");
+    let mut cluster = Cluster::start(3, &["--heartbeat-interval-ms", HEARTBEAT_MS]).await;
+    let writers = Writers::start(Arc::new(cluster.client()), WriterSpec { keys_per_writer: 500, ..WriterSpec::new("lost", 256) });
+    writers.wait_acked_more(1_000, Duration::from_secs(60), "before the volume is lost").await;
+    // Lose the data of a member that does not lead meta (the test asks meta throughout).
+    let meta = cluster.meta_leader().await;
+    let victim = (0..3).find(|i| *i != meta).expect("a store other than the meta leader");
+    let (old, name, addr) = (cluster.store_id(victim), cluster.nodes[victim].name.clone(), cluster.nodes[victim].grpc.clone());
+    cluster.restart_empty(victim, &["--initial-cluster-state", "existing"]);
+    p.say(format!("{name} (store {old}) restarted on an empty data directory; {}", writers.progress()));
+
+    let new = wait_until(Duration::from_secs(60), Duration::from_millis(500), &format!("{name} registered anew"), || async {
+        let stores = cluster.store_list().await?;
+        match stores.iter().find(|s| s.address == addr && s.id != old) {
+            Some(s) => Ok(s.clone()),
+            None => Err(named(&stores)),
+        }
+    })
+    .await;
+    cluster.nodes[victim].store_id = Some(new.id);
+    let stores = cluster.store_list().await.expect("store list");
+    p.say(format!("{name} registered as store {}: {}", new.id, named(&stores)));
+    assert!(new.id > 3, "a new id from the allocator: {}", named(&stores));
+    assert_eq!((new.state.as_str(), new.region_count), ("pending", 0), "a new store waits to be admitted: {:?}", new.raw);
+    assert_eq!(new.raw["name"], name.as_str(), "{:?}", new.raw);
+    assert!(new.raw["instance"].as_str().is_some_and(|i| i.len() == 32), "a joined store has an instance: {:?}", new.raw);
+    let stale = find(&stores, old).expect("the old store stays registered");
+    assert_ne!(stale.state, "tombstone", "{}", named(&stores));
+    assert_eq!(stale.raw["instance"], "", "a bootstrapped store has no instance: {:?}", stale.raw);
+
+    // Restarted on its new data directory, it is the same store.
+    cluster.kill9(victim);
+    cluster.restart(victim);
+    cluster.wait_serving(victim, Duration::from_secs(60)).await;
+    let status = cluster.status(victim).await.expect("status");
+    assert_eq!(status.store.as_ref().map(|s| s.id), Some(new.id), "the identity survives a restart");
+    let stores = cluster.store_list().await.expect("store list");
+    assert_eq!(stores.iter().filter(|s| s.raw["name"] == name.as_str()).count(), 2, "no third store of that name: {}", named(&stores));
+
+    // The operator's cleanup: admit the new store, drain the old one (its
+    // peers move to the new store), remove it.
+    p.say(format!("store join {}: {}", new.id, cluster.store_cmd("join", new.id).await.expect_json()));
+    let out = cluster.store_cmd("drain", old).await;
+    p.say(format!("store drain {old}: {}", out.expect_json()));
+    // Store status counts the meta region too, as removal does.
+    wait_until(PHASE, Duration::from_secs(2), &format!("store {old} drained"), || async {
+        let status = cluster.store_status(old).await?;
+        let (voters, learners) = peers_on_store(&cluster.region_list().await?, old);
+        if status["region_count"] == 0 && status["leader_count"] == 0 && voters + learners == 0 {
+            Ok(())
+        } else {
+            Err(format!("store {old}: {voters} voters, {learners} learners; status {status}; {}", snaps(&cluster).await))
+        }
+    })
+    .await;
+    let removed = cluster.store_cmd("remove", old).await.expect_json();
+    p.say(format!("store remove {old}: {removed}"));
+    let stores = cluster.store_list().await.expect("store list");
+    assert_eq!(find(&stores, old).expect("the old store").state, "tombstone", "{}", named(&stores));
+    wait_until(PHASE, Duration::from_secs(2), &format!("store {} up with voters", new.id), || async {
+        let stores = cluster.store_list().await?;
+        let (voters, learners) = peers_on_store(&cluster.region_list().await?, new.id);
+        let state = find(&stores, new.id)?.state.clone();
+        if state == "up" && voters > 0 && learners == 0 {
+            Ok(())
+        } else {
+            Err(format!("{}; {voters} voters, {learners} learners", named(&stores)))
+        }
+    })
+    .await;
+    p.say(format!("store {} took {name}'s place: {}", new.id, named(&cluster.store_list().await.expect("store list"))));
+
+    let ledger = writers.stop().await;
+    ledger.verify(&cluster.client(), 2_000).await;
     p.say(format!("every acknowledged write reads back; {}", ledger.summary()));
 }

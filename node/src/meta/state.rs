@@ -19,9 +19,17 @@
 //!
 //! Store states change only through [`meta_cmd::Cmd::SetStoreState`], a
 //! compare-and-set checked when applied, so an address update or a concurrent
-//! admin call can never undo another's state change. Registration by name
-//! ([`meta_cmd::Cmd::RegisterStore`]) takes its id from the allocator when applied,
-//! so one name never gets two ids.
+//! admin call can never undo another's state change.
+//!
+//! Registration ([`meta_cmd::Cmd::RegisterStore`]) is by name *and instance* (a
+//! random token the joining store keeps in its data directory): a store that is
+//! not tombstoned with the same name and the same non-empty instance gets its
+//! id and state back, so a retried registration is idempotent; anything else —
+//! a new name, an empty data directory under a known name (a lost volume), the
+//! name of a tombstoned store reused — gets the next id from the allocator,
+//! PENDING, when applied. Names are therefore not unique: the older store of a
+//! name stays registered, for an admin to drain and remove. Every other command
+//! finds stores by id.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -163,22 +171,12 @@ impl MetaState {
                 let mut store = store.clone();
                 if let Some(known) = self.stores.get(&store.id) {
                     store.state = known.state;
+                    store.instance = known.instance.clone();
                 }
                 self.put_store(store, wb)?;
                 Ok(MetaResult::Done)
             }
-            Some(meta_cmd::Cmd::RegisterStore(req)) => {
-                if let Some(known) = self.store_by_name(&req.name).cloned() {
-                    let updated = StoreMeta { address: req.address.clone(), ..known };
-                    self.put_store(updated.clone(), wb)?;
-                    return Ok(MetaResult::Store(updated));
-                }
-                let store =
-                    StoreMeta { id: self.next_id, name: req.name.clone(), address: req.address.clone(), state: StoreState::Pending as i32 };
-                self.put_store(store.clone(), wb)?;
-                wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;
-                Ok(MetaResult::Store(store))
-            }
+            Some(meta_cmd::Cmd::RegisterStore(req)) => Ok(MetaResult::Store(self.register_store(req, wb)?)),
             Some(meta_cmd::Cmd::SetStoreState(SetStoreState { store_id, from, to })) => {
                 let Some(known) = self.stores.get(store_id).cloned() else { return Ok(MetaResult::NoSuchStore(*store_id)) };
                 if !from.contains(&known.state) {
@@ -190,6 +188,36 @@ impl MetaState {
             }
             None => Ok(MetaResult::Done),
         }
+    }
+
+    /// `RegisterStore`: the same store again (name and non-empty instance of a
+    /// store not tombstoned) keeps its id and state, with the new address;
+    /// anything else is a new store, PENDING, under the next id.
+    fn register_store(&mut self, req: &StoreMeta, wb: &mut WriteBatch<'_>) -> Result<StoreMeta> {
+        if let Some(known) = self.registered(&req.name, &req.instance).cloned() {
+            let updated = StoreMeta { address: req.address.clone(), ..known };
+            self.put_store(updated.clone(), wb)?;
+            return Ok(updated);
+        }
+        let store = StoreMeta {
+            id: self.next_id,
+            name: req.name.clone(),
+            address: req.address.clone(),
+            state: StoreState::Pending as i32,
+            instance: req.instance.clone(),
+        };
+        self.put_store(store.clone(), wb)?;
+        wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;
+        Ok(store)
+    }
+
+    /// The live store registered earlier by the same data directory (`name`
+    /// and a non-empty `instance`), if any.
+    fn registered(&self, name: &str, instance: &str) -> Option<&StoreMeta> {
+        if instance.is_empty() {
+            return None;
+        }
+        self.stores.values().find(|s| s.name == name && s.instance == instance && s.state != StoreState::Tombstone as i32)
     }
 
     fn put_store(&mut self, store: StoreMeta, wb: &mut WriteBatch<'_>) -> Result<()> {
@@ -311,10 +339,6 @@ impl MetaState {
     /// Every region placement manages: the data regions and the meta region.
     pub fn all_regions(&self) -> impl Iterator<Item = &RegionInfo> {
         self.meta_region.iter().chain(self.regions.values())
-    }
-
-    pub fn store_by_name(&self, name: &str) -> Option<&StoreMeta> {
-        self.stores.values().find(|s| s.name == name)
     }
 
     pub fn stores(&self) -> impl Iterator<Item = &StoreMeta> {
@@ -477,38 +501,62 @@ mod tests {
         assert_eq!(reloaded.region_by_key(b"a").unwrap().region.as_ref().unwrap().id, 2);
     }
 
-    #[test]
-    fn registration_by_name_and_state_changes_as_compare_and_set() {
-        let (_dir, engine) = setup();
+    fn reg(name: &str, addr: &str, instance: &str) -> MetaCmd {
+        cmd(meta_cmd::Cmd::RegisterStore(StoreMeta {
+            name: name.into(),
+            address: addr.into(),
+            instance: instance.into(),
+            ..Default::default()
+        }))
+    }
+
+    fn set(id: u64, from: &[StoreState], to: StoreState) -> MetaCmd {
+        cmd(meta_cmd::Cmd::SetStoreState(SetStoreState { store_id: id, from: from.iter().map(|s| *s as i32).collect(), to: to as i32 }))
+    }
+
+    /// A meta state holding store 1 (`n1`, UP, bootstrapped: no instance), ids from 10.
+    fn one_store() -> (tempfile::TempDir, Engine, MetaState) {
+        let (dir, engine) = setup();
         let mut wb = engine.batch();
-        let up = StoreMeta { id: 1, name: "n1".into(), address: "a1".into(), state: StoreState::Up as i32 };
+        let up = StoreMeta { id: 1, name: "n1".into(), address: "a1".into(), state: StoreState::Up as i32, instance: String::new() };
         MetaState::write_initial(&mut wb, std::slice::from_ref(&up), &[], 10).unwrap();
         engine.write(wb, true).unwrap();
-        let mut state = MetaState::load(&engine).unwrap();
+        let state = MetaState::load(&engine).unwrap();
+        (dir, engine, state)
+    }
+
+    fn registered(state: &mut MetaState, wb: &mut WriteBatch<'_>, c: &MetaCmd) -> StoreMeta {
+        match state.apply(c, wb).unwrap() {
+            MetaResult::Store(s) => s,
+            other => panic!("registration answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn registration_by_name_and_instance_and_state_changes_as_compare_and_set() {
+        let (_dir, engine, mut state) = one_store();
         let mut wb = engine.batch();
-        let reg = |name: &str, addr: &str| {
-            cmd(meta_cmd::Cmd::RegisterStore(StoreMeta { name: name.into(), address: addr.into(), ..Default::default() }))
-        };
-        let MetaResult::Store(s4) = state.apply(&reg("n4", "a4"), &mut wb).unwrap() else { panic!() };
-        assert_eq!((s4.id, s4.state), (10, StoreState::Pending as i32));
-        // The same name again: the same id and state, the new address.
-        let MetaResult::Store(again) = state.apply(&reg("n4", "b4"), &mut wb).unwrap() else { panic!() };
+        let s4 = registered(&mut state, &mut wb, &reg("n4", "a4", "i4"));
+        assert_eq!((s4.id, s4.state, s4.instance.as_str()), (10, StoreState::Pending as i32, "i4"));
+        // The same name and instance again (a retry): the same id and state, the new address.
+        let again = registered(&mut state, &mut wb, &reg("n4", "b4", "i4"));
         assert_eq!((again.id, again.state, again.address.as_str()), (10, StoreState::Pending as i32, "b4"));
-        let set = |id, from: &[StoreState], to: StoreState| {
-            cmd(meta_cmd::Cmd::SetStoreState(SetStoreState { store_id: id, from: from.iter().map(|s| *s as i32).collect(), to: to as i32 }))
-        };
         let MetaResult::Store(j) = state.apply(&set(10, &[StoreState::Pending], StoreState::Joining), &mut wb).unwrap() else { panic!() };
         assert_eq!(j.state, StoreState::Joining as i32);
         // Not in an expected state: left alone.
         let MetaResult::Store(j) = state.apply(&set(10, &[StoreState::Draining], StoreState::Up), &mut wb).unwrap() else { panic!() };
         assert_eq!(j.state, StoreState::Joining as i32);
         assert_eq!(state.apply(&set(77, &[StoreState::Up], StoreState::Draining), &mut wb).unwrap(), MetaResult::NoSuchStore(77));
-        // An address update keeps the state.
-        state.apply(&cmd(meta_cmd::Cmd::PutStore(StoreMeta { state: StoreState::Up as i32, address: "c4".into(), ..j })), &mut wb).unwrap();
-        assert_eq!(state.store(10).unwrap().state, StoreState::Joining as i32);
+        // An address update (a heartbeat, which knows no instance) keeps the state and the instance.
+        let beat = StoreMeta { state: StoreState::Up as i32, address: "c4".into(), instance: String::new(), ..j };
+        state.apply(&cmd(meta_cmd::Cmd::PutStore(beat)), &mut wb).unwrap();
+        assert_eq!((state.store(10).unwrap().state, state.store(10).unwrap().instance.as_str()), (StoreState::Joining as i32, "i4"));
         engine.write(wb, true).unwrap();
         let mut reloaded = MetaState::load(&engine).unwrap();
-        assert_eq!(reloaded.store(10).unwrap().address, "c4");
+        assert_eq!((reloaded.store(10).unwrap().address.as_str(), reloaded.store(10).unwrap().instance.as_str()), ("c4", "i4"));
+        // The instance survives the reload: a retry still finds the store.
+        let mut wb = engine.batch();
+        assert_eq!(registered(&mut reloaded, &mut wb, &reg("n4", "c4", "i4")).id, 10);
         let mut wb = engine.batch();
         let alloc = cmd(meta_cmd::Cmd::AllocIds(1));
         assert_eq!(
@@ -516,5 +564,41 @@ mod tests {
             MetaResult::Ids { first: 11, count: 1 },
             "the store id is never handed out again"
         );
+    }
+
+    #[test]
+    fn a_new_instance_under_a_known_name_is_a_new_store_and_leaves_the_old_one_alone() {
+        let (_dir, engine, mut state) = one_store();
+        let mut wb = engine.batch();
+        let first = registered(&mut state, &mut wb, &reg("n4", "a4", "i4"));
+        state.apply(&set(first.id, &[StoreState::Pending], StoreState::Joining), &mut wb).unwrap();
+        let before = state.store(first.id).cloned().unwrap();
+        // The same name from an empty data directory (its volume was lost).
+        let second = registered(&mut state, &mut wb, &reg("n4", "a4", "j4"));
+        assert_eq!((second.id, second.state, second.instance.as_str()), (11, StoreState::Pending as i32, "j4"));
+        assert_eq!(state.store(first.id), Some(&before), "the old store stays as it was, for an admin to drain and remove");
+        // Each instance keeps its own id when it retries.
+        assert_eq!(registered(&mut state, &mut wb, &reg("n4", "a4", "i4")).id, first.id);
+        assert_eq!(registered(&mut state, &mut wb, &reg("n4", "a4", "j4")).id, second.id);
+        // A bootstrapped store (no instance) is never matched, nor an empty instance.
+        assert_eq!(registered(&mut state, &mut wb, &reg("n1", "a1", "")).id, 12);
+        assert_eq!(registered(&mut state, &mut wb, &reg("n1", "a1", "")).id, 13, "an empty instance is a new store every time");
+        assert_eq!(state.store(1).unwrap().state, StoreState::Up as i32);
+        assert_eq!(state.stores().filter(|s| s.name == "n4").count(), 2);
+    }
+
+    #[test]
+    fn the_name_of_a_tombstoned_store_registers_anew() {
+        let (_dir, engine, mut state) = one_store();
+        let mut wb = engine.batch();
+        let old = registered(&mut state, &mut wb, &reg("n4", "a4", "i4"));
+        state.apply(&set(old.id, &[StoreState::Pending], StoreState::Tombstone), &mut wb).unwrap();
+        // A scale-out reusing the name, with a fresh volume.
+        let new = registered(&mut state, &mut wb, &reg("n4", "a4", "k4"));
+        assert_eq!((new.id, new.state), (11, StoreState::Pending as i32));
+        // Even the removed store's own instance gets a new id: a tombstone is never revived.
+        let revived = registered(&mut state, &mut wb, &reg("n4", "a4", "i4"));
+        assert_eq!((revived.id, revived.state), (12, StoreState::Pending as i32));
+        assert_eq!(state.store(old.id).unwrap().state, StoreState::Tombstone as i32);
     }
 }

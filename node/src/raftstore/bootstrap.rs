@@ -7,6 +7,11 @@
 //! from 2N+1 on); and region 2 covering the whole key space with one voter per
 //! store (peer id = N + store id). A store that already has an identity never
 //! bootstraps again; every later id comes from the meta group's allocator.
+//!
+//! A store that joins instead keeps a random instance token ([`join_token`]),
+//! written synced before it registers, so that a registration retried after a
+//! crash is recognised as the same store, and an empty data directory under a
+//! known name (a lost volume) is not.
 
 use prost::Message as _;
 use shoal_proto::{Peer, Region, RegionEpoch, RegionInfo, StoreIdent, StoreInfo, StoreMeta, StoreState};
@@ -34,6 +39,17 @@ pub fn load_ident(engine: &Engine) -> Result<Option<StoreIdent>> {
     match engine.get(CF_REGION_META, keys::STORE_IDENT_KEY)? {
         Some(b) => Ok(Some(StoreIdent::decode(b.as_slice()).map_err(|e| Error::Internal(format!("corrupt store ident: {e}")))?)),
         None => Ok(None),
+    }
+}
+
+/// Reads this store's identity, if it has one; refuses a data directory that
+/// belongs to another name.
+pub fn load_own_ident(engine: &Engine, name: &str) -> Result<Option<StoreIdent>> {
+    match load_ident(engine)? {
+        Some(ident) if ident.name != name => {
+            Err(Error::InvalidArgument(format!("data directory belongs to store {:?} (id {}), not {name:?}", ident.name, ident.store_id)))
+        }
+        other => Ok(other),
     }
 }
 
@@ -71,13 +87,7 @@ pub fn save_stores(engine: &Engine, stores: &[StoreInfo]) -> Result<()> {
 /// Bootstraps the store named `name` as a member of `members`, or returns the
 /// identity it already has. Refuses a data directory that belongs to another name.
 pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember]) -> Result<StoreIdent> {
-    if let Some(ident) = load_ident(engine)? {
-        if ident.name != name {
-            return Err(Error::InvalidArgument(format!(
-                "data directory belongs to store {:?} (id {}), not {name:?}",
-                ident.name, ident.store_id
-            )));
-        }
+    if let Some(ident) = load_own_ident(engine, name)? {
         return Ok(ident);
     }
     let position = members
@@ -98,7 +108,13 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
     let region = group(FIRST_REGION_ID, n);
     let store_metas: Vec<StoreMeta> = stores
         .iter()
-        .map(|s| StoreMeta { id: s.id, name: s.name.clone(), address: s.address.clone(), state: StoreState::Up as i32 })
+        .map(|s| StoreMeta {
+            id: s.id,
+            name: s.name.clone(),
+            address: s.address.clone(),
+            state: StoreState::Up as i32,
+            instance: String::new(),
+        })
         .collect();
     let ident = StoreIdent { cluster_id: cluster_id(members), store_id: position as u64 + 1, name: name.to_string() };
 
@@ -125,6 +141,27 @@ pub fn write_joined(engine: &Engine, ident: &StoreIdent, stores: &[StoreInfo]) -
     wb.put(CF_REGION_META, keys::STORE_IDENT_KEY, &ident.encode_to_vec())?;
     engine.write(wb, true)?;
     Ok(())
+}
+
+/// The instance token this store registers with: the one already recorded,
+/// or a new random one (16 bytes, hex), recorded synced before it is returned.
+pub fn join_token(engine: &Engine) -> Result<String> {
+    if let Some(token) = load_join_token(engine)? {
+        return Ok(token);
+    }
+    let token: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+    let mut wb = engine.batch();
+    wb.put(CF_REGION_META, keys::JOIN_TOKEN_KEY, token.as_bytes())?;
+    engine.write(wb, true)?;
+    Ok(token)
+}
+
+/// Reads the instance token this store registered with, if it has one.
+pub fn load_join_token(engine: &Engine) -> Result<Option<String>> {
+    match engine.get(CF_REGION_META, keys::JOIN_TOKEN_KEY)? {
+        Some(b) => Ok(Some(String::from_utf8(b).map_err(|e| Error::Internal(format!("corrupt join token: {e}")))?)),
+        None => Ok(None),
+    }
 }
 
 /// A cluster id every initial member derives alike: FNV-1a of the member list.
@@ -177,5 +214,23 @@ mod tests {
         assert_eq!(load_ident(&engine).unwrap(), None, "a refused bootstrap writes nothing");
         bootstrap_or_load(&engine, "a", &members()).unwrap();
         assert!(matches!(bootstrap_or_load(&engine, "b", &members()), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn the_join_token_is_made_once_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = {
+            let engine = Engine::open(dir.path(), &[]).unwrap();
+            assert_eq!(load_join_token(&engine).unwrap(), None);
+            let token = join_token(&engine).unwrap();
+            assert_eq!(token.len(), 32);
+            assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(join_token(&engine).unwrap(), token, "an existing token is reused");
+            token
+        };
+        let engine = Engine::open(dir.path(), &[]).unwrap();
+        assert_eq!(join_token(&engine).unwrap(), token, "a crash before the identity is written keeps the token");
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(join_token(&Engine::open(other.path(), &[]).unwrap()).unwrap(), token, "another data directory, another token");
     }
 }

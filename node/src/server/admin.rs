@@ -15,6 +15,10 @@
 //! allow. Asking for the state a store is already in is a no-op that succeeds.
 //! State changes are compare-and-set commands of the meta group, and admin
 //! calls are served one at a time, so two drains cannot both pass the check.
+//!
+//! `RegisterStore` (a joining store) is by name and instance: only the same
+//! name and the same non-empty instance get a live store's id back; anything
+//! else is a new store, PENDING (rule in [`crate::meta::state`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,10 +142,10 @@ impl AdminService {
         }
         let _serial = self.lock.lock().await;
         self.leader().await?;
-        let cmd = StoreMeta { id: 0, name: req.name, address: req.address, state: StoreState::Pending as i32 };
+        let cmd = StoreMeta { id: 0, name: req.name, address: req.address, state: StoreState::Pending as i32, instance: req.instance };
         match self.meta.propose(meta_cmd::Cmd::RegisterStore(cmd)).await? {
             MetaResult::Store(s) => {
-                tracing::info!(store = s.id, name = %s.name, address = %s.address, state = ?stored_state(&s), "store registered");
+                tracing::info!(store = s.id, name = %s.name, address = %s.address, instance = %s.instance, state = ?stored_state(&s), "store registered");
                 Ok(RegisterStoreResponse { header: None, cluster_id: self.cluster_id, store_id: s.id, state: s.state })
             }
             other => Err(Error::Internal(format!("registration answered with {other:?}"))),

@@ -122,9 +122,10 @@ impl MetaClient {
         Ok(resp.first_id)
     }
 
-    /// Registers a new store (`--join`): its id and the cluster's, and its state.
-    pub async fn register_store(&self, name: &str, address: &str) -> Result<RegisterStoreResponse> {
-        let req = RegisterStoreRequest { name: name.to_string(), address: address.to_string() };
+    /// Registers a joining store from the data directory whose instance
+    /// token is `instance`: its id and the cluster's, and its state.
+    pub async fn register_store(&self, name: &str, address: &str, instance: &str) -> Result<RegisterStoreResponse> {
+        let req = RegisterStoreRequest { name: name.to_string(), address: address.to_string(), instance: instance.to_string() };
         self.call("register store", |c| {
             let req = req.clone();
             async move {

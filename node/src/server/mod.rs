@@ -1,9 +1,10 @@
 //! The node's edges: gRPC services, the Raft transport and the HTTP status
 //! server, and [`run`], which wires them to the store loop.
 //!
-//! Start-up: open the [`Engine`]; bootstrap or load the store's identity
-//! ([`crate::raftstore::bootstrap`]) — or, for an empty store started with
-//! `--join`, register with the cluster ([`join`]) and start holding nothing; load the [`Store`] and start its loop; start
+//! Start-up: open the [`Engine`]; load the store's identity, or — for an empty
+//! data directory, as [`NodeConfig::first_start`] says — bootstrap it
+//! ([`crate::raftstore::bootstrap`]) or register with the cluster ([`join`])
+//! and start holding nothing; load the [`Store`] and start its loop; start
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
 //! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]), `Admin`
 //! ([`admin::AdminService`], sharing Meta's state) and `Status`
@@ -41,7 +42,7 @@ use shoal_proto::{StoreInfo, StoreMeta, StoreState};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::NodeConfig;
+use crate::config::{FirstStart, NodeConfig};
 use crate::error::{Error, Result};
 use crate::meta::placement::PlacementConfig;
 use crate::metrics::Metrics;
@@ -52,22 +53,27 @@ use crate::snap::SnapManager;
 use crate::storage::Engine;
 use registry::StoreRegistry;
 
+/// The identity of a store whose data directory has none: bootstrapped, or
+/// got by registering with the cluster.
+async fn first_start(engine: &Engine, cfg: &NodeConfig) -> Result<shoal_proto::StoreIdent> {
+    match cfg.first_start().map_err(|e| Error::InvalidArgument(e.to_string()))? {
+        FirstStart::Bootstrap(members) => bootstrap::bootstrap_or_load(engine, &cfg.name, &members),
+        FirstStart::Join(addrs) => join::register(engine, cfg, &addrs).await,
+    }
+}
+
 /// Runs a node until `shutdown` resolves, or until its store loop fails.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let engine = Arc::new(Engine::open(&cfg.data_dir, &cfg.column_families)?);
     let join_addrs = cfg.join_addrs();
-    let members = if join_addrs.is_empty() {
-        cfg.initial_members().map_err(|e| Error::InvalidArgument(e.to_string()))?
-    } else {
-        if bootstrap::load_ident(&engine)?.is_none() {
-            join::register(&engine, &cfg, &join_addrs).await?;
-        }
-        vec![]
+    let ident = match bootstrap::load_own_ident(&engine, &cfg.name)? {
+        Some(ident) => ident,
+        None => first_start(&engine, &cfg).await?,
     };
-    let ident = bootstrap::bootstrap_or_load(&engine, &cfg.name, &members)?;
 
     // Addresses may change between restarts (a rescheduled pod): the flags win.
+    let members = cfg.listed_members().map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let mut stores = bootstrap::load_stores(&engine)?;
     for s in &mut stores {
         if let Some(m) = members.iter().find(|m| m.name == s.name) {
@@ -148,7 +154,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         heartbeat::Heartbeat {
             store: handle.clone(),
             engine: engine.clone(),
-            me: StoreMeta { id: me.id, name: me.name.clone(), address: me.address.clone(), state: StoreState::Up as i32 },
+            me: StoreMeta {
+                id: me.id,
+                name: me.name.clone(),
+                address: me.address.clone(),
+                state: StoreState::Up as i32,
+                instance: String::new(),
+            },
             meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
             interval: cfg.heartbeat_interval(),
             split: SplitConfig { split_size: cfg.region_split_size, split_keys: cfg.region_split_keys },
