@@ -15,6 +15,7 @@
 
 pub mod ctl;
 pub mod kube;
+pub mod operator;
 pub mod writers;
 
 use std::net::TcpListener;

@@ -1,0 +1,36 @@
+//! The operator's errors, and whose fault each is: an invalid spec is the
+//! user's (reported, then the operator waits for a change); the rest are
+//! transient or the system's (retried with backoff).
+
+use crate::validate::InvalidSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    InvalidSpec(#[from] InvalidSpec),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Shoal cluster: {0}")]
+    Cluster(#[from] shoal_client::ClientError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A short label for metrics (`reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(_) => "kube_api",
+            Error::Cluster(shoal_client::ClientError::FailedPrecondition(_)) => "refused",
+            Error::Cluster(_) => "cluster",
+            Error::Finalizer(_) => "finalizer",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

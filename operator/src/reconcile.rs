@@ -1,0 +1,293 @@
+//! The reconcile pipeline for one `KvCluster` (see the crate docs for the
+//! stages), the finalizer around it, and the error policy.
+//!
+//! Each round applies every child with server-side apply (field manager
+//! `shoal-operator`, forced: the operator owns these fields), carries out at
+//! most one membership step, records a Kubernetes Event for each scaling step,
+//! and writes the whole status. A round that is in the middle of something
+//! asks to run again in a few seconds; a settled cluster is looked at again
+//! every 30 s, and at once whenever the `KvCluster`, one of its children or
+//! one of its pods changes.
+//!
+//! Errors: an invalid spec sets `Degraded` (reason `InvalidSpec`) and waits
+//! for the spec to change; a refused step (the cluster said no) sets
+//! `Degraded` (reason `StepRefused`) and is retried next round; anything else
+//! is retried with exponential backoff (1 s doubling to 60 s).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::names::FIELD_MANAGER;
+use crate::build::{BuildInput, Children, Names, build, monitor};
+use crate::crd::KvCluster;
+use crate::error::{Error, Result};
+use crate::membership::{Desired, Plan, Step, plan};
+use crate::metrics::Metrics;
+use crate::observe::{World, observe};
+use crate::status::{self, RoundOutcome};
+use crate::validate::validate;
+use crate::cluster;
+
+/// The finalizer the operator puts on every `KvCluster`.
+pub const FINALIZER: &str = "shoal.dev/cleanup";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// How long a drain may go without progress before `Degraded`.
+    pub drain_stall: Duration,
+    /// Consecutive failures per cluster, for the backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+}
+
+fn key(kvc: &KvCluster) -> String {
+    format!("{}/{}", kvc.namespace().unwrap_or_default(), kvc.name_any())
+}
+
+/// One reconcile round for `kvc`.
+pub async fn reconcile(kvc: Arc<KvCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let timer = ctx.metrics.duration.start_timer();
+    let ns = kvc.namespace().ok_or_else(|| Error::Internal("a KvCluster without a namespace".into()))?;
+    let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let k = key(&kvc);
+    let result = finalizer::finalizer(&api, FINALIZER, kvc, |event| async {
+        match event {
+            Finalizer::Apply(kvc) => apply(kvc, &ctx).await,
+            Finalizer::Cleanup(kvc) => cleanup(kvc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    timer.observe_duration();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    if result.is_ok() {
+        ctx.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+    }
+    result
+}
+
+/// What to do after a failed round.
+pub fn error_policy(kvc: Arc<KvCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.with_label_values(&[err.reason()]).inc();
+    if matches!(err, Error::InvalidSpec(_)) {
+        tracing::warn!(cluster = %key(&kvc), error = %err, "invalid spec; waiting for it to change");
+        return Action::await_change();
+    }
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let n = failures.entry(key(&kvc)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*n - 1).min(6)).min(Duration::from_secs(60));
+    tracing::warn!(cluster = %key(&kvc), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
+    let names = Names::of(&kvc);
+    let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let previous = kvc.status.clone().unwrap_or_default();
+    let generation = kvc.metadata.generation;
+
+    if let Err(invalid) = validate(&kvc) {
+        let st = status::invalid(&previous, &names, generation, &invalid.0, Timestamp::now());
+        api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+        publish(ctx, &kvc, EventType::Warning, "InvalidSpec", "Validate", invalid.0.clone()).await;
+        return Err(invalid.into());
+    }
+
+    let world = observe(&ctx.client, &names, Timestamp::now().as_second()).await?;
+    let desired = Desired {
+        replicas: kvc.spec.replicas,
+        replication_factor: kvc.spec.replication_factor,
+        drain_stall_secs: ctx.drain_stall.as_secs() as i64,
+    };
+    let memory = status::memory(&previous);
+    let plan = plan(&names, &desired, &memory, &world.observed);
+    let input = BuildInput {
+        kvc: &kvc,
+        names: names.clone(),
+        sts_replicas: plan.sts_replicas,
+        initial_members: plan.memory.initial_members.unwrap_or(kvc.spec.replicas),
+        bootstrapped: plan.memory.bootstrapped,
+    };
+    apply_children(&ctx.client, &names, &build(&input), &kvc).await?;
+    announce(ctx, &kvc, &memory, &plan, &world).await;
+    let step_error = match &plan.step {
+        Some(step) => run_step(ctx, &kvc, &names, &world, step).await?,
+        None => None,
+    };
+
+    let outcome = RoundOutcome {
+        names: &names,
+        generation,
+        replication_factor: kvc.spec.replication_factor,
+        previous: &previous,
+        plan: &plan,
+        observed: &world.observed,
+        sts_status: world.sts_status,
+        step_error,
+        now: Timestamp::now(),
+    };
+    let st = status::status(&outcome);
+    api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+    let busy = plan.progress.is_some() || plan.step.is_some() || plan.degraded.is_some();
+    Ok(Action::requeue(Duration::from_secs(if busy { 3 } else { 30 })))
+}
+
+/// Deleting a `KvCluster`: its children go with it (owner references); its
+/// volumes are kept, since they hold the data.
+async fn cleanup(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
+    let names = Names::of(&kvc);
+    let note = format!(
+        "deleting cluster {}; its volumes are kept: kubectl delete pvc -n {} -l {}",
+        names.cluster,
+        names.namespace,
+        names.selector_string()
+    );
+    publish(ctx, &kvc, EventType::Normal, "Deleting", "Delete", note).await;
+    Ok(Action::await_change())
+}
+
+async fn ssa<K>(client: &Client, ns: &str, obj: &K) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), ns).patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+async fn apply_children(client: &Client, names: &Names, children: &Children, kvc: &KvCluster) -> Result<()> {
+    let ns = names.namespace.as_str();
+    ssa::<ConfigMap>(client, ns, &children.config_map).await?;
+    ssa::<Service>(client, ns, &children.peer_service).await?;
+    ssa::<Service>(client, ns, &children.client_service).await?;
+    ssa::<PodDisruptionBudget>(client, ns, &children.pdb).await?;
+    ssa::<StatefulSet>(client, ns, &children.statefulset).await?;
+    let ar = ApiResource {
+        group: "monitoring.coreos.com".into(),
+        version: "v1".into(),
+        api_version: monitor::API_VERSION.into(),
+        kind: monitor::KIND.into(),
+        plural: "servicemonitors".into(),
+    };
+    let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let wanted = kvc.spec.monitoring.as_ref().and_then(|m| m.service_monitor.as_ref());
+    match (&children.service_monitor, wanted) {
+        (Some(sm), _) => {
+            monitors.patch(&names.client_service(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(sm)).await?;
+        }
+        // Turned off: remove the one made before (absent, or no such CRD: fine).
+        (None, Some(_)) => match monitors.delete(&names.client_service(), &DeleteParams::default()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        },
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Carries out the step; `Ok(Some(reason))` when the cluster refused it.
+async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, step: &Step) -> Result<Option<String>> {
+    let (operation, what) = match step {
+        Step::JoinStore { store_id, pod } => ("join", format!("joining store {store_id} ({pod}): it is seeded by snapshot")),
+        Step::DrainStore { store_id, pod } => ("drain", format!("draining store {store_id} ({pod}): its peers and leaders move away")),
+        Step::RemoveStore { store_id, pod } => ("remove", format!("removing store {store_id} ({pod}): it holds nothing")),
+        Step::DeleteVolume { ordinal } => ("delete_volume", format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal))),
+    };
+    let result = match step {
+        Step::DeleteVolume { ordinal } => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+            match pvcs.delete(&names.pvc(*ordinal), &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(Error::from(e)),
+            }
+        }
+        admin => match cluster::client(&world.endpoints) {
+            Ok(c) => cluster::run_step(&c, admin).await,
+            Err(e) => Err(e),
+        },
+    };
+    let reason = |r: &str| format!("{}{}", &r[..1].to_uppercase(), &r[1..]);
+    match result {
+        Ok(()) => {
+            ctx.metrics.operations.with_label_values(&[operation, "ok"]).inc();
+            let r = match operation {
+                "join" => "JoinStore",
+                "drain" => "DrainStore",
+                "remove" => "RemoveStore",
+                _ => "DeleteVolume",
+            };
+            publish(ctx, kvc, EventType::Normal, r, &reason(operation), what).await;
+            Ok(None)
+        }
+        Err(Error::Cluster(shoal_client::ClientError::FailedPrecondition(why))) => {
+            ctx.metrics.operations.with_label_values(&[operation, "refused"]).inc();
+            let msg = format!("the cluster refused {what}: {why}");
+            publish(ctx, kvc, EventType::Warning, "StepRefused", &reason(operation), msg.clone()).await;
+            Ok(Some(msg))
+        }
+        Err(e) => {
+            ctx.metrics.operations.with_label_values(&[operation, "error"]).inc();
+            Err(e)
+        }
+    }
+}
+
+/// Events for what changed this round besides the step itself.
+async fn announce(ctx: &Context, kvc: &KvCluster, before: &crate::membership::Memory, plan: &Plan, world: &World) {
+    let sts = world.observed.sts_replicas;
+    match sts {
+        None => {
+            let note = format!("creating StatefulSet {} with {} initial members", kvc.name_any(), plan.sts_replicas);
+            publish(ctx, kvc, EventType::Normal, "Bootstrap", "Create", note).await;
+        }
+        Some(n) if n != plan.sts_replicas => {
+            let note = format!("StatefulSet {}: {n} → {} pods", kvc.name_any(), plan.sts_replicas);
+            publish(ctx, kvc, EventType::Normal, "ScaleStatefulSet", "Scale", note).await;
+        }
+        _ => {}
+    }
+    if !before.bootstrapped && plan.memory.bootstrapped {
+        publish(ctx, kvc, EventType::Normal, "Bootstrapped", "Bootstrap", "every initial member is up; new pods join from now on".into())
+            .await;
+    }
+    match (&before.scaling, &plan.memory.scaling) {
+        (None, Some(s)) => {
+            publish(ctx, kvc, EventType::Normal, "ScalingStarted", "Scale", format!("scaling from {} to {} stores", s.from, s.to)).await
+        }
+        (Some(s), None) => publish(ctx, kvc, EventType::Normal, "ScalingDone", "Scale", format!("scaled to {} stores", s.to)).await,
+        _ => {}
+    }
+    if let (None, Some((reason, message))) = (&before.drain, &plan.degraded) {
+        tracing::debug!(reason, message, "degraded");
+    }
+}
+
+async fn publish(ctx: &Context, kvc: &KvCluster, type_: EventType, reason: &str, action: &str, note: String) {
+    tracing::info!(cluster = %key(kvc), reason, "{note}");
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&ev, &kvc.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot record an event");
+    }
+}

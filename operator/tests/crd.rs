@@ -1,0 +1,70 @@
+//! The CRD: the committed YAML is what `shoal-operator crd` generates, and the
+//! schema's CEL rules (evaluated here by kube's client-side CEL validator,
+//! the same rules the API server runs) accept the example and refuse bad specs.
+
+use std::path::PathBuf;
+
+use kube::core::cel::{validate_cel, validate_cel_update};
+use shoal_operator::crd::{KvCluster, crd_yaml};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn committed_crds_match_the_generated_one() {
+    let generated = crd_yaml();
+    for path in ["crds/kvcluster.yaml", "charts/shoal-operator/crds/kvcluster.yaml"] {
+        let committed = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} has drifted from the Rust types: run `cargo run -p shoal-operator -- crd > {path}`"
+        );
+    }
+}
+
+fn example() -> KvCluster {
+    let text = std::fs::read_to_string(repo().join("examples/kvcluster.yaml")).expect("example");
+    serde_saphyr::from_str(&text).expect("the example parses as a KvCluster")
+}
+
+fn refusal(kvc: &KvCluster) -> String {
+    match validate_cel(kvc) {
+        Ok(()) => panic!("accepted: {:?}", kvc.spec),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[test]
+fn cel_rules_accept_the_example_and_refuse_bad_specs() {
+    let ok = example();
+    validate_cel(&ok).expect("the example passes the CRD's rules");
+
+    let mut few = ok.clone();
+    few.spec.replicas = 2;
+    assert!(refusal(&few).contains("replicas must be at least replicationFactor"));
+
+    let mut bad_name = ok.clone();
+    bad_name.spec.column_families[0].name = "Users!".into();
+    assert!(refusal(&bad_name).contains("1-64 characters"));
+
+    let mut reserved = ok.clone();
+    reserved.spec.column_families[0].name = "raft_log".into();
+    assert!(refusal(&reserved).contains("reserved"));
+
+    let mut twice = ok.clone();
+    twice.spec.column_families.push(twice.spec.column_families[0].clone());
+    assert!(refusal(&twice).contains("unique"));
+
+    let mut size = ok.clone();
+    size.spec.storage.size = "ten gigs".into();
+    assert!(refusal(&size).contains("quantity"));
+
+    let mut rf = ok.clone();
+    rf.spec.replication_factor = 1;
+    let e = validate_cel_update(&rf, &ok).expect_err("replicationFactor is immutable");
+    assert!(format!("{e:?}").contains("replicationFactor cannot be changed"), "{e:?}");
+    let mut scaled = ok.clone();
+    scaled.spec.replicas = 5;
+    validate_cel_update(&scaled, &ok).expect("scaling is a valid update");
+}

@@ -1,0 +1,95 @@
+//! Builders against golden files: the objects built for
+//! `tests/fixtures/kvcluster.yaml` must equal `tests/golden/*.yaml`.
+//! `SHOAL_UPDATE_GOLDEN=1 cargo test -p shoal-operator --test golden` rewrites
+//! them after a deliberate change (then read the diff).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use shoal_operator::build::{BuildInput, Names, build};
+use shoal_operator::crd::KvCluster;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+fn fixture() -> KvCluster {
+    let text = std::fs::read_to_string(dir().join("fixtures/kvcluster.yaml")).expect("fixture");
+    serde_saphyr::from_str(&text).expect("fixture parses as a KvCluster")
+}
+
+fn yaml<T: Serialize>(v: &T) -> String {
+    serde_saphyr::to_string(v).expect("serializes")
+}
+
+/// Compares with the golden file, or rewrites it under SHOAL_UPDATE_GOLDEN.
+fn golden(name: &str, actual: &str) {
+    let path = dir().join("golden").join(name);
+    if std::env::var_os("SHOAL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (SHOAL_UPDATE_GOLDEN=1 creates it)", path.display()));
+    if expected != actual {
+        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count());
+        panic!(
+            "{name} differs from its golden file from line {}:\n--- golden\n{}\n--- built\n{}\n(SHOAL_UPDATE_GOLDEN=1 rewrites it)",
+            first + 1,
+            expected.lines().skip(first).take(8).collect::<Vec<_>>().join("\n"),
+            actual.lines().skip(first).take(8).collect::<Vec<_>>().join("\n"),
+        );
+    }
+}
+
+#[test]
+fn the_sample_clusters_objects_match_their_golden_files() {
+    let kvc = fixture();
+    let input = BuildInput { kvc: &kvc, names: Names::of(&kvc), sts_replicas: 5, initial_members: 5, bootstrapped: false };
+    let c = build(&input);
+    golden("configmap.yaml", &yaml(&c.config_map));
+    golden("service-peer.yaml", &yaml(&c.peer_service));
+    golden("service-client.yaml", &yaml(&c.client_service));
+    golden("statefulset.yaml", &yaml(&c.statefulset));
+    golden("pdb.yaml", &yaml(&c.pdb));
+    golden("servicemonitor.yaml", &yaml(&c.service_monitor.expect("monitoring is enabled in the fixture")));
+}
+
+#[test]
+fn the_drivers_decisions_reach_the_objects() {
+    let kvc = fixture();
+    // Bootstrapped, three initial members, scaling in to 4 while 5 pods run.
+    let input = BuildInput { kvc: &kvc, names: Names::of(&kvc), sts_replicas: 4, initial_members: 3, bootstrapped: true };
+    let c = build(&input);
+    let data = c.config_map.data.expect("data");
+    assert_eq!(data["initial-cluster-state"], "existing");
+    let sts = c.statefulset.spec.expect("spec");
+    assert_eq!(sts.replicas, Some(4));
+    let args = sts.template.spec.expect("pod spec").containers[0].args.clone().expect("args");
+    let initial = args.iter().find(|a| a.starts_with("--initial-cluster=")).expect("--initial-cluster");
+    assert_eq!(
+        initial,
+        "--initial-cluster=demo-0=demo-0.demo-peer.prod.svc:20160,demo-1=demo-1.demo-peer.prod.svc:20160,demo-2=demo-2.demo-peer.prod.svc:20160"
+    );
+    // Without monitoring there is no ServiceMonitor; without pod affinity the default one.
+    let mut plain = kvc.clone();
+    plain.spec.monitoring = None;
+    let c = build(&BuildInput { kvc: &plain, names: Names::of(&plain), sts_replicas: 5, initial_members: 5, bootstrapped: false });
+    assert!(c.service_monitor.is_none());
+    let affinity = c.statefulset.spec.and_then(|s| s.template.spec).and_then(|p| p.affinity).expect("default affinity");
+    assert!(affinity.pod_anti_affinity.is_some());
+}
+
+#[test]
+fn a_changed_node_file_changes_the_pod_template() {
+    let kvc = fixture();
+    let hash = |k: &KvCluster| {
+        let c = build(&BuildInput { kvc: k, names: Names::of(k), sts_replicas: 5, initial_members: 5, bootstrapped: false });
+        c.statefulset.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")["shoal.dev/config-hash"].clone()
+    };
+    let mut tuned = kvc.clone();
+    tuned.spec.config.raft_log_gc_count_limit = Some(30_000);
+    assert_ne!(hash(&kvc), hash(&tuned), "a new node file must roll the pods");
+    let mut scaled = kvc.clone();
+    scaled.spec.replicas = 7;
+    assert_eq!(hash(&kvc), hash(&scaled), "scaling must not roll the pods");
+}
