@@ -30,6 +30,8 @@ pub const GROUP: &str = "shoal.dev";
 
 /// A Shoal cluster: `replicas` storage nodes in one StatefulSet, each a store
 /// holding Raft replicas ("peers") of the cluster's regions.
+// clippy reads the printcolumn(...) list as repeated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "shoal.dev",

@@ -45,10 +45,8 @@ impl LeaseLock {
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
-                spec: Some(self.spec(now, None, 0)),
-            };
+            let lease =
+                Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() }, spec: Some(self.spec(now, None, 0)) };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -107,13 +105,13 @@ impl LeaseLock {
 
     /// Gives the Lease up (on shutdown), so the next replica need not wait for it to expire.
     pub async fn release(&self) {
-        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await {
-            if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str()) {
-                if let Some(spec) = lease.spec.as_mut() {
-                    spec.holder_identity = None;
-                }
-                let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+        if let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await
+            && lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str())
+        {
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.holder_identity = None;
             }
+            let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
         }
     }
 }

@@ -19,14 +19,14 @@
 //! on a Lease ([`leader`]) and the HTTP endpoints ([`http`]).
 
 pub mod build;
-pub mod crd;
-pub mod membership;
-pub mod validate;
 pub mod cluster;
+pub mod crd;
 pub mod error;
+pub mod http;
+pub mod leader;
+pub mod membership;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod status;
-pub mod http;
-pub mod leader;
+pub mod validate;

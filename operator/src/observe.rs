@@ -58,11 +58,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64) -> Result<World> 
             Err(e) => Err(e.to_string()),
         }
     };
-    let sts_status = sts
-        .as_ref()
-        .and_then(|s| s.status.as_ref())
-        .map(|s| (s.replicas, s.ready_replicas.unwrap_or(0)))
-        .unwrap_or((0, 0));
+    let sts_status = sts.as_ref().and_then(|s| s.status.as_ref()).map(|s| (s.replicas, s.ready_replicas.unwrap_or(0))).unwrap_or((0, 0));
     Ok(World {
         observed: Observed {
             sts_replicas: sts.as_ref().map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),

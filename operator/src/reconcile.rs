@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 
 use crate::build::names::FIELD_MANAGER;
 use crate::build::{BuildInput, Children, Names, build, monitor};
+use crate::cluster;
 use crate::crd::KvCluster;
 use crate::error::{Error, Result};
 use crate::membership::{Desired, Plan, Step, plan};
@@ -39,7 +40,6 @@ use crate::metrics::Metrics;
 use crate::observe::{World, observe};
 use crate::status::{self, RoundOutcome};
 use crate::validate::validate;
-use crate::cluster;
 
 /// The finalizer the operator puts on every `KvCluster`.
 pub const FINALIZER: &str = "shoal.dev/cleanup";
@@ -212,7 +212,9 @@ async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, 
         Step::JoinStore { store_id, pod } => ("join", format!("joining store {store_id} ({pod}): it is seeded by snapshot")),
         Step::DrainStore { store_id, pod } => ("drain", format!("draining store {store_id} ({pod}): its peers and leaders move away")),
         Step::RemoveStore { store_id, pod } => ("remove", format!("removing store {store_id} ({pod}): it holds nothing")),
-        Step::DeleteVolume { ordinal } => ("delete_volume", format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal))),
+        Step::DeleteVolume { ordinal } => {
+            ("delete_volume", format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)))
+        }
     };
     let result = match step {
         Step::DeleteVolume { ordinal } => {

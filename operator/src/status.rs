@@ -49,7 +49,7 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
         // Unreachable: keep what was last seen rather than show nothing.
         Err(_) => o.previous.stores.clone(),
     };
-    stores.sort_by(|a, b| (o.names.ordinal_of(&a.pod), a.store_id).cmp(&(o.names.ordinal_of(&b.pod), b.store_id)));
+    stores.sort_by_key(|a| (o.names.ordinal_of(&a.pod), a.store_id));
     let up = stores.iter().filter(|s| s.state == "Up").count();
 
     let available = match &o.observed.stores {
@@ -67,11 +67,8 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
         (None, None) => (false, "AsExpected", "nothing needs attention".to_string()),
     };
     let phase = if o.step_error.is_some() { Phase::Degraded } else { plan.phase };
-    let conditions = vec![
-        condition(o, "Available", available),
-        condition(o, "Progressing", progressing),
-        condition(o, "Degraded", degraded),
-    ];
+    let conditions =
+        vec![condition(o, "Available", available), condition(o, "Progressing", progressing), condition(o, "Degraded", degraded)];
     KvClusterStatus {
         replicas: o.sts_status.0,
         ready_replicas: o.sts_status.1,

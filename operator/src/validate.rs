@@ -76,10 +76,10 @@ fn validate_spec(spec: &KvClusterSpec) -> Result<(), InvalidSpec> {
         }
     }
     let c = &spec.config;
-    if let (Some(tick), Some(election)) = (c.raft_tick_ms, c.raft_election_ticks) {
-        if tick.saturating_mul(election) > 600_000 {
-            return fail("raftTickMs × raftElectionTicks must be at most 10 minutes".into());
-        }
+    if let (Some(tick), Some(election)) = (c.raft_tick_ms, c.raft_election_ticks)
+        && tick.saturating_mul(election) > 600_000
+    {
+        return fail("raftTickMs × raftElectionTicks must be at most 10 minutes".into());
     }
     if c.snapshot_chunk_size.is_some_and(|s| !(1 << 20..=4 << 20).contains(&s)) {
         return fail("config.snapshotChunkSize must be 1 MiB..4 MiB".into());

@@ -16,10 +16,7 @@ fn committed_crds_match_the_generated_one() {
     let generated = crd_yaml();
     for path in ["crds/kvcluster.yaml", "charts/shoal-operator/crds/kvcluster.yaml"] {
         let committed = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "{path} has drifted from the Rust types: run `cargo run -p shoal-operator -- crd > {path}`"
-        );
+        assert!(committed == generated, "{path} has drifted from the Rust types: run `cargo run -p shoal-operator -- crd > {path}`");
     }
 }
 

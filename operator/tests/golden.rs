@@ -84,7 +84,8 @@ fn a_changed_node_file_changes_the_pod_template() {
     let kvc = fixture();
     let hash = |k: &KvCluster| {
         let c = build(&BuildInput { kvc: k, names: Names::of(k), sts_replicas: 5, initial_members: 5, bootstrapped: false });
-        c.statefulset.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")["shoal.dev/config-hash"].clone()
+        c.statefulset.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).expect("annotations")["shoal.dev/config-hash"]
+            .clone()
     };
     let mut tuned = kvc.clone();
     tuned.spec.config.raft_log_gc_count_limit = Some(30_000);

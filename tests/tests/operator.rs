@@ -16,8 +16,8 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
-use shoal_proto::mutation;
 use shoal_operator::crd::{KvCluster, KvClusterStatus};
+use shoal_proto::mutation;
 use shoal_tests::kube::{KubeApiServer, Kubelet, resources};
 use shoal_tests::operator::Operator;
 use shoal_tests::wait_until;
@@ -61,7 +61,8 @@ fn condition(s: &KvClusterStatus, type_: &str) -> Option<(String, String, String
 
 /// A one-line picture of the status, for waits that time out.
 fn summary(s: &KvClusterStatus) -> String {
-    let stores: Vec<String> = s.stores.iter().map(|e| format!("{}#{}:{}:{}r/{}l", e.pod, e.store_id, e.state, e.regions, e.leaders)).collect();
+    let stores: Vec<String> =
+        s.stores.iter().map(|e| format!("{}#{}:{}:{}r/{}l", e.pod, e.store_id, e.state, e.regions, e.leaders)).collect();
     format!(
         "phase {:?} ready {}/{} scaling {:?} stores [{}] conditions {:?}",
         s.phase,
@@ -156,7 +157,8 @@ async fn apply_scale_out_and_in_keeps_every_key() {
     // 2. Write 10,000 keys into the spec's column family.
     let kv = client_for(&kubelet, 0..3);
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
-        let muts = chunk.iter().map(|&i| Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: key(i), value: value(i) }).collect();
+        let muts =
+            chunk.iter().map(|&i| Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: key(i), value: value(i) }).collect();
         kv.batch_write(muts).await.expect("write keys");
     }
 
@@ -188,7 +190,8 @@ async fn apply_scale_out_and_in_keeps_every_key() {
     eprintln!("scaled in: {}", summary(&st));
     assert!(phases.contains("ScalingIn"), "phases seen: {phases:?}");
     wait_until(Duration::from_secs(30), Duration::from_millis(200), "demo-3 and demo-4 gone with their volumes", || async {
-        let left: Vec<String> = pvcs.list(&Default::default()).await.map_err(|e| e.to_string())?.items.into_iter().filter_map(|p| p.metadata.name).collect();
+        let left: Vec<String> =
+            pvcs.list(&Default::default()).await.map_err(|e| e.to_string())?.items.into_iter().filter_map(|p| p.metadata.name).collect();
         let running = kubelet.is_running(NS, "demo-3") || kubelet.is_running(NS, "demo-4");
         if left.iter().any(|n| n == "data-demo-3" || n == "data-demo-4") || running {
             Err(format!("volumes {left:?}, retired pods running: {running}"))

@@ -113,8 +113,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     let mut step: Option<Step> = None;
 
     // Stores to retire: everything at or above the target, and orphans.
-    let retiring: Vec<&ObservedStore> =
-        view.live_at_or_above(target).into_iter().map(|(_, s)| s).chain(view.orphans(target)).collect();
+    let retiring: Vec<&ObservedStore> = view.live_at_or_above(target).into_iter().map(|(_, s)| s).chain(view.orphans(target)).collect();
 
     // Watch the drain in progress (a retiring store that is draining, or a
     // down one the operator asked to drain).
@@ -130,7 +129,12 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         if s.regions + s.leaders > 0 && stalled_for > desired.drain_stall_secs {
             degraded.push((
                 "DrainStalled",
-                format!("the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders)", view.label(s), s.regions, s.leaders),
+                format!(
+                    "the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders)",
+                    view.label(s),
+                    s.regions,
+                    s.leaders
+                ),
             ));
         }
     }
@@ -138,7 +142,8 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     // 1. Completion first: remove a retiring store that holds nothing.
     for s in &retiring {
         let empty = s.regions == 0 && s.leaders == 0;
-        let drained = s.state == StoreState::Draining || (s.state == StoreState::Down && mem.drain.as_ref().is_some_and(|d| d.store_id == s.id));
+        let drained =
+            s.state == StoreState::Draining || (s.state == StoreState::Down && mem.drain.as_ref().is_some_and(|d| d.store_id == s.id));
         if empty && (drained || s.state == StoreState::Pending) {
             step = Some(Step::RemoveStore { store_id: s.id, pod: s.name.clone() });
             progress.push(format!("removing {}", view.label(s)));
@@ -173,11 +178,13 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     // 3 and 4. Drain one retiring store: orphans first, then the highest ordinal.
     if view.any_in(StoreState::Draining).is_none() && draining.is_none() {
         let orphans = view.replaceable_orphans(target);
-        let next = orphans
-            .iter()
-            .copied()
-            .find(|s| s.state != StoreState::Pending)
-            .or_else(|| if all_up { view.live_at_or_above(target).into_iter().rev().map(|(_, s)| s).find(|s| s.state != StoreState::Pending) } else { None });
+        let next = orphans.iter().copied().find(|s| s.state != StoreState::Pending).or_else(|| {
+            if all_up {
+                view.live_at_or_above(target).into_iter().rev().map(|(_, s)| s).find(|s| s.state != StoreState::Pending)
+            } else {
+                None
+            }
+        });
         if let Some(s) = next {
             if !view.can_drain(s, desired.replication_factor) {
                 degraded.push((
@@ -200,7 +207,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         progress.push(format!("shrinking the StatefulSet to {target}"));
     }
     if step.is_none() {
-        let retired = obs.pvcs.iter().copied().filter(|&o| o >= sts && !obs.pods.contains(&o) && view.by_ordinal.get(&o).is_none()).min();
+        let retired = obs.pvcs.iter().copied().filter(|&o| o >= sts && !obs.pods.contains(&o) && !view.by_ordinal.contains_key(&o)).min();
         if let Some(o) = retired {
             step = Some(Step::DeleteVolume { ordinal: o });
             progress.push(format!("deleting the volume of retired pod {}", names.pod(o)));

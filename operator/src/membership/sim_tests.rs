@@ -120,9 +120,7 @@ impl Sim {
 
     fn check(&self, obs: &Observed, plan: &Plan) {
         let shown: Vec<(u64, StoreState)> = self.stores.iter().map(|s| (s.id, Sim::shown(s))).collect();
-        let live_at = |o: i32| {
-            self.stores.iter().any(|s| s.stored != StoreState::Tombstone && self.names.ordinal_of(&s.name) == Some(o))
-        };
+        let live_at = |o: i32| self.stores.iter().any(|s| s.stored != StoreState::Tombstone && self.names.ordinal_of(&s.name) == Some(o));
         match &plan.step {
             Some(Step::DrainStore { store_id, .. }) => {
                 let others = self.stores.iter().filter(|s| s.id != *store_id && Sim::shown(s).is_serving()).count();
@@ -207,13 +205,13 @@ impl Sim {
         // Placement: one peer moves per round off a draining store (to a
         // serving one), onto a joining store until it holds its share.
         let serving = self.serving();
-        if let Some(d) = self.stores.iter().position(|s| s.stored == StoreState::Draining && s.regions > 0) {
-            if serving.len() >= self.rf as usize {
-                self.stores[d].regions -= 1;
-                self.stores[d].leaders = 0;
-                let to = serving[(self.now as usize) % serving.len()];
-                self.store(to).regions += 1;
-            }
+        if let Some(d) = self.stores.iter().position(|s| s.stored == StoreState::Draining && s.regions > 0)
+            && serving.len() >= self.rf as usize
+        {
+            self.stores[d].regions -= 1;
+            self.stores[d].leaders = 0;
+            let to = serving[(self.now as usize) % serving.len()];
+            self.store(to).regions += 1;
         }
         let share = self.peers / serving.len().max(1) as u64;
         for i in 0..self.stores.len() {
@@ -231,9 +229,11 @@ impl Sim {
     /// (their processes may be stopped by an outage): losing the volumes of a
     /// quorum loses data whatever the operator does, so one at a time.
     fn lose_volume(&mut self, ordinal: i32) {
-        let others_intact = self.pvcs.iter().filter(|(o, _)| **o != ordinal).all(|(_, held)| {
-            held.is_some_and(|id| self.stores.iter().any(|s| s.id == id && s.stored == StoreState::Up))
-        });
+        let others_intact = self
+            .pvcs
+            .iter()
+            .filter(|(o, _)| **o != ordinal)
+            .all(|(_, held)| held.is_some_and(|id| self.stores.iter().any(|s| s.id == id && s.stored == StoreState::Up)));
         let no_orphans = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).count() == self.pvcs.len();
         if self.rf > 1 && others_intact && no_orphans && self.pods.contains(&ordinal) {
             self.pvcs.insert(ordinal, None);

@@ -61,9 +61,11 @@ pub fn apply_patch(res: &ResourceType, name: &str, kind: PatchKind, doc: &mut Va
             // As the API server's JSON patch library does, a `test` of null
             // passes on a path that does not exist (kube-rs's finalizer helper
             // relies on it when an object has no finalizers yet).
-            ops.retain(|op| !(op["op"] == "test" && op["value"].is_null() && op["path"].as_str().is_some_and(|p| doc.pointer(p).is_none())));
-            let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            ops.retain(|op| {
+                !(op["op"] == "test" && op["value"].is_null() && op["path"].as_str().is_some_and(|p| doc.pointer(p).is_none()))
+            });
+            let patch: json_patch::Patch =
+                serde_json::from_value(Value::Array(ops)).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             json_patch::patch(doc, &patch).map_err(|e| ApiError::invalid(res, name, &format!("the JSON patch failed: {e}")))
         }
     }
