@@ -6,11 +6,11 @@
 //! processes are only spawned from the kubelet's async task (a runtime worker
 //! or the test's thread), never from a `spawn_blocking` thread.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use crate::die_with_parent;
 use crate::kube::api::meta::now_rfc3339;
 
 /// How to start a container.
@@ -27,17 +27,6 @@ pub struct PodProcess {
     pub started_at: String,
 }
 
-/// Kills the child with SIGKILL when the spawning thread dies.
-fn die_with_parent(cmd: &mut Command) {
-    #[allow(unsafe_code)]
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
 
 impl PodProcess {
     /// Starts `plan`, output appended to `log` (after a header line).
