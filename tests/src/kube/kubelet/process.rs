@@ -27,7 +27,6 @@ pub struct PodProcess {
     pub started_at: String,
 }
 
-
 impl PodProcess {
     /// Starts `plan`, output appended to `log` (after a header line).
     pub fn spawn(plan: &LaunchPlan, log: &Path) -> Result<PodProcess, String> {
