@@ -208,13 +208,12 @@ async fn apply_children(client: &Client, names: &Names, children: &Children, kvc
 
 /// Carries out the step; `Ok(Some(reason))` when the cluster refused it.
 async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, step: &Step) -> Result<Option<String>> {
-    let (operation, what) = match step {
-        Step::JoinStore { store_id, pod } => ("join", format!("joining store {store_id} ({pod}): it is seeded by snapshot")),
-        Step::DrainStore { store_id, pod } => ("drain", format!("draining store {store_id} ({pod}): its peers and leaders move away")),
-        Step::RemoveStore { store_id, pod } => ("remove", format!("removing store {store_id} ({pod}): it holds nothing")),
-        Step::DeleteVolume { ordinal } => {
-            ("delete_volume", format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)))
-        }
+    let (operation, reason, action) = step.labels();
+    let what = match step {
+        Step::JoinStore { store_id, pod } => format!("joining store {store_id} ({pod}): it is seeded by snapshot"),
+        Step::DrainStore { store_id, pod } => format!("draining store {store_id} ({pod}): its peers and leaders move away"),
+        Step::RemoveStore { store_id, pod } => format!("removing store {store_id} ({pod}): it holds nothing"),
+        Step::DeleteVolume { ordinal } => format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)),
     };
     let result = match step {
         Step::DeleteVolume { ordinal } => {
@@ -230,23 +229,16 @@ async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, 
             Err(e) => Err(e),
         },
     };
-    let reason = |r: &str| format!("{}{}", &r[..1].to_uppercase(), &r[1..]);
     match result {
         Ok(()) => {
             ctx.metrics.operations.with_label_values(&[operation, "ok"]).inc();
-            let r = match operation {
-                "join" => "JoinStore",
-                "drain" => "DrainStore",
-                "remove" => "RemoveStore",
-                _ => "DeleteVolume",
-            };
-            publish(ctx, kvc, EventType::Normal, r, &reason(operation), what).await;
+            publish(ctx, kvc, EventType::Normal, reason, action, what).await;
             Ok(None)
         }
         Err(Error::Cluster(shoal_client::ClientError::FailedPrecondition(why))) => {
             ctx.metrics.operations.with_label_values(&[operation, "refused"]).inc();
             let msg = format!("the cluster refused {what}: {why}");
-            publish(ctx, kvc, EventType::Warning, "StepRefused", &reason(operation), msg.clone()).await;
+            publish(ctx, kvc, EventType::Warning, "StepRefused", action, msg.clone()).await;
             Ok(Some(msg))
         }
         Err(e) => {
@@ -280,9 +272,6 @@ async fn announce(ctx: &Context, kvc: &KvCluster, before: &crate::membership::Me
         }
         (Some(s), None) => publish(ctx, kvc, EventType::Normal, "ScalingDone", "Scale", format!("scaled to {} stores", s.to)).await,
         _ => {}
-    }
-    if let (None, Some((reason, message))) = (&before.drain, &plan.degraded) {
-        tracing::debug!(reason, message, "degraded");
     }
 }
 

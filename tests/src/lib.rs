@@ -598,6 +598,32 @@ fn split_series(line: &str) -> Option<(&str, Labels, &str)> {
     }
 }
 
+/// Where `bin` is on the PATH.
+pub fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.exists()))
+}
+
+/// Runs `promtool check metrics` on a scraped `/metrics` text; `Err` with
+/// promtool's findings when it is not clean.
+pub fn promtool_check(metrics: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let promtool = which("promtool").ok_or("promtool is not installed (apt-get install prometheus; .ci/run installs it)")?;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run promtool: {e}"))?;
+    child.stdin.take().ok_or("promtool's stdin")?.write_all(metrics.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("promtool check metrics: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 /// A minimal HTTP/1.0 GET; returns the status code and body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     tokio::time::timeout(Duration::from_secs(10), http_get_inner(addr, path)).await.expect("status request answered within 10 s")

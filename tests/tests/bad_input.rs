@@ -121,20 +121,7 @@ async fn status_endpoints_and_metrics_are_valid() {
         assert!(metrics.contains(name), "/metrics has {name}");
     }
 
-    let promtool = which("promtool").expect("promtool is installed (apt-get install prometheus); .ci/run installs it");
-    let scraped = cluster.dir.path().join("metrics.txt");
-    std::fs::write(&scraped, &metrics).expect("write metrics");
-    let out = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&scraped).expect("open metrics"))
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    shoal_tests::promtool_check(&metrics).unwrap_or_else(|e| panic!("{e}"));
 
     // A node that lost its peers is not ready, but still healthy.
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -147,8 +134,4 @@ async fn status_endpoints_and_metrics_are_valid() {
     })
     .await;
     assert_eq!(cluster.http_get(leader, "/healthz").await.0, 200);
-}
-
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.exists()))
 }

@@ -234,5 +234,8 @@ async fn apply_scale_out_and_in_keeps_every_key() {
         assert_eq!(n, Some(2.0), "{op} operations");
     }
     assert_eq!(operator.metric("shoal_operator_leader", &[]).await, Some(1.0));
+    let (code, text) = shoal_tests::try_http_get(&operator.metrics_addr, "/metrics", Duration::from_secs(5)).await.expect("scrape");
+    assert_eq!(code, 200);
+    shoal_tests::promtool_check(&text).unwrap_or_else(|e| panic!("the operator's metrics: {e}"));
     assert!(operator.metric("shoal_operator_reconciles_total", &[("result", "ok")]).await.unwrap_or(0.0) > 10.0);
 }

@@ -138,6 +138,18 @@ pub enum Step {
     DeleteVolume { ordinal: i32 },
 }
 
+impl Step {
+    /// Its label in metrics (`operation`), and the reason and action of its Event.
+    pub fn labels(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Step::JoinStore { .. } => ("join", "JoinStore", "Join"),
+            Step::DrainStore { .. } => ("drain", "DrainStore", "Drain"),
+            Step::RemoveStore { .. } => ("remove", "RemoveStore", "Remove"),
+            Step::DeleteVolume { .. } => ("delete_volume", "DeleteVolume", "Delete"),
+        }
+    }
+}
+
 /// What the cluster is doing, for `status.phase`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

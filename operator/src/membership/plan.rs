@@ -9,7 +9,6 @@ use crate::crd::ScalingStatus;
 
 /// The stores of one cluster arranged by pod ordinal.
 struct View<'a> {
-    names: &'a Names,
     /// For each ordinal, its live (not tombstoned) stores, newest (highest id) last.
     by_ordinal: BTreeMap<i32, Vec<&'a ObservedStore>>,
     all: &'a [ObservedStore],
@@ -26,7 +25,7 @@ impl<'a> View<'a> {
         for list in by_ordinal.values_mut() {
             list.sort_by_key(|s| s.id);
         }
-        View { names, by_ordinal, all: stores }
+        View { by_ordinal, all: stores }
     }
 
     /// The store pod `o` runs now: its newest live store.
@@ -64,11 +63,11 @@ impl<'a> View<'a> {
         let others = self.all.iter().filter(|o| o.id != s.id && o.state.is_serving()).count();
         others >= rf as usize
     }
+}
 
-    fn label(&self, s: &ObservedStore) -> String {
-        let _ = self.names;
-        format!("store {} ({})", s.id, s.name)
-    }
+/// How a store is named in messages: `store 4 (demo-3)`.
+fn label(s: &ObservedStore) -> String {
+    format!("store {} ({})", s.id, s.name)
 }
 
 /// Decides the StatefulSet size and at most one step; see the module docs.
@@ -131,7 +130,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
                 "DrainStalled",
                 format!(
                     "the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders)",
-                    view.label(s),
+                    label(s),
                     s.regions,
                     s.leaders
                 ),
@@ -146,7 +145,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             s.state == StoreState::Draining || (s.state == StoreState::Down && mem.drain.as_ref().is_some_and(|d| d.store_id == s.id));
         if empty && (drained || s.state == StoreState::Pending) {
             step = Some(Step::RemoveStore { store_id: s.id, pod: s.name.clone() });
-            progress.push(format!("removing {}", view.label(s)));
+            progress.push(format!("removing {}", label(s)));
             break;
         }
     }
@@ -159,16 +158,16 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             Some(s) if s.state == StoreState::Pending => {
                 if step.is_none() && joining.is_none() {
                     step = Some(Step::JoinStore { store_id: s.id, pod: s.name.clone() });
-                    progress.push(format!("joining {}", view.label(s)));
+                    progress.push(format!("joining {}", label(s)));
                 } else {
-                    progress.push(format!("{} waits to join", view.label(s)));
+                    progress.push(format!("{} waits to join", label(s)));
                 }
             }
             Some(s) if s.state == StoreState::Joining => {
-                progress.push(format!("seeding {}: {} regions so far", view.label(s), s.regions));
+                progress.push(format!("seeding {}: {} regions so far", label(s), s.regions));
             }
             Some(s) if s.state == StoreState::Down => {
-                degraded.push(("StoreDown", format!("{} is down: its pod has not reported for too long", view.label(s))));
+                degraded.push(("StoreDown", format!("{} is down: its pod has not reported for too long", label(s))));
             }
             Some(_) => {}
         }
@@ -189,16 +188,16 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             if !view.can_drain(s, desired.replication_factor) {
                 degraded.push((
                     "DrainRefused",
-                    format!("draining {} would leave fewer than {} stores up", view.label(s), desired.replication_factor),
+                    format!("draining {} would leave fewer than {} stores up", label(s), desired.replication_factor),
                 ));
             } else if step.is_none() {
                 step = Some(Step::DrainStore { store_id: s.id, pod: s.name.clone() });
                 mem.drain = Some(DrainProgress { store_id: s.id, regions: s.regions, since: obs.now });
-                progress.push(format!("draining {}", view.label(s)));
+                progress.push(format!("draining {}", label(s)));
             }
         }
     } else if let Some(s) = draining {
-        progress.push(format!("draining {}: {} peers and {} leaders left", view.label(s), s.regions, s.leaders));
+        progress.push(format!("draining {}: {} peers and {} leaders left", label(s), s.regions, s.leaders));
     }
 
     // 5. Shrink once nothing lives at or above the target; then retire volumes.
