@@ -30,8 +30,10 @@ fn state_of(s: ProtoState) -> StoreState {
         ProtoState::Joining => StoreState::Joining,
         ProtoState::Draining => StoreState::Draining,
         ProtoState::Tombstone => StoreState::Tombstone,
-        ProtoState::Down => StoreState::Down,
-        ProtoState::Up | ProtoState::Unknown => StoreState::Up,
+        // Unknown: a state this operator does not know; never counted as
+        // serving nor removed without a drain of its own.
+        ProtoState::Down | ProtoState::Unknown => StoreState::Down,
+        ProtoState::Up => StoreState::Up,
     }
 }
 

@@ -11,7 +11,9 @@
 //! The schema carries the checks the API server can make itself, so a bad spec
 //! is refused at `kubectl apply` time: CEL rules reject `replicas <
 //! replicationFactor`, invalid or reserved column family names, duplicate
-//! column families and a changed `replicationFactor`. The operator checks the
+//! column families, and a changed `replicationFactor` or `storage`. Every
+//! string a rule reads has a `maxLength`, which keeps the rules' estimated
+//! cost within the API server's budget. The operator checks the
 //! same again ([`crate::validate`]) for objects that bypassed the schema.
 //!
 //! `crds/kvcluster.yaml` is generated from these types by `shoal-operator crd`
@@ -62,13 +64,15 @@ pub struct KvClusterSpec {
     pub replication_factor: i32,
     /// Image of `shoal-node`.
     #[serde(default = "default_image")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 512))]
     pub image: String,
     /// Pull policy of the image (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
-    /// Each store's persistent volume.
+    /// Each store's persistent volume. Fixed at creation (a StatefulSet's
+    /// volume claim template cannot change).
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot be changed; volumes are resized through their PVCs"))]
     pub storage: StorageSpec,
     /// CPU and memory of the storage container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +107,7 @@ fn default_image() -> String {
 pub struct StorageSpec {
     /// Requested size, a Kubernetes quantity such as `10Gi`.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')").message("size must be a quantity such as 10Gi"))]
     pub size: String,
     /// Storage class of the claims; the cluster's default when left out.
@@ -125,6 +130,7 @@ fn default_storage_size() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct ColumnFamilySpec {
     /// 1-64 characters of `[a-z0-9_-]`; `raft_log`, `raft_state`, `region_meta` and `meta` are reserved.
+    #[schemars(length(min = 1, max = 64))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9_-]{1,64}$')").message("column family names are 1-64 characters of [a-z0-9_-]"))]
     #[x_kube(validation = Rule::new("!(self in ['raft_log', 'raft_state', 'region_meta', 'meta'])").message("this column family name is reserved"))]
     pub name: String,

@@ -3,11 +3,11 @@
 //!
 //! A candidate takes the Lease when nobody holds it or its holder has not
 //! renewed it within `leaseDurationSeconds`; the holder renews it every third
-//! of that. Every write is a replace under the Lease's `resourceVersion`, so
+//! of that, each call bounded by a third of it too. Every write is a replace under the Lease's `resourceVersion`, so
 //! of two candidates racing for an expired Lease only one wins (the other
-//! gets a conflict). A leader that cannot renew before its Lease expires
-//! stops ([`LeaseLock::hold`] returns), and the process exits: Kubernetes
-//! restarts it as a candidate. Clocks of the replicas are assumed to agree
+//! gets a conflict). A leader that has not renewed for two thirds of the
+//! duration stops ([`LeaseLock::hold`] returns) before a standby may take
+//! over, and the process exits: Kubernetes restarts it as a candidate. Clocks of the replicas are assumed to agree
 //! to well within the lease duration, as with client-go's leader election.
 
 use std::time::Duration;
@@ -70,10 +70,20 @@ impl LeaseLock {
         }
     }
 
+    /// One attempt, given up after a third of the lease duration (a hung call
+    /// must not outlast the Lease).
+    async fn attempt(&self) -> Result<bool, String> {
+        match tokio::time::timeout(self.duration / 3, self.try_acquire_or_renew()).await {
+            Ok(Ok(held)) => Ok(held),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.duration / 3)),
+        }
+    }
+
     /// Waits until this replica holds the Lease.
     pub async fn acquire(&self) {
         loop {
-            match self.try_acquire_or_renew().await {
+            match self.attempt().await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, lease = %self.name, "cannot read or take the leader Lease"),
@@ -82,21 +92,26 @@ impl LeaseLock {
         }
     }
 
-    /// Renews the Lease until a renewal fails for longer than the lease
-    /// duration or another replica took it; then returns.
+    /// Renews the Lease every third of its duration; returns when another
+    /// replica took it, or when no renewal succeeded for two thirds of the
+    /// duration (counted from when the last successful renewal was *sent*,
+    /// since that is the time stamped in the Lease): the caller must stop
+    /// acting as leader before a standby may take over.
     pub async fn hold(&self) {
+        let renew_deadline = self.duration * 2 / 3;
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.duration / 3).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+            let sent = tokio::time::Instant::now();
+            match self.attempt().await {
+                Ok(true) => last_renewed = sent,
                 Ok(false) => {
                     tracing::error!(lease = %self.name, "another replica took the leader Lease");
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot renew the leader Lease"),
             }
-            if last_renewed.elapsed() >= self.duration {
+            if last_renewed.elapsed() >= renew_deadline {
                 tracing::error!(lease = %self.name, "could not renew the leader Lease in time");
                 return;
             }

@@ -50,8 +50,8 @@ struct RunArgs {
     lease_namespace: String,
     #[arg(long, default_value = "shoal-operator")]
     lease_name: String,
-    /// Seconds the leader Lease lasts without renewal.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds the leader Lease lasts without renewal (3..300).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     lease_duration_secs: u64,
     /// This replica's identity in the Lease and in Events (default: the pod name).
     #[arg(long, env = "POD_NAME")]

@@ -1,14 +1,14 @@
-//! Dereference: what exists for one cluster — its StatefulSet, pods and data
-//! volumes in Kubernetes, and its stores as the cluster reports them — turned
+//! Dereference: what exists for one cluster — its StatefulSet, ConfigMap, pods
+//! and data volumes in Kubernetes, and its stores as the cluster reports them — turned
 //! into the driver's [`Observed`].
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::build::Names;
-use crate::build::names::GRPC_PORT;
+use crate::build::names::{CLUSTER_STATE_KEY, GRPC_PORT};
 use crate::cluster;
 use crate::error::Result;
 use crate::membership::Observed;
@@ -26,6 +26,8 @@ pub struct World {
 pub async fn observe(client: &Client, names: &Names, now: i64) -> Result<World> {
     let ns = names.namespace.as_str();
     let sts = Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt(&names.statefulset()).await?;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(&names.config_map()).await?;
+    let formed = config.and_then(|c| c.data).is_some_and(|d| d.get(CLUSTER_STATE_KEY).is_some_and(|v| v == "existing"));
     let selector = ListParams::default().labels(&names.selector_string());
     let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&selector).await?.items;
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns).list(&selector).await?.items;
@@ -65,6 +67,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64) -> Result<World> 
             pods: pod_ordinals,
             pvcs: pvc_ordinals,
             stores,
+            formed,
             now,
         },
         sts_status,

@@ -128,12 +128,21 @@ async fn apply(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         initial_members: plan.memory.initial_members.unwrap_or(kvc.spec.replicas),
         bootstrapped: plan.memory.bootstrapped,
     };
-    apply_children(&ctx.client, &names, &build(&input), &kvc).await?;
+    let monitor_error = apply_children(&ctx.client, &names, &build(&input), &kvc).await?;
     announce(ctx, &kvc, &memory, &plan, &world).await;
-    let step_error = match &plan.step {
-        Some(step) => run_step(ctx, &kvc, &names, &world, step).await?,
-        None => None,
+    if let Some(e) = &monitor_error {
+        publish(ctx, &kvc, EventType::Warning, "ServiceMonitorFailed", "Apply", e.clone()).await;
+    }
+    // A failed step is reported in the status before the round fails (and is
+    // retried with backoff); a refused one is reported and retried next round.
+    let (step_error, failure) = match &plan.step {
+        Some(step) => match run_step(ctx, &kvc, &names, &world, step).await {
+            Ok(refused) => (refused.map(|m| ("StepRefused", m)), None),
+            Err(e) => (Some(("StepFailed", format!("{}: {e}", step.labels().1))), Some(e)),
+        },
+        None => (None, None),
     };
+    let step_error = step_error.or_else(|| monitor_error.map(|e| ("ServiceMonitorFailed", e)));
 
     let outcome = RoundOutcome {
         names: &names,
@@ -148,6 +157,9 @@ async fn apply(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     };
     let st = status::status(&outcome);
     api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     let busy = plan.progress.is_some() || plan.step.is_some() || plan.degraded.is_some();
     Ok(Action::requeue(Duration::from_secs(if busy { 3 } else { 30 })))
 }
@@ -176,7 +188,10 @@ where
     Ok(())
 }
 
-async fn apply_children(client: &Client, names: &Names, children: &Children, kvc: &KvCluster) -> Result<()> {
+/// Applies every child. The ServiceMonitor is optional equipment (its CRD may
+/// not be installed): its failure is returned, not raised, so the cluster is
+/// still driven.
+async fn apply_children(client: &Client, names: &Names, children: &Children, kvc: &KvCluster) -> Result<Option<String>> {
     let ns = names.namespace.as_str();
     ssa::<ConfigMap>(client, ns, &children.config_map).await?;
     ssa::<Service>(client, ns, &children.peer_service).await?;
@@ -192,18 +207,18 @@ async fn apply_children(client: &Client, names: &Names, children: &Children, kvc
     };
     let monitors: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let wanted = kvc.spec.monitoring.as_ref().and_then(|m| m.service_monitor.as_ref());
-    match (&children.service_monitor, wanted) {
+    let result = match (&children.service_monitor, wanted) {
         (Some(sm), _) => {
-            monitors.patch(&names.client_service(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(sm)).await?;
+            monitors.patch(&names.client_service(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(sm)).await.map(drop)
         }
         // Turned off: remove the one made before (absent, or no such CRD: fine).
         (None, Some(_)) => match monitors.delete(&names.client_service(), &DeleteParams::default()).await {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => return Err(e.into()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            other => other.map(drop),
         },
-        (None, None) => {}
-    }
-    Ok(())
+        (None, None) => Ok(()),
+    };
+    Ok(result.err().map(|e| format!("cannot apply the ServiceMonitor (is the Prometheus Operator's CRD installed?): {e}")))
 }
 
 /// Carries out the step; `Ok(Some(reason))` when the cluster refused it.

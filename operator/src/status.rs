@@ -27,8 +27,8 @@ pub struct RoundOutcome<'a> {
     pub observed: &'a Observed,
     /// StatefulSet `status.replicas` and `readyReplicas`.
     pub sts_status: (i32, i32),
-    /// Why the step was refused or failed, if it was.
-    pub step_error: Option<String>,
+    /// Why the step was refused or failed, if it was: reason and message.
+    pub step_error: Option<(&'static str, String)>,
     pub now: Timestamp,
 }
 
@@ -62,7 +62,7 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
         None => (false, "Reconciled", format!("{} stores up; nothing to do", up)),
     };
     let degraded = match (&o.step_error, &plan.degraded) {
-        (Some(e), _) => (true, "StepRefused", e.clone()),
+        (Some((reason, e)), _) => (true, *reason, e.clone()),
         (None, Some((reason, message))) => (true, *reason, message.clone()),
         (None, None) => (false, "AsExpected", "nothing needs attention".to_string()),
     };
@@ -122,7 +122,16 @@ fn plan_reason(plan: &Plan) -> &'static str {
 
 fn drain_status(mem: &Memory, o: &RoundOutcome<'_>) -> Option<DrainStatus> {
     let d = mem.drain.as_ref()?;
-    let pod = o.observed.stores.as_ref().ok()?.iter().find(|s| s.id == d.store_id).map(|s| s.name.clone()).unwrap_or_default();
+    // The pod from this round's stores, else from the last status (a round
+    // that could not reach the cluster keeps the drain it is watching).
+    let pod = o
+        .observed
+        .stores
+        .as_ref()
+        .ok()
+        .and_then(|stores| stores.iter().find(|s| s.id == d.store_id).map(|s| s.name.clone()))
+        .or_else(|| o.previous.drain.as_ref().filter(|p| p.store_id == d.store_id).map(|p| p.pod.clone()))
+        .unwrap_or_default();
     let since = Timestamp::from_second(d.since).map(|t| t.to_string()).unwrap_or_default();
     Some(DrainStatus { store_id: d.store_id, pod, regions: d.regions, since })
 }

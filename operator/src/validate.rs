@@ -1,8 +1,8 @@
 //! Checks of a `KvCluster` spec that the operator makes itself, for objects
 //! that did not go through the CRD's schema (an older CRD, a test, a
-//! `kubectl replace --validate=false`). The same rules as the schema's CEL
-//! rules, plus the ones only the operator can know (a changed replication
-//! factor against what the cluster was created with).
+//! `kubectl replace --validate=false`): the same rules as the schema's range
+//! checks and CEL rules (the transition rules, which compare with the old
+//! object, only the API server can check).
 //!
 //! A spec that fails is the user's fault: the operator reports it (`Degraded`
 //! with reason `InvalidSpec`, an Event) and waits for the spec to change.

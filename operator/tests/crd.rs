@@ -61,6 +61,11 @@ fn cel_rules_accept_the_example_and_refuse_bad_specs() {
     rf.spec.replication_factor = 1;
     let e = validate_cel_update(&rf, &ok).expect_err("replicationFactor is immutable");
     assert!(format!("{e:?}").contains("replicationFactor cannot be changed"), "{e:?}");
+    let mut bigger = ok.clone();
+    bigger.spec.storage.size = "20Gi".into();
+    let e = validate_cel_update(&bigger, &ok).expect_err("storage is immutable");
+    assert!(format!("{e:?}").contains("storage cannot be changed"), "{e:?}");
+
     let mut scaled = ok.clone();
     scaled.spec.replicas = 5;
     validate_cel_update(&scaled, &ok).expect("scaling is a valid update");

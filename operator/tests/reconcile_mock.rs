@@ -268,6 +268,13 @@ impl Verifier {
         send.send_response(not_found("apps", "statefulsets", NAME));
     }
 
+    /// GET of the ConfigMap (does it say the cluster is formed?): there is none yet.
+    async fn get_config_map_missing(&mut self) {
+        let (seen, send) = self.next(Method::GET, "/api/v1/namespaces/ns/configmaps/demo-config").await;
+        seen.assert_query(&[]);
+        send.send_response(not_found("", "configmaps", "demo-config"));
+    }
+
     /// LIST of the cluster's pods, by its selector: none.
     async fn list_pods_empty(&mut self) {
         let (seen, send) = self.next(Method::GET, "/api/v1/namespaces/ns/pods").await;
@@ -444,6 +451,7 @@ async fn first_round_bootstraps_the_cluster() {
     let (result, verifier) = run(kvc, &ctx, verifier, |mut v| async move {
         // 1. dereference
         v.get_statefulset_missing().await;
+        v.get_config_map_missing().await;
         v.list_pods_empty().await;
         v.list_pvcs_empty().await;
 

@@ -83,6 +83,11 @@ impl Names {
         format!("{}.{}.{}.svc:{GRPC_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
     }
 
+    /// The client Service's address: any ready store of the cluster.
+    pub fn client_addr(&self) -> String {
+        format!("{}.{}.svc:{GRPC_PORT}", self.client_service(), self.namespace)
+    }
+
     /// Labels that select the cluster's storage pods (immutable in a StatefulSet).
     pub fn selector_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -123,6 +123,9 @@ fn container(input: &BuildInput<'_>) -> Container {
         format!("--status-addr=0.0.0.0:{STATUS_PORT}"),
         format!("--initial-cluster={initial_cluster}"),
         "--initial-cluster-state=$(SHOAL_INITIAL_CLUSTER_STATE)".to_string(),
+        // An empty pod that does not bootstrap joins through the client
+        // Service (any ready store answers, and points at the meta leader).
+        format!("--join={}", names.client_addr()),
         format!("--replication-factor={}", spec.replication_factor),
     ];
     let field_env = |name: &str, path: &str| EnvVar {

@@ -12,7 +12,11 @@
 //! 1. **Bootstrap.** No StatefulSet yet: create it with the initial members
 //!    (`spec.replicas`). Once every one of them is `Up` and heard from, the
 //!    cluster is *bootstrapped*: from then on an empty pod joins instead of
-//!    bootstrapping (the ConfigMap's cluster state becomes `existing`).
+//!    bootstrapping (the ConfigMap's cluster state becomes `existing`). That
+//!    never goes back: the status, the ConfigMap and any volume of the cluster
+//!    left from before (a `KvCluster` re-created over kept volumes) each keep
+//!    it bootstrapped, and then the StatefulSet comes back with a pod for
+//!    every kept volume.
 //! 2. **Join.** Every pod below the target has one live store; a `Pending`
 //!    one (a new pod, or a pod whose volume was lost) is joined — one store
 //!    seeding at a time — and placement seeds it by snapshot until it is `Up`.
@@ -97,6 +101,9 @@ pub struct Observed {
     pub pvcs: Vec<i32>,
     /// The stores, or why the cluster could not be asked.
     pub stores: Result<Vec<ObservedStore>, String>,
+    /// Whether the ConfigMap already tells empty pods to join
+    /// (`initial-cluster-state: existing`).
+    pub formed: bool,
     /// Unix seconds.
     pub now: i64,
 }

@@ -83,7 +83,16 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         degraded,
     };
 
+    // A cluster formed once is never bootstrapped again, whatever the status
+    // says (it may be lost, or read from a stale cache).
+    mem.bootstrapped |= obs.formed || (obs.sts_replicas.is_none() && !obs.pvcs.is_empty());
     let Some(current) = obs.sts_replicas else {
+        if mem.bootstrapped {
+            // Every kept volume's pod comes back with its store; a scale-in to
+            // `spec.replicas` follows if there are more.
+            let n = obs.pvcs.iter().map(|o| o + 1).max().unwrap_or(0).max(desired.replicas);
+            return waiting(n, mem, Phase::Replacing, format!("re-creating the StatefulSet with {n} pods over the kept volumes"), None);
+        }
         return waiting(initial, mem, Phase::Bootstrapping, format!("creating the StatefulSet with {initial} initial members"), None);
     };
     let stores = match &obs.stores {

@@ -43,6 +43,8 @@ struct Sim {
     peers: u64,
     /// Pods whose process is stopped (node failure) for this many more rounds.
     paused: BTreeMap<i32, u32>,
+    /// What the ConfigMap says since the last applied plan (`existing`).
+    formed: bool,
 }
 
 const SILENT_ROUNDS_TO_DOWN: u32 = 6;
@@ -62,6 +64,7 @@ impl Sim {
             now: 1_000,
             peers: 24 * rf as u64,
             paused: BTreeMap::new(),
+            formed: false,
         }
     }
 
@@ -91,6 +94,7 @@ impl Sim {
             pods: self.pods.iter().copied().collect(),
             pvcs: self.pvcs.keys().copied().collect(),
             stores: Ok(stores),
+            formed: self.formed,
             now: self.now,
         }
     }
@@ -157,7 +161,9 @@ impl Sim {
     }
 
     fn apply(&mut self, plan: &Plan) {
+        assert!(plan.memory.bootstrapped || !self.memory.bootstrapped, "a bootstrapped cluster went back to bootstrapping: {plan:?}");
         self.memory = plan.memory.clone();
+        self.formed = plan.memory.bootstrapped;
         self.sts = Some(plan.sts_replicas);
         match &plan.step {
             Some(Step::JoinStore { store_id, .. }) => self.store(*store_id).stored = StoreState::Joining,
@@ -440,4 +446,29 @@ fn a_replacement_waits_while_another_store_is_down() {
     let last = sim.settle(400);
     assert_eq!(last.phase, Phase::Running);
     assert_eq!(sim.stores.iter().find(|s| s.id == 2).map(|s| s.stored), Some(StoreState::Tombstone));
+}
+
+#[test]
+fn a_formed_cluster_never_bootstraps_again() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    // The status is lost (or read stale): the ConfigMap still says `existing`.
+    let obs = sim.observe();
+    let p = plan(&sim.names, &sim.desired(), &Memory::default(), &obs);
+    assert!(p.memory.bootstrapped, "{p:?}");
+    // The KvCluster re-created over kept volumes: no StatefulSet, no ConfigMap, no status.
+    let mut obs = sim.observe();
+    obs.sts_replicas = None;
+    obs.formed = false;
+    obs.pods.clear();
+    obs.stores = Err("no pod has an address yet".into());
+    obs.pvcs = vec![0, 1, 2, 3, 4];
+    let p = plan(&sim.names, &sim.desired(), &Memory::default(), &obs);
+    assert!(p.memory.bootstrapped, "kept volumes mean an existing cluster: {p:?}");
+    assert_eq!(p.sts_replicas, 5, "a pod for every kept volume");
+    // A new cluster has no volume: it bootstraps.
+    obs.pvcs.clear();
+    let p = plan(&sim.names, &sim.desired(), &Memory::default(), &obs);
+    assert!(!p.memory.bootstrapped);
+    assert_eq!(p.sts_replicas, 3);
 }
