@@ -142,8 +142,9 @@ pub struct ColumnFamilySpec {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ColumnFamilyOptions {
-    /// Block compression.
+    /// Block compression: none, snappy, lz4 or zstd.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "compression_schema")]
     pub compression: Option<Compression>,
     /// Uncompressed data block size in bytes (1 KiB..1 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +158,16 @@ pub struct ColumnFamilyOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1048576))]
     pub write_buffer_size: Option<u64>,
+}
+
+/// A plain string enum: the derived schema of an `Option<enum>` lists `null`
+/// among the values, which API servers do not all accept.
+fn compression_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Block compression: none, snappy, lz4 or zstd.",
+        "type": "string",
+        "enum": ["none", "snappy", "lz4", "zstd"],
+    })
 }
 
 impl ColumnFamilyOptions {
