@@ -267,6 +267,10 @@ async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, 
 async fn announce(ctx: &Context, kvc: &KvCluster, before: &crate::membership::Memory, plan: &Plan, world: &World) {
     let sts = world.observed.sts_replicas;
     match sts {
+        None if plan.memory.bootstrapped => {
+            let note = format!("re-creating StatefulSet {} with {} pods over the kept volumes", kvc.name_any(), plan.sts_replicas);
+            publish(ctx, kvc, EventType::Normal, "RecreateStatefulSet", "Create", note).await;
+        }
         None => {
             let note = format!("creating StatefulSet {} with {} initial members", kvc.name_any(), plan.sts_replicas);
             publish(ctx, kvc, EventType::Normal, "Bootstrap", "Create", note).await;
