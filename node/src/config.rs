@@ -321,7 +321,9 @@ impl NodeConfig {
     /// What this store does if its data directory has no identity: bootstrap
     /// (state `new`, and a member of `--initial-cluster`, or neither
     /// `--initial-cluster` nor `--join`: a cluster of one), else join through
-    /// `--join`, else through the other members of `--initial-cluster`.
+    /// the `--join` addresses and then the other members of
+    /// `--initial-cluster` (a Service with no ready endpoint behind it yet
+    /// must not keep a store from reaching members that are up).
     pub fn first_start(&self) -> Result<FirstStart, ConfigError> {
         self.check_membership()?;
         let members = self.listed_members()?;
@@ -330,10 +332,12 @@ impl NodeConfig {
         if self.initial_cluster_state == InitialClusterState::New && (member || (members.is_empty() && join.is_empty())) {
             return Ok(FirstStart::Bootstrap(self.initial_members()?));
         }
-        if !join.is_empty() {
-            return Ok(FirstStart::Join(join));
+        let mut others = join;
+        for m in members.into_iter().filter(|m| m.name != self.name) {
+            if !others.contains(&m.addr) {
+                others.push(m.addr);
+            }
         }
-        let others: Vec<String> = members.into_iter().filter(|m| m.name != self.name).map(|m| m.addr).collect();
         if others.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "store {:?} has no data and --initial-cluster-state existing, but --initial-cluster names no other store to join",
@@ -498,10 +502,10 @@ mod tests {
         let existing = ["--name", "demo-1", "--initial-cluster", CLUSTER, "--initial-cluster-state", "existing"];
         assert_eq!(first(&existing), join_via(&["h0:1", "h2:1"]));
         let existing_join = ["--name", "demo-1", "--initial-cluster", CLUSTER, "--initial-cluster-state=existing", "--join", "j:1,j:2"];
-        assert_eq!(first(&existing_join), join_via(&["j:1", "j:2"]), "--join wins");
+        assert_eq!(first(&existing_join), join_via(&["j:1", "j:2", "h0:1", "h2:1"]), "--join first, then the other members");
         // A scaled-out pod (not a member) joins in either state, through --join
         // if given, else through the members.
-        assert_eq!(first(&["--name", "demo-3", "--initial-cluster", CLUSTER, "--join", "j:1"]), join_via(&["j:1"]));
+        assert_eq!(first(&["--name", "demo-3", "--initial-cluster", CLUSTER, "--join", "j:1"]), join_via(&["j:1", "h0:1", "h1:1", "h2:1"]));
         let scale_out = ["--name", "demo-3", "--initial-cluster", CLUSTER, "--initial-cluster-state", "existing"];
         assert_eq!(first(&scale_out), join_via(&["h0:1", "h1:1", "h2:1"]));
         assert_eq!(first(&["--name", "n4", "--join", "j:1"]), join_via(&["j:1"]), "--join alone, as before");

@@ -281,7 +281,9 @@ async fn announce(ctx: &Context, kvc: &KvCluster, before: &crate::membership::Me
         }
         _ => {}
     }
-    if !before.bootstrapped && plan.memory.bootstrapped {
+    // (Not when the StatefulSet is re-created over kept volumes: that cluster
+    // was formed long ago.)
+    if !before.bootstrapped && plan.memory.bootstrapped && sts.is_some() {
         publish(ctx, kvc, EventType::Normal, "Bootstrapped", "Bootstrap", "every initial member is up; new pods join from now on".into())
             .await;
     }

@@ -7,7 +7,10 @@
 //! - of two operator replicas only the Lease holder reconciles, and when it
 //!   dies the other takes the Lease over and carries on;
 //! - a spec the CRD would have refused (the stand-in does not run its CEL
-//!   rules) is reported as `Degraded`/`InvalidSpec` and changes nothing.
+//!   rules) is reported as `Degraded`/`InvalidSpec` and changes nothing;
+//! - a `KvCluster` deleted and re-created over its kept volumes comes back
+//!   with the same stores and every key (and, re-created larger, joins the
+//!   extra stores to them): it is never bootstrapped a second time.
 //!
 //! Each test has its own stand-in, kubelet and operator(s); every process is
 //! killed when the test ends, however it ends.
@@ -437,4 +440,164 @@ async fn an_invalid_spec_is_reported_and_changes_nothing() {
     wait_status(&env.kvcs, Duration::from_secs(60), "settled at 3", &mut phases, |s| settled(s, 3)).await;
     assert_eq!(cluster_stores(&kv).await.expect("list stores"), stores_before);
     assert_eq!(env.sts_replicas().await, Some(3));
+}
+
+/// The reason of every Event about the object with `uid` (its `regarding`),
+/// once per occurrence.
+fn event_reasons_for(server: &KubeApiServer, uid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in server.store().list(&resources::EVENTS, Some(NS)) {
+        if e["regarding"]["uid"].as_str() != Some(uid) {
+            continue;
+        }
+        let n = e["series"]["count"].as_u64().unwrap_or(1);
+        if let Some(r) = e["reason"].as_str() {
+            out.extend(std::iter::repeat_n(r.to_string(), n as usize));
+        }
+    }
+    out
+}
+
+/// Deletes the KvCluster `demo` (uid `uid`) and waits until it and every
+/// child are gone and no pod process runs; its `pods` volumes must be kept.
+async fn delete_and_wait_gone(env: &Env, uid: &str, pods: usize) {
+    use shoal_tests::kube::resources::{CONFIGMAPS, PODDISRUPTIONBUDGETS, PODS, SERVICES, STATEFULSETS};
+    env.kvcs.delete("demo", &Default::default()).await.expect("delete the KvCluster");
+    let store = env.server.store();
+    wait_until(Duration::from_secs(60), Duration::from_millis(200), "the KvCluster, its children and pods gone", || async {
+        let kvc = env.kvcs.get_opt("demo").await.map_err(|e| e.to_string())?;
+        let mut left: Vec<String> = Vec::new();
+        if let Some(k) = kvc {
+            left.push(format!("KvCluster (finalizers {:?}, deleting {:?})", k.metadata.finalizers, k.metadata.deletion_timestamp));
+        }
+        for (res, name) in [
+            (&STATEFULSETS, "demo"),
+            (&SERVICES, "demo"),
+            (&SERVICES, "demo-peer"),
+            (&CONFIGMAPS, "demo-config"),
+            (&PODDISRUPTIONBUDGETS, "demo"),
+        ] {
+            if store.get(res, NS, name).is_some() {
+                left.push(format!("{} {name}", res.kind));
+            }
+        }
+        for p in store.list(&PODS, Some(NS)) {
+            left.push(format!("Pod {}", p["metadata"]["name"]));
+        }
+        for i in 0..pods {
+            if env.kubelet.is_running(NS, &format!("demo-{i}")) {
+                left.push(format!("process of demo-{i}"));
+            }
+        }
+        if left.is_empty() { Ok(()) } else { Err(format!("still there: {left:?}")) }
+    })
+    .await;
+    // Nothing owned by the deleted KvCluster is left anywhere in the namespace.
+    for res in [&STATEFULSETS, &SERVICES, &CONFIGMAPS, &PODDISRUPTIONBUDGETS] {
+        for obj in store.list(res, Some(NS)) {
+            let owned = obj["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["uid"] == uid));
+            assert!(!owned, "{} {} still owned by the deleted KvCluster", res.kind, obj["metadata"]["name"]);
+        }
+    }
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), NS);
+    let claims: BTreeSet<String> =
+        pvcs.list(&Default::default()).await.expect("pvcs").items.into_iter().filter_map(|p| p.metadata.name).collect();
+    let want: BTreeSet<String> = (0..pods).map(|i| format!("data-demo-{i}")).collect();
+    assert_eq!(claims, want, "the volumes are kept");
+    for claim in &want {
+        assert!(env.kubelet.pvc_dir(NS, claim).exists(), "{claim}'s directory");
+    }
+    let reasons = event_reasons_for(&env.server, uid);
+    assert!(count(&reasons, "Deleting") >= 1, "no Deleting Event for the deleted KvCluster: {reasons:?}");
+}
+
+/// Creates `demo` with `replicas` and returns its uid.
+async fn create_cluster(env: &Env, replicas: i32) -> String {
+    let mut kvc: KvCluster = serde_saphyr::from_str(CLUSTER).expect("cluster yaml");
+    kvc.spec.replicas = replicas;
+    let created = env.kvcs.create(&PostParams::default(), &kvc).await.expect("re-create the KvCluster");
+    created.metadata.uid.expect("uid")
+}
+
+/// Deleting a KvCluster keeps its volumes; a KvCluster of the same name
+/// created over them restarts the same cluster (the same stores, none
+/// bootstrapped anew, every key there), and one with more replicas brings
+/// the kept stores back and joins new ones for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let env = Env::start().await;
+    let _operator = env.operator("operator-a", &["--lease-namespace=default"]);
+
+    // 1. A formed cluster with data.
+    let before = env.apply_and_settle().await;
+    let ids_before = store_ids(&before);
+    let first_uid = env.kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
+    write_keys(&env.kv(0..3)).await;
+    let stores_before = cluster_stores(&env.kv(0..3)).await.expect("list stores");
+    assert_eq!(stores_before.len(), 3, "{stores_before:?}");
+    assert!(stores_before.iter().all(|s| s.2 == StoreState::Up), "{stores_before:?}");
+
+    // 2. Delete it: the finalizer lets it go after a Deleting Event, the
+    // children and pods go with it, the volumes stay.
+    delete_and_wait_gone(&env, &first_uid, 3).await;
+
+    // 3. The same KvCluster again: the same three stores come back.
+    let uid = create_cluster(&env, 3).await;
+    assert_ne!(uid, first_uid, "a new object");
+    let mut phases = BTreeSet::new();
+    let st = wait_status(&env.kvcs, Duration::from_secs(180), "re-created and settled at 3", &mut phases, |s| settled(s, 3)).await;
+    eprintln!("re-created: {} (phases {phases:?})", summary(&st));
+    assert_eq!(store_ids(&st), ids_before, "the kept volumes' stores: {}", summary(&st));
+    assert!(st.bootstrapped, "{}", summary(&st));
+    assert!(!phases.contains("Bootstrapping"), "a formed cluster was bootstrapped again: phases {phases:?}");
+    let cm = Api::<ConfigMap>::namespaced(env.client.clone(), NS).get("demo-config").await.expect("config map");
+    assert_eq!(cm.data.as_ref().map(|d| d["initial-cluster-state"].as_str()), Some("existing"));
+    assert_eq!(env.sts_replicas().await, Some(3));
+    let kv = env.kv(0..3);
+    let stores = wait_until(Duration::from_secs(60), Duration::from_millis(500), "the 3 kept stores Up", || async {
+        let stores = cluster_stores(&kv).await?;
+        if stores.iter().all(|s| s.2 == StoreState::Up) { Ok(stores) } else { Err(format!("{stores:?}")) }
+    })
+    .await;
+    assert_eq!(stores, stores_before, "the cluster's stores after the re-creation");
+    let reasons = event_reasons_for(&env.server, &uid);
+    eprintln!("events of the re-created KvCluster: {reasons:?}");
+    assert!(count(&reasons, "RecreateStatefulSet") >= 1, "{reasons:?}");
+    for reason in ["Bootstrap", "JoinStore", "DrainStore", "RemoveStore", "DeleteVolume"] {
+        assert_eq!(count(&reasons, reason), 0, "{reason}: {reasons:?}");
+    }
+    check_keys(&kv, "after the re-creation").await;
+
+    // 4. Delete it again and re-create it with 5 replicas over the 3 kept
+    // volumes: the 3 stores come back, 2 new ones are joined.
+    delete_and_wait_gone(&env, &uid, 3).await;
+    let uid5 = create_cluster(&env, 5).await;
+    let mut phases = BTreeSet::new();
+    let st = wait_status(&env.kvcs, Duration::from_secs(240), "re-created and settled at 5", &mut phases, |s| settled(s, 5)).await;
+    eprintln!("re-created with 5: {} (phases {phases:?})", summary(&st));
+    assert!(!phases.contains("Bootstrapping"), "phases {phases:?}");
+    let ids5 = store_ids(&st);
+    assert_eq!(&ids5[..3], &ids_before[..], "the kept stores: {}", summary(&st));
+    let new: Vec<u64> = ids5[3..].iter().map(|p| p.1).collect();
+    assert!(new.iter().all(|id| !stores_before.iter().any(|s| s.0 == *id)), "new stores {new:?} vs {stores_before:?}");
+    assert_eq!(env.sts_replicas().await, Some(5));
+    let kv = env.kv(0..5);
+    let stores = wait_until(Duration::from_secs(60), Duration::from_millis(500), "5 stores Up", || async {
+        let stores = cluster_stores(&kv).await?;
+        if stores.len() == 5 && stores.iter().all(|s| s.2 == StoreState::Up) { Ok(stores) } else { Err(format!("{stores:?}")) }
+    })
+    .await;
+    let listed: BTreeSet<u64> = stores.iter().map(|s| s.0).collect();
+    let want: BTreeSet<u64> = ids5.iter().map(|p| p.1).collect();
+    assert_eq!(listed, want, "{stores:?}");
+    let reasons = event_reasons_for(&env.server, &uid5);
+    eprintln!("events of the KvCluster re-created with 5: {reasons:?}");
+    assert!(count(&reasons, "RecreateStatefulSet") >= 1, "{reasons:?}");
+    assert_eq!(count(&reasons, "Bootstrap"), 0, "{reasons:?}");
+    assert_eq!(count(&reasons, "JoinStore"), 2, "one join per new store: {reasons:?}");
+    for reason in ["DrainStore", "RemoveStore", "DeleteVolume"] {
+        assert_eq!(count(&reasons, reason), 0, "{reason}: {reasons:?}");
+    }
+    check_keys(&kv, "after the re-creation with 5").await;
 }

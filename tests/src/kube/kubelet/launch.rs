@@ -138,6 +138,9 @@ fn env(container: &Value, ctx: &PodContext<'_>) -> Result<Vec<(String, String)>,
 /// What a Service name resolves to at process start: the IP of the first
 /// Ready pod (by name; this pod last) that the Service `svc` selects, or, with
 /// no such Service, that belongs to a StatefulSet whose `serviceName` is `svc`.
+/// With no Ready pod, the first selected pod that has an IP (as a real
+/// Service name always resolves, to its ClusterIP, and the client retries
+/// until something behind it answers).
 fn service_ip(ctx: &PodContext<'_>, ns: &str, svc: &str) -> Option<Ipv4Addr> {
     let selector: Option<Vec<(String, String)>> = ctx.store.get(&SERVICES, ns, svc).map(|s| {
         s.pointer("/spec/selector")
@@ -152,7 +155,7 @@ fn service_ip(ctx: &PodContext<'_>, ns: &str, svc: &str) -> Option<Ipv4Addr> {
         .filter(|s| s.pointer("/spec/serviceName").and_then(Value::as_str) == Some(svc))
         .filter_map(|s| s.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string))
         .collect();
-    let mut candidates: Vec<(bool, String, Ipv4Addr)> = Vec::new();
+    let mut candidates: Vec<(bool, bool, String, Ipv4Addr)> = Vec::new();
     for pod in ctx.store.list(&PODS, Some(ns)) {
         let name = s(&pod, "/metadata/name").unwrap_or("").to_string();
         let selected = match &selector {
@@ -166,12 +169,12 @@ fn service_ip(ctx: &PodContext<'_>, ns: &str, svc: &str) -> Option<Ipv4Addr> {
             .pointer("/status/conditions")
             .and_then(Value::as_array)
             .is_some_and(|c| c.iter().any(|c| s(c, "/type") == Some("Ready") && s(c, "/status") == Some("True")));
-        if let (true, true, Some(ip)) = (selected, ready, s(&pod, "/status/podIP").and_then(|ip| ip.parse().ok())) {
-            candidates.push((name == ctx.pod, name, ip));
+        if let (true, Some(ip)) = (selected, s(&pod, "/status/podIP").and_then(|ip| ip.parse().ok())) {
+            candidates.push((!ready, name == ctx.pod, name, ip));
         }
     }
     candidates.sort();
-    candidates.first().map(|c| c.2)
+    candidates.first().map(|c| c.3)
 }
 
 /// The plan for the pod's first container.
