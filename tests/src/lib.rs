@@ -15,6 +15,7 @@
 
 pub mod ctl;
 pub mod kube;
+pub mod kvcluster;
 pub mod operator;
 pub mod writers;
 

@@ -16,9 +16,10 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
-use shoal_operator::crd::{KvCluster, KvClusterStatus};
+use shoal_operator::crd::KvCluster;
 use shoal_proto::mutation;
-use shoal_tests::kube::{KubeApiServer, Kubelet, resources};
+use shoal_tests::kube::{KubeApiServer, Kubelet};
+use shoal_tests::kvcluster::{count, event_reasons, settled, summary, wait_status};
 use shoal_tests::operator::Operator;
 use shoal_tests::wait_until;
 
@@ -53,75 +54,6 @@ fn key(i: usize) -> Vec<u8> {
 
 fn value(i: usize) -> Vec<u8> {
     format!("value-{i:06}-{}", "x".repeat(48)).into_bytes()
-}
-
-fn condition(s: &KvClusterStatus, type_: &str) -> Option<(String, String, String)> {
-    s.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// A one-line picture of the status, for waits that time out.
-fn summary(s: &KvClusterStatus) -> String {
-    let stores: Vec<String> =
-        s.stores.iter().map(|e| format!("{}#{}:{}:{}r/{}l", e.pod, e.store_id, e.state, e.regions, e.leaders)).collect();
-    format!(
-        "phase {:?} ready {}/{} scaling {:?} stores [{}] conditions {:?}",
-        s.phase,
-        s.ready_replicas,
-        s.replicas,
-        s.scaling.as_ref().map(|x| (x.from, x.to, x.step.clone())),
-        stores.join(" "),
-        s.conditions.iter().map(|c| format!("{}={}({}: {})", c.type_, c.status, c.reason, c.message)).collect::<Vec<_>>()
-    )
-}
-
-/// Waits until the status satisfies `done`, recording every phase seen on the way.
-async fn wait_status(
-    kvcs: &Api<KvCluster>,
-    timeout: Duration,
-    what: &str,
-    phases: &mut BTreeSet<String>,
-    done: impl Fn(&KvClusterStatus) -> bool,
-) -> KvClusterStatus {
-    let seen = std::sync::Mutex::new(BTreeSet::new());
-    let status = wait_until(timeout, Duration::from_millis(300), what, || async {
-        let kvc = kvcs.get("demo").await.map_err(|e| e.to_string())?;
-        let s = kvc.status.unwrap_or_default();
-        if let Some(p) = &s.phase {
-            seen.lock().expect("phases").insert(p.clone());
-        }
-        if done(&s) { Ok(s) } else { Err(summary(&s)) }
-    })
-    .await;
-    phases.extend(seen.into_inner().expect("phases"));
-    status
-}
-
-fn settled(s: &KvClusterStatus, n: usize) -> bool {
-    s.phase.as_deref() == Some("Running")
-        && s.scaling.is_none()
-        && s.ready_replicas == n as i32
-        && s.stores.len() == n
-        && s.stores.iter().enumerate().all(|(i, e)| e.pod == format!("demo-{i}") && e.state == "Up")
-        && condition(s, "Available").is_some_and(|c| c.0 == "True")
-        && condition(s, "Progressing").is_some_and(|c| c.0 == "False")
-        && condition(s, "Degraded").is_some_and(|c| c.0 == "False")
-}
-
-/// The reason of every Event, once per occurrence (kube's recorder folds a
-/// repeated reason into one Event with a `series.count`).
-fn event_reasons(server: &KubeApiServer) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in server.store().list(&resources::EVENTS, Some(NS)) {
-        let n = e["series"]["count"].as_u64().unwrap_or(1);
-        if let Some(r) = e["reason"].as_str() {
-            out.extend(std::iter::repeat_n(r.to_string(), n as usize));
-        }
-    }
-    out
-}
-
-fn count(reasons: &[String], reason: &str) -> usize {
-    reasons.iter().filter(|r| r.as_str() == reason).count()
 }
 
 fn client_for(kubelet: &Kubelet, pods: std::ops::Range<usize>) -> Client {
@@ -174,7 +106,7 @@ async fn apply_scale_out_and_in_keeps_every_key() {
     assert!(phases.contains("ScalingOut"), "phases seen: {phases:?}");
     let sts = Api::<StatefulSet>::namespaced(client.clone(), NS).get("demo").await.expect("sts");
     assert_eq!(sts.spec.and_then(|s| s.replicas), Some(5));
-    let reasons = event_reasons(&server);
+    let reasons = event_reasons(&server, None);
     assert_eq!(count(&reasons, "JoinStore"), 2, "one join per new store: {reasons:?}");
     assert!(count(&reasons, "ScalingStarted") >= 1 && count(&reasons, "ScalingDone") >= 1, "{reasons:?}");
     let new_stores: Vec<u64> = st.stores.iter().filter(|e| e.pod == "demo-3" || e.pod == "demo-4").map(|e| e.store_id).collect();
@@ -212,7 +144,7 @@ async fn apply_scale_out_and_in_keeps_every_key() {
         let s = stores.iter().find(|d| d.store.as_ref().is_some_and(|m| m.id == *id)).expect("retired store listed");
         assert_eq!(s.store.as_ref().map(|m| m.state()), Some(shoal_proto::StoreState::Tombstone), "store {id}");
     }
-    let reasons = event_reasons(&server);
+    let reasons = event_reasons(&server, None);
     for (reason, n) in [("DrainStore", 2), ("RemoveStore", 2), ("DeleteVolume", 2)] {
         assert_eq!(count(&reasons, reason), n, "{reason}: {reasons:?}");
     }

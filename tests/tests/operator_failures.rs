@@ -28,6 +28,7 @@ use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
 use shoal_operator::crd::{KvCluster, KvClusterStatus};
 use shoal_proto::{StoreState, mutation};
 use shoal_tests::kube::{KubeApiServer, Kubelet, resources};
+use shoal_tests::kvcluster::{condition, count, event_reasons, settled, summary, wait_status};
 use shoal_tests::operator::Operator;
 use shoal_tests::wait_until;
 
@@ -101,14 +102,7 @@ impl Env {
     /// The reason of every Event, once per occurrence (kube's recorder folds a
     /// repeated reason into one Event with a `series.count`).
     fn event_reasons(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in self.server.store().list(&resources::EVENTS, Some(NS)) {
-            let n = e["series"]["count"].as_u64().unwrap_or(1);
-            if let Some(r) = e["reason"].as_str() {
-                out.extend(std::iter::repeat_n(r.to_string(), n as usize));
-            }
-        }
-        out
+        event_reasons(&self.server, None)
     }
 
     async fn sts_replicas(&self) -> Option<i32> {
@@ -153,64 +147,8 @@ async fn cluster_stores(kv: &Client) -> Result<Vec<(u64, String, StoreState)>, S
     Ok(out)
 }
 
-fn condition(s: &KvClusterStatus, type_: &str) -> Option<(String, String, String)> {
-    s.conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// A one-line picture of the status, for waits that time out.
-fn summary(s: &KvClusterStatus) -> String {
-    let stores: Vec<String> =
-        s.stores.iter().map(|e| format!("{}#{}:{}:{}r/{}l", e.pod, e.store_id, e.state, e.regions, e.leaders)).collect();
-    format!(
-        "phase {:?} ready {}/{} scaling {:?} stores [{}] conditions {:?}",
-        s.phase,
-        s.ready_replicas,
-        s.replicas,
-        s.scaling.as_ref().map(|x| (x.from, x.to, x.step.clone())),
-        stores.join(" "),
-        s.conditions.iter().map(|c| format!("{}={}({}: {})", c.type_, c.status, c.reason, c.message)).collect::<Vec<_>>()
-    )
-}
-
-/// Waits until the status satisfies `done`, recording every phase seen on the way.
-async fn wait_status(
-    kvcs: &Api<KvCluster>,
-    timeout: Duration,
-    what: &str,
-    phases: &mut BTreeSet<String>,
-    done: impl Fn(&KvClusterStatus) -> bool,
-) -> KvClusterStatus {
-    let seen = std::sync::Mutex::new(BTreeSet::new());
-    let status = wait_until(timeout, Duration::from_millis(300), what, || async {
-        let kvc = kvcs.get("demo").await.map_err(|e| e.to_string())?;
-        let s = kvc.status.unwrap_or_default();
-        if let Some(p) = &s.phase {
-            seen.lock().expect("phases").insert(p.clone());
-        }
-        if done(&s) { Ok(s) } else { Err(summary(&s)) }
-    })
-    .await;
-    phases.extend(seen.into_inner().expect("phases"));
-    status
-}
-
-fn settled(s: &KvClusterStatus, n: usize) -> bool {
-    s.phase.as_deref() == Some("Running")
-        && s.scaling.is_none()
-        && s.ready_replicas == n as i32
-        && s.stores.len() == n
-        && s.stores.iter().enumerate().all(|(i, e)| e.pod == format!("demo-{i}") && e.state == "Up")
-        && condition(s, "Available").is_some_and(|c| c.0 == "True")
-        && condition(s, "Progressing").is_some_and(|c| c.0 == "False")
-        && condition(s, "Degraded").is_some_and(|c| c.0 == "False")
-}
-
 fn store_ids(s: &KvClusterStatus) -> Vec<(String, u64)> {
     s.stores.iter().map(|e| (e.pod.clone(), e.store_id)).collect()
-}
-
-fn count(reasons: &[String], reason: &str) -> usize {
-    reasons.iter().filter(|r| r.as_str() == reason).count()
 }
 
 /// A pod whose process dies keeps its volume and so its store; a pod whose
@@ -442,22 +380,6 @@ async fn an_invalid_spec_is_reported_and_changes_nothing() {
     assert_eq!(env.sts_replicas().await, Some(3));
 }
 
-/// The reason of every Event about the object with `uid` (its `regarding`),
-/// once per occurrence.
-fn event_reasons_for(server: &KubeApiServer, uid: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in server.store().list(&resources::EVENTS, Some(NS)) {
-        if e["regarding"]["uid"].as_str() != Some(uid) {
-            continue;
-        }
-        let n = e["series"]["count"].as_u64().unwrap_or(1);
-        if let Some(r) = e["reason"].as_str() {
-            out.extend(std::iter::repeat_n(r.to_string(), n as usize));
-        }
-    }
-    out
-}
-
 /// Deletes the KvCluster `demo` (uid `uid`) and waits until it and every
 /// child are gone and no pod process runs; its `pods` volumes must be kept.
 async fn delete_and_wait_gone(env: &Env, uid: &str, pods: usize) {
@@ -507,7 +429,7 @@ async fn delete_and_wait_gone(env: &Env, uid: &str, pods: usize) {
     for claim in &want {
         assert!(env.kubelet.pvc_dir(NS, claim).exists(), "{claim}'s directory");
     }
-    let reasons = event_reasons_for(&env.server, uid);
+    let reasons = event_reasons(&env.server, Some(uid));
     assert!(count(&reasons, "Deleting") >= 1, "no Deleting Event for the deleted KvCluster: {reasons:?}");
 }
 
@@ -561,7 +483,7 @@ async fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
     })
     .await;
     assert_eq!(stores, stores_before, "the cluster's stores after the re-creation");
-    let reasons = event_reasons_for(&env.server, &uid);
+    let reasons = event_reasons(&env.server, Some(&uid));
     eprintln!("events of the re-created KvCluster: {reasons:?}");
     assert!(count(&reasons, "RecreateStatefulSet") >= 1, "{reasons:?}");
     for reason in ["Bootstrap", "JoinStore", "DrainStore", "RemoveStore", "DeleteVolume"] {
@@ -591,7 +513,7 @@ async fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
     let listed: BTreeSet<u64> = stores.iter().map(|s| s.0).collect();
     let want: BTreeSet<u64> = ids5.iter().map(|p| p.1).collect();
     assert_eq!(listed, want, "{stores:?}");
-    let reasons = event_reasons_for(&env.server, &uid5);
+    let reasons = event_reasons(&env.server, Some(&uid5));
     eprintln!("events of the KvCluster re-created with 5: {reasons:?}");
     assert!(count(&reasons, "RecreateStatefulSet") >= 1, "{reasons:?}");
     assert_eq!(count(&reasons, "Bootstrap"), 0, "{reasons:?}");
