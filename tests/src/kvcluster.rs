@@ -1,6 +1,7 @@
-//! Reading a `KvCluster`'s status in the operator tests: waits on it with
+//! The operator tests' cluster and reading its status: the `KvCluster`
+//! `demo` they apply and the keys they write, waits on the status with
 //! deadlines, a one-line summary for waits that time out, and what "settled"
-//! means (the cluster `demo`, every store up, nothing in progress).
+//! means (every store up, nothing in progress).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,6 +11,42 @@ use shoal_operator::crd::{KvCluster, KvClusterStatus};
 
 use crate::kube::{KubeApiServer, resources};
 use crate::wait_until;
+
+/// The 3-replica `KvCluster` `demo` in `default` the operator tests apply.
+pub const DEMO: &str = r#"
+apiVersion: shoal.dev/v1alpha1
+kind: KvCluster
+metadata:
+  name: demo
+  namespace: default
+spec:
+  replicas: 3
+  replicationFactor: 3
+  image: shoal/shoal-node:test
+  storage:
+    size: 1Gi
+  columnFamilies:
+    - name: users
+      options:
+        compression: lz4
+  config:
+    # Small regions, so that a few thousand keys make several and scaling moves data.
+    regionSplitSize: 131072
+    heartbeatIntervalMs: 500
+"#;
+
+pub fn demo_cluster() -> KvCluster {
+    serde_saphyr::from_str(DEMO).expect("the demo KvCluster parses")
+}
+
+/// Key `i` the tests write (in column family `users`), and its value.
+pub fn key(i: usize) -> Vec<u8> {
+    format!("user-{i:06}").into_bytes()
+}
+
+pub fn value(i: usize) -> Vec<u8> {
+    format!("value-{i:06}-{}", "x".repeat(48)).into_bytes()
+}
 
 /// A condition's (status, reason, message).
 pub fn condition(s: &KvClusterStatus, type_: &str) -> Option<(String, String, String)> {

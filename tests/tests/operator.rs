@@ -19,42 +19,12 @@ use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
 use shoal_operator::crd::KvCluster;
 use shoal_proto::mutation;
 use shoal_tests::kube::{KubeApiServer, Kubelet};
-use shoal_tests::kvcluster::{count, event_reasons, settled, summary, wait_status};
+use shoal_tests::kvcluster::{count, demo_cluster, event_reasons, key, settled, summary, value, wait_status};
 use shoal_tests::operator::Operator;
 use shoal_tests::wait_until;
 
 const NS: &str = "default";
 const KEYS: usize = 10_000;
-
-const CLUSTER: &str = r#"
-apiVersion: shoal.dev/v1alpha1
-kind: KvCluster
-metadata:
-  name: demo
-  namespace: default
-spec:
-  replicas: 3
-  replicationFactor: 3
-  image: shoal/shoal-node:test
-  storage:
-    size: 1Gi
-  columnFamilies:
-    - name: users
-      options:
-        compression: lz4
-  config:
-    # Small regions, so that 10,000 keys make several and scaling moves data.
-    regionSplitSize: 131072
-    heartbeatIntervalMs: 500
-"#;
-
-fn key(i: usize) -> Vec<u8> {
-    format!("user-{i:06}").into_bytes()
-}
-
-fn value(i: usize) -> Vec<u8> {
-    format!("value-{i:06}-{}", "x".repeat(48)).into_bytes()
-}
 
 fn client_for(kubelet: &Kubelet, pods: std::ops::Range<usize>) -> Client {
     let endpoints: Vec<String> = pods.map(|i| kubelet.pod_addr(NS, &format!("demo-{i}"), 20160)).collect();
@@ -74,7 +44,7 @@ async fn apply_scale_out_and_in_keeps_every_key() {
     let mut phases = BTreeSet::new();
 
     // 1. Apply a 3-replica cluster: it bootstraps and serves.
-    let kvc: KvCluster = serde_saphyr::from_str(CLUSTER).expect("cluster yaml");
+    let kvc: KvCluster = demo_cluster();
     kvcs.create(&PostParams::default(), &kvc).await.expect("create the KvCluster");
     let st = wait_status(&kvcs, Duration::from_secs(120), "3 stores up", &mut phases, |s| settled(s, 3)).await;
     eprintln!("bootstrapped: {}", summary(&st));

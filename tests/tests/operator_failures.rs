@@ -28,34 +28,12 @@ use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
 use shoal_operator::crd::{KvCluster, KvClusterStatus};
 use shoal_proto::{StoreState, mutation};
 use shoal_tests::kube::{KubeApiServer, Kubelet, resources};
-use shoal_tests::kvcluster::{condition, count, event_reasons, settled, summary, wait_status};
+use shoal_tests::kvcluster::{condition, count, demo_cluster, event_reasons, key, settled, summary, value, wait_status};
 use shoal_tests::operator::Operator;
 use shoal_tests::wait_until;
 
 const NS: &str = "default";
 const KEYS: usize = 2_000;
-
-const CLUSTER: &str = r#"
-apiVersion: shoal.dev/v1alpha1
-kind: KvCluster
-metadata:
-  name: demo
-  namespace: default
-spec:
-  replicas: 3
-  replicationFactor: 3
-  image: shoal/shoal-node:test
-  storage:
-    size: 1Gi
-  columnFamilies:
-    - name: users
-      options:
-        compression: lz4
-  config:
-    # Small regions, so that the keys make several and a replacement moves data.
-    regionSplitSize: 131072
-    heartbeatIntervalMs: 500
-"#;
 
 /// The stand-in, its kubelet and the kubeconfig the operators use.
 struct Env {
@@ -84,7 +62,7 @@ impl Env {
 
     /// Applies the 3-replica cluster and waits until it has bootstrapped and settled.
     async fn apply_and_settle(&self) -> KvClusterStatus {
-        let kvc: KvCluster = serde_saphyr::from_str(CLUSTER).expect("cluster yaml");
+        let kvc: KvCluster = demo_cluster();
         self.kvcs.create(&PostParams::default(), &kvc).await.expect("create the KvCluster");
         let mut phases = BTreeSet::new();
         let st = wait_status(&self.kvcs, Duration::from_secs(180), "3 stores up", &mut phases, |s| settled(s, 3)).await;
@@ -109,14 +87,6 @@ impl Env {
         let sts = Api::<StatefulSet>::namespaced(self.client.clone(), NS).get("demo").await.expect("sts");
         sts.spec.and_then(|s| s.replicas)
     }
-}
-
-fn key(i: usize) -> Vec<u8> {
-    format!("user-{i:06}").into_bytes()
-}
-
-fn value(i: usize) -> Vec<u8> {
-    format!("value-{i:06}-{}", "x".repeat(48)).into_bytes()
 }
 
 async fn write_keys(kv: &Client) {
@@ -435,7 +405,7 @@ async fn delete_and_wait_gone(env: &Env, uid: &str, pods: usize) {
 
 /// Creates `demo` with `replicas` and returns its uid.
 async fn create_cluster(env: &Env, replicas: i32) -> String {
-    let mut kvc: KvCluster = serde_saphyr::from_str(CLUSTER).expect("cluster yaml");
+    let mut kvc: KvCluster = demo_cluster();
     kvc.spec.replicas = replicas;
     let created = env.kvcs.create(&PostParams::default(), &kvc).await.expect("re-create the KvCluster");
     created.metadata.uid.expect("uid")
