@@ -24,11 +24,26 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
             Error::Kube(_) => "kube_api",
             Error::Cluster(shoal_client::ClientError::FailedPrecondition(_)) => "refused",
             Error::Cluster(_) => "cluster",
             Error::Finalizer(_) => "finalizer",
             Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl Error {
+    /// The reason of the `Degraded` condition and Event a failed round reports.
+    pub fn condition_reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            // RBAC said no: the operator's Role lacks a verb (see the chart's rules).
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
+            Error::Kube(_) => "KubernetesApiError",
+            Error::Cluster(_) => "ClusterUnreachable",
+            Error::Finalizer(_) | Error::Internal(_) => "ReconcileFailed",
         }
     }
 }

@@ -12,7 +12,9 @@
 //! Errors: an invalid spec sets `Degraded` (reason `InvalidSpec`) and waits
 //! for the spec to change; a refused step (the cluster said no) sets
 //! `Degraded` (reason `StepRefused`) and is retried next round; anything else
-//! is retried with exponential backoff (1 s doubling to 60 s).
+//! sets `Degraded` with [`Error::condition_reason`] (`Forbidden` when RBAC
+//! refused a call) and a Warning Event with the error, and is retried with
+//! exponential backoff (1 s doubling to 60 s).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,7 +102,40 @@ pub fn error_policy(kvc: Arc<KvCluster>, err: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(delay)
 }
 
+/// A round; one that fails for any reason but an invalid spec (which
+/// reports itself) is reported in the status and as a Warning Event before
+/// it is retried, so that `kubectl describe` shows what went wrong.
 async fn apply(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
+    let result = round(kvc.clone(), ctx).await;
+    if let Err(e) = &result
+        && !matches!(e, Error::InvalidSpec(_))
+    {
+        report_failure(&kvc, ctx, e).await;
+    }
+    result
+}
+
+/// Marks the cluster `Degraded` with the error (on its latest status) and publishes it.
+async fn report_failure(kvc: &KvCluster, ctx: &Context, err: &Error) {
+    let reason = err.condition_reason();
+    let message = err.to_string();
+    publish(ctx, kvc, EventType::Warning, reason, "Reconcile", message.clone()).await;
+    let names = Names::of(kvc);
+    let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let latest = match api.get_status(&names.cluster).await {
+        Ok(k) => k.status.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the status to report a failed round");
+            return;
+        }
+    };
+    let st = status::degraded(&latest, &names, kvc.metadata.generation, reason, &message, Timestamp::now());
+    if let Err(e) = api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await {
+        tracing::warn!(error = %e, "cannot report a failed round in the status");
+    }
+}
+
+async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     let names = Names::of(&kvc);
     let api: Api<KvCluster> = Api::namespaced(ctx.client.clone(), &names.namespace);
     let previous = kvc.status.clone().unwrap_or_default();

@@ -86,6 +86,19 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
 
 /// The status an invalid spec gets: everything as before, `Degraded` with the reason.
 pub fn invalid(previous: &KvClusterStatus, names: &Names, generation: Option<i64>, message: &str, now: Timestamp) -> KvClusterStatus {
+    degraded(previous, names, generation, "InvalidSpec", message, now)
+}
+
+/// The status a round that failed gets (an API call refused, the cluster
+/// unreachable): everything as before, `Degraded` with `reason` and `message`.
+pub fn degraded(
+    previous: &KvClusterStatus,
+    names: &Names,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> KvClusterStatus {
     let mut status = previous.clone();
     status.selector = names.selector_string();
     status.phase = Some(Phase::Degraded.as_str().into());
@@ -99,7 +112,7 @@ pub fn invalid(previous: &KvClusterStatus, names: &Names, generation: Option<i64
     let degraded = Condition {
         type_: "Degraded".into(),
         status: "True".into(),
-        reason: "InvalidSpec".into(),
+        reason: reason.into(),
         message: message.into(),
         last_transition_time: since,
         observed_generation: generation,

@@ -14,6 +14,7 @@
 //! writers that keep a ledger of every acknowledged write ([`writers`]).
 
 pub mod ctl;
+pub mod k8s;
 pub mod kube;
 pub mod kvcluster;
 pub mod operator;

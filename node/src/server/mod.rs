@@ -12,11 +12,14 @@
 //! on the status address; start the [`heartbeat::Heartbeat`] task, which reports
 //! to meta, splits regions and carries out placement orders.
 //!
-//! Shutdown (SIGTERM): stop accepting requests, let in-flight ones finish, stop
-//! the store loop (which fails what still waits and flushes the WAL), return.
+//! Shutdown (SIGTERM): hand the leadership of every region led here to other
+//! voters ([`evacuate`], at most [`EVACUATE_TIMEOUT`], serving meanwhile); then
+//! stop accepting requests, let in-flight ones finish, stop the store loop
+//! (which fails what still waits and flushes the WAL), return.
 
 pub mod admin;
 pub mod errors;
+pub mod evacuate;
 pub mod heartbeat;
 pub mod http;
 pub mod join;
@@ -52,6 +55,10 @@ use crate::raftstore::{bootstrap, logger, raft_config, store_loop};
 use crate::snap::SnapManager;
 use crate::storage::Engine;
 use registry::StoreRegistry;
+
+/// How long a stopping node tries to hand its leaders over (well within a
+/// pod's termination grace period).
+pub const EVACUATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The identity of a store whose data directory has none: bootstrapped, or
 /// got by registering with the cluster.
@@ -181,9 +188,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         let _ = failed_tx.send(());
         res
     });
+    let leaving = handle.clone();
+    let store_id = ident.store_id;
     let stop = async move {
         tokio::select! {
-            _ = shutdown => tracing::info!("shutting down"),
+            _ = shutdown => {
+                tracing::info!("shutting down: handing over the regions led here");
+                evacuate::move_leaders_away(&leaving, store_id, EVACUATE_TIMEOUT).await;
+            }
             _ = failed_rx => tracing::error!("store loop stopped; shutting down"),
         }
         let _ = shutdown_tx.send(true);

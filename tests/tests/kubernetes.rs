@@ -1,0 +1,554 @@
+//! The operator on a real Kubernetes control plane (DESIGN testing level 4):
+//! kube-apiserver, kube-controller-manager, kube-scheduler and etcd built
+//! from the Kubernetes Go modules, with our node agent as the only kubelet,
+//! whose pods are real `shoal-node` and `shoal-operator` processes.
+//!
+//! `helm install` the chart (the operator runs as a pod of the release, with
+//! the chart's ServiceAccount, through real RBAC) → `kubectl apply` the
+//! example `KvCluster` → `kubectl wait --for=condition=Available` → write
+//! 10,000 keys → `kubectl scale --replicas=5` (two stores join and are
+//! seeded) → `--replicas=3` (two stores drained and tombstoned; their
+//! volumes deleted only after that) → every key reads back →
+//! `--replicas=2` is refused by the API server's CEL rule.
+//!
+//! Failures and changes on a running cluster: a rolling change of
+//! `spec.image` restarts the pods one at a time, highest ordinal first,
+//! while writes run through it (each stopping node hands its leaders over
+//! first: the writers see no error, and the longest stall is reported); a
+//! SIGKILLed pod comes back as the same store; a pod whose volume claim is
+//! deleted comes back as a new store, the old one drained and tombstoned.
+//!
+//! The operator's own life: with a verb missing from its Role it reports the
+//! API server's Forbidden in the status and as an Event; `helm upgrade` (the
+//! real chart, two replicas) fixes it; when the Lease holder is killed the
+//! other replica takes over and finishes a scaling; a changed CRD applied
+//! over the live one keeps the cluster; `helm uninstall` leaves nothing of
+//! the release behind.
+//!
+//! Deleting a `KvCluster` lets the real garbage collector take its children
+//! and pods but keeps the volumes; the same `KvCluster` applied again comes
+//! back as the same stores with every key, never bootstrapped a second time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::Api;
+use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
+use shoal_operator::crd::KvCluster;
+use shoal_proto::{StoreState, mutation};
+use shoal_tests::k8s::{self, Env, repo_root};
+use shoal_tests::kvcluster::{key, settled, summary, value, wait_status};
+use shoal_tests::wait_until;
+
+const NS: &str = "default";
+const KEYS: usize = 10_000;
+const OPERATOR_NS: &str = "shoal-system";
+
+/// `helm install` the operator chart and wait for its Deployment.
+fn install_operator(env: &Env, extra: &[&str]) {
+    helm_operator(env, "install", &repo_root().join("charts/shoal-operator"), extra);
+}
+
+/// `helm install|upgrade` the operator chart at `chart` and wait for its Deployment.
+fn helm_operator(env: &Env, verb: &str, chart: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
+        verb,
+        "shoal-operator",
+        chart.to_str().expect("a UTF-8 path"),
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        "image.tag=test",
+        "--set",
+        "logLevel=info\\,shoal_operator=debug",
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
+    args.extend_from_slice(extra);
+    env.helm_ok(&args);
+}
+
+/// Who holds each of `pods`' stores: pod → store id, from the status.
+fn store_ids(kvc: &KvCluster) -> BTreeMap<String, u64> {
+    kvc.status.as_ref().map(|s| s.stores.iter().map(|e| (e.pod.clone(), e.store_id)).collect()).unwrap_or_default()
+}
+
+async fn store_state(client: &Client, id: u64) -> Option<StoreState> {
+    let stores = client.list_stores().await.ok()?;
+    stores.iter().find_map(|d| d.store.as_ref().filter(|m| m.id == id).map(|m| m.state()))
+}
+
+#[test]
+fn helm_install_apply_scale_out_and_in() {
+    k8s::run(|env| async move {
+        // 1. helm install; kubectl apply; kubectl wait.
+        install_operator(&env, &[]);
+        let deploy = Api::<Deployment>::namespaced(env.client.clone(), OPERATOR_NS).get("shoal-operator").await.expect("the Deployment");
+        assert_eq!(deploy.status.and_then(|s| s.available_replicas), Some(1), "helm --wait saw the operator available");
+        let example = repo_root().join("examples/kvcluster.yaml");
+        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        let waited = env.kubectl(&["wait", "-n", NS, "kvcluster/demo", "--for=condition=Available", "--timeout=240s"]);
+        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+        if !waited.status.success() {
+            let st = kvcs.get("demo").await.ok().and_then(|k| k.status).unwrap_or_default();
+            panic!("kubectl wait: {}\n{}", String::from_utf8_lossy(&waited.stderr), summary(&st));
+        }
+        let mut phases = BTreeSet::new();
+        let st = wait_status(&kvcs, Duration::from_secs(120), "3 stores up", &mut phases, |s| settled(s, 3)).await;
+        eprintln!("bootstrapped: {}", summary(&st));
+        let table = env.kubectl_ok(&["get", "kvc", "-n", NS]);
+        let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+        assert_eq!(header, ["NAME", "REPLICAS", "READY", "PHASE", "AGE"], "kubectl get kvc:\n{table}");
+        let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
+        assert_eq!(&row[..4], ["demo", "3", "3", "Running"], "kubectl get kvc:\n{table}");
+
+        // 2. 10,000 keys through the client Service's name.
+        let kv = Client::new(&["demo.default.svc:20160".to_string()], ClientOptions::default()).expect("client");
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+            let muts = chunk
+                .iter()
+                .map(|&i| Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: key(i), value: value(i) })
+                .collect();
+            kv.batch_write(muts).await.expect("write keys");
+        }
+
+        // 3. kubectl scale to 5: two stores join and are seeded.
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=5"]);
+        let st = wait_status(&kvcs, Duration::from_secs(300), "5 stores up", &mut phases, |s| {
+            settled(s, 5) && s.stores.iter().filter(|e| e.pod == "demo-3" || e.pod == "demo-4").all(|e| e.regions > 0)
+        })
+        .await;
+        eprintln!("scaled out: {}", summary(&st));
+        assert!(phases.contains("ScalingOut"), "phases seen: {phases:?}");
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), NS);
+        for claim in ["data-demo-3", "data-demo-4"] {
+            let pvc = pvcs.get(claim).await.expect("the new store's volume claim");
+            assert_eq!(pvc.status.and_then(|s| s.phase).as_deref(), Some("Bound"), "{claim}");
+        }
+        let ids = store_ids(&kvcs.get("demo").await.expect("get"));
+        let retired: Vec<(String, u64)> = ["demo-3", "demo-4"].iter().map(|p| (format!("data-{p}"), ids[*p])).collect();
+
+        // 4. kubectl scale to 3: drained and tombstoned first, volumes deleted after.
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=3"]);
+        let gone = std::sync::Mutex::new(BTreeSet::new());
+        wait_until(Duration::from_secs(300), Duration::from_millis(200), "demo-3 and demo-4 retired, their volumes deleted", || async {
+            for (claim, id) in &retired {
+                if gone.lock().expect("gone").contains(claim) {
+                    continue;
+                }
+                if pvcs.get_opt(claim).await.map_err(|e| e.to_string())?.is_none() {
+                    let state = store_state(&kv, *id).await;
+                    assert_eq!(state, Some(StoreState::Tombstone), "{claim} was deleted while store {id} was {state:?}");
+                    gone.lock().expect("gone").insert(claim.clone());
+                }
+            }
+            let gone = gone.lock().expect("gone");
+            if gone.len() == retired.len() { Ok(()) } else { Err(format!("volumes deleted: {gone:?}")) }
+        })
+        .await;
+        let st = wait_status(&kvcs, Duration::from_secs(120), "back to 3 stores", &mut phases, |s| settled(s, 3) && s.replicas == 3).await;
+        eprintln!("scaled in: {}", summary(&st));
+        assert!(phases.contains("ScalingIn"), "phases seen: {phases:?}");
+        // The released volumes were deleted by the provisioner, directories and all.
+        let pvs: Api<PersistentVolume> = Api::all(env.client.clone());
+        wait_until(Duration::from_secs(60), Duration::from_millis(200), "the released volumes deleted", || async {
+            let left: Vec<String> = pvs
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .and_then(|c| c.name.clone())
+                        .is_some_and(|n| n.ends_with("demo-3") || n.ends_with("demo-4"))
+                })
+                .filter_map(|pv| pv.metadata.name)
+                .collect();
+            if left.is_empty() { Ok(()) } else { Err(format!("volumes left: {left:?}")) }
+        })
+        .await;
+        assert!(!env.agent.is_running(NS, "demo-3") && !env.agent.is_running(NS, "demo-4"), "the retired pods still run");
+
+        // 5. Every key reads back.
+        let mut missing = Vec::new();
+        for i in 0..KEYS {
+            match kv.get_with("users", &key(i), ReadConsistency::Linearizable).await {
+                Ok(Some(v)) if v == value(i) => {}
+                other => missing.push((i, format!("{other:?}"))),
+            }
+        }
+        assert!(missing.is_empty(), "{} of {KEYS} keys lost or wrong, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+
+        // 6. Below the replication factor: the API server's CEL rule refuses it.
+        let out = env.kubectl(&["scale", "-n", NS, "kvc/demo", "--replicas=2"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "scaling to 2 was accepted");
+        assert!(stderr.contains("replicas must be at least replicationFactor"), "kubectl scale --replicas=2: {stderr}");
+        assert_eq!(kvcs.get("demo").await.expect("get").spec.replicas, 3);
+    });
+}
+
+/// Applies the example cluster and waits until its 3 stores are up.
+async fn apply_example(env: &Env) -> Api<KvCluster> {
+    let example = repo_root().join("examples/kvcluster.yaml");
+    env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+    let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+    let mut phases = BTreeSet::new();
+    let st = wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
+    eprintln!("bootstrapped: {}", summary(&st));
+    kvcs
+}
+
+fn demo_client() -> Client {
+    Client::new(&["demo.default.svc:20160".to_string()], ClientOptions::default()).expect("client")
+}
+
+async fn write_keys(kv: &Client) {
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        let muts =
+            chunk.iter().map(|&i| Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: key(i), value: value(i) }).collect();
+        kv.batch_write(muts).await.expect("write keys");
+    }
+}
+
+async fn check_keys(kv: &Client, when: &str) {
+    let mut missing = Vec::new();
+    for i in 0..KEYS {
+        match kv.get_with("users", &key(i), ReadConsistency::Linearizable).await {
+            Ok(Some(v)) if v == value(i) => {}
+            other => missing.push((i, format!("{other:?}"))),
+        }
+    }
+    assert!(missing.is_empty(), "{when}: {} of {KEYS} keys lost or wrong, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+}
+
+/// What writers running through a change saw.
+#[derive(Debug, Default)]
+struct WriteRun {
+    acked: u64,
+    errors: Vec<String>,
+    /// The longest time one writer went without an acknowledged write.
+    longest_stall: Duration,
+}
+
+/// `n` writers, each putting keys `roll/<w>/<i>` one at a time until `stop`.
+fn start_writers(kv: Arc<Client>, n: usize, stop: Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<WriteRun>> {
+    (0..n)
+        .map(|w| {
+            let (kv, stop) = (kv.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut run = WriteRun::default();
+                let mut last = Instant::now();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("roll/{w}/{:06}", i % 1000);
+                    match kv.put("users", key.as_bytes(), format!("v{i}").as_bytes()).await {
+                        Ok(()) => {
+                            run.acked += 1;
+                            run.longest_stall = run.longest_stall.max(last.elapsed());
+                            last = Instant::now();
+                        }
+                        Err(e) => run.errors.push(format!("{key}: {e}")),
+                    }
+                    i += 1;
+                }
+                run
+            })
+        })
+        .collect()
+}
+
+async fn pod_uids(pods: &Api<Pod>) -> BTreeMap<String, String> {
+    let list = pods.list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=demo")).await.expect("list pods");
+    list.items.into_iter().filter_map(|p| Some((p.metadata.name?, p.metadata.uid?))).collect()
+}
+
+#[test]
+fn rolling_change_kill_and_lost_volume() {
+    k8s::run(|env| async move {
+        install_operator(&env, &[]);
+        let kvcs = apply_example(&env).await;
+        let kv = Arc::new(demo_client());
+        write_keys(&kv).await;
+        let before = kvcs.get("demo").await.expect("get");
+        let ids_before = store_ids(&before);
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+
+        // 1. A rolling change under writes: a new image tag.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = start_writers(kv.clone(), 4, stop.clone());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let uids_before = pod_uids(&pods).await;
+        env.kubectl_ok(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"image":"shoal/shoal-node:0.1.1"}}"#]);
+        let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+        let order = std::sync::Mutex::new(Vec::<String>::new());
+        wait_until(Duration::from_secs(300), Duration::from_millis(100), "every pod replaced by the new template", || async {
+            let uids = pod_uids(&pods).await;
+            let s = sts.get("demo").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            let mut order = order.lock().expect("order");
+            for (pod, uid) in &uids_before {
+                if uids.get(pod).is_some_and(|u| u != uid) && !order.contains(pod) {
+                    order.push(pod.clone());
+                }
+            }
+            let done =
+                order.len() == 3 && s.updated_replicas == Some(3) && s.ready_replicas == Some(3) && s.current_revision == s.update_revision;
+            if done { Ok(()) } else { Err(format!("replaced so far {order:?}, sts {s:?}")) }
+        })
+        .await;
+        assert_eq!(*order.lock().expect("order"), ["demo-2", "demo-1", "demo-0"], "highest ordinal first");
+        let mut phases = BTreeSet::new();
+        wait_status(&kvcs, Duration::from_secs(120), "settled after the roll", &mut phases, |s| settled(s, 3)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut total = WriteRun::default();
+        for w in writers {
+            let run = w.await.expect("writer");
+            total.acked += run.acked;
+            total.errors.extend(run.errors);
+            total.longest_stall = total.longest_stall.max(run.longest_stall);
+        }
+        eprintln!("rolling change: {} writes acknowledged, longest write stall {:?}", total.acked, total.longest_stall);
+        assert!(total.errors.is_empty(), "writes failed during the roll: {:?}", &total.errors[..total.errors.len().min(5)]);
+        assert!(total.acked > 0);
+        let after_roll = kvcs.get("demo").await.expect("get");
+        assert_eq!(store_ids(&after_roll), ids_before, "a restart keeps every store");
+
+        // 2. SIGKILL demo-1: the agent restarts it on its volume, as the same store.
+        assert!(env.agent.kill_pod(NS, "demo-1"), "demo-1 has a process");
+        wait_until(Duration::from_secs(120), Duration::from_millis(200), "demo-1 restarted and Ready", || async {
+            let status = pods.get("demo-1").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            let restarts = status.container_statuses.as_deref().unwrap_or_default().first().map_or(0, |c| c.restart_count);
+            let ready = status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            if restarts >= 1 && ready { Ok(()) } else { Err(format!("restarts {restarts}, ready {ready}")) }
+        })
+        .await;
+        let st = wait_status(&kvcs, Duration::from_secs(120), "settled after the kill", &mut phases, |s| settled(s, 3)).await;
+        assert_eq!(store_ids(&kvcs.get("demo").await.expect("get")), ids_before, "{}", summary(&st));
+
+        // 3. demo-2 loses its volume: the claim is deleted (PVC protection
+        // holds it until the pod is gone), then the pod; the StatefulSet
+        // makes both anew, and the empty store joins as a new one.
+        let old = ids_before["demo-2"];
+        env.kubectl_ok(&["delete", "pvc", "-n", NS, "data-demo-2", "--wait=false"]);
+        env.kubectl_ok(&["delete", "pod", "-n", NS, "demo-2", "--wait=false"]);
+        let st = wait_status(&kvcs, Duration::from_secs(300), "demo-2 replaced by a new store", &mut phases, |s| {
+            settled(s, 3) && s.stores.iter().find(|e| e.pod == "demo-2").is_some_and(|e| e.store_id != old)
+        })
+        .await;
+        eprintln!("replaced: {} (phases {phases:?})", summary(&st));
+        let new = store_ids(&kvcs.get("demo").await.expect("get"))["demo-2"];
+        assert!(!ids_before.values().any(|id| *id == new), "store {new} is not new");
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {
+            let state = store_state(&kv, old).await;
+            if state == Some(StoreState::Tombstone) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
+        })
+        .await;
+        let claim = pvcs_named(&env, "data-demo-2").await.expect("a new claim for demo-2");
+        assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+        check_keys(&kv, "after the roll, the kill and the lost volume").await;
+    });
+}
+
+async fn pvcs_named(env: &Env, name: &str) -> Option<PersistentVolumeClaim> {
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), NS).get_opt(name).await.expect("get pvc")
+}
+
+/// The reason of every Event about `demo` (the object with `uid` only, if
+/// given), once per occurrence: a repeated reason is one Event with a `series.count`.
+async fn event_reasons(env: &Env, uid: Option<&str>) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), NS);
+    let mut out = Vec::new();
+    for e in events.list(&Default::default()).await.expect("list events").items {
+        let regarding = e.regarding.as_ref();
+        if regarding.and_then(|r| r.name.as_deref()) != Some("demo")
+            || uid.is_some_and(|u| regarding.and_then(|r| r.uid.as_deref()) != Some(u))
+        {
+            continue;
+        }
+        let n = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+        if let Some(r) = e.reason {
+            out.extend(std::iter::repeat_n(r, n));
+        }
+    }
+    out
+}
+
+/// A copy of the chart whose rules lack `patch` on StatefulSets.
+fn chart_without_statefulset_patch(dir: &std::path::Path) -> std::path::PathBuf {
+    let copy = dir.join("shoal-operator");
+    let out = std::process::Command::new("cp").arg("-r").arg(repo_root().join("charts/shoal-operator")).arg(&copy).output().expect("cp");
+    assert!(out.status.success(), "copy the chart");
+    let helpers = copy.join("templates/_helpers.tpl");
+    let text = std::fs::read_to_string(&helpers).expect("read _helpers.tpl");
+    let rule = "  resources: [\"statefulsets\"]\n  verbs: [\"get\", \"list\", \"watch\", \"create\", \"patch\", \"update\", \"delete\"]";
+    assert!(text.contains(rule), "the chart's StatefulSet rule changed: update this test");
+    let limited =
+        text.replace(rule, "  resources: [\"statefulsets\"]\n  verbs: [\"get\", \"list\", \"watch\", \"create\", \"update\", \"delete\"]");
+    std::fs::write(&helpers, limited).expect("write _helpers.tpl");
+    copy
+}
+
+#[test]
+fn operator_rbac_upgrade_failover_crd_upgrade_and_uninstall() {
+    k8s::run(|env| async move {
+        // 1. A Role without `patch` on StatefulSets: the API server refuses
+        // the operator's server-side apply, and the operator says so.
+        let work = tempfile::tempdir().expect("tempdir");
+        let limited = chart_without_statefulset_patch(work.path());
+        helm_operator(&env, "install", &limited, &[]);
+        let example = repo_root().join("examples/kvcluster.yaml");
+        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+        let mut phases = BTreeSet::new();
+        let st = wait_status(&kvcs, Duration::from_secs(120), "Degraded: Forbidden", &mut phases, |s| {
+            shoal_tests::kvcluster::condition(s, "Degraded").is_some_and(|c| c.0 == "True" && c.1 == "Forbidden")
+        })
+        .await;
+        let (_, _, message) = shoal_tests::kvcluster::condition(&st, "Degraded").expect("Degraded");
+        assert!(message.contains("statefulsets") && message.contains("forbidden"), "the condition's message: {message}");
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), "a Forbidden Event", || async {
+            let reasons = event_reasons(&env, None).await;
+            if reasons.iter().any(|r| r == "Forbidden") { Ok(()) } else { Err(format!("{reasons:?}")) }
+        })
+        .await;
+        let described = env.kubectl_ok(&["describe", "kvc", "-n", NS, "demo"]);
+        assert!(described.contains("Forbidden"), "kubectl describe:\n{described}");
+        assert!(
+            Api::<StatefulSet>::namespaced(env.client.clone(), NS).get_opt("demo").await.expect("get").is_none(),
+            "nothing was built without the verb"
+        );
+
+        // 2. helm upgrade to the real chart with two replicas: the cluster forms.
+        let chart = repo_root().join("charts/shoal-operator");
+        helm_operator(&env, "upgrade", &chart, &["--set", "replicaCount=2", "--set", "extraArgs={--lease-duration-secs=4}"]);
+        let deploy = Api::<Deployment>::namespaced(env.client.clone(), OPERATOR_NS).get("shoal-operator").await.expect("deployment");
+        assert_eq!(deploy.status.and_then(|s| s.ready_replicas), Some(2));
+        let st = wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
+        eprintln!("formed after the upgrade: {}", summary(&st));
+
+        // 3. Kill the Lease holder: the other replica takes the Lease and finishes a scaling.
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
+        let holder = |l: &k8s_openapi::api::coordination::v1::Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+        let leader = holder(&leases.get("shoal-operator").await.expect("the Lease")).expect("a holder");
+        let operator_pods: Vec<String> = env.agent.pods().into_iter().filter(|(ns, _)| ns == OPERATOR_NS).map(|(_, p)| p).collect();
+        assert!(operator_pods.contains(&leader), "the holder {leader} is one of {operator_pods:?}");
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=4"]);
+        env.kubectl_ok(&["delete", "pod", "-n", OPERATOR_NS, &leader, "--grace-period=0", "--force"]);
+        let new_leader = wait_until(Duration::from_secs(60), Duration::from_millis(200), "another operator holds the Lease", || async {
+            let h = holder(&leases.get("shoal-operator").await.map_err(|e| e.to_string())?);
+            match h {
+                Some(h) if h != leader => Ok(h),
+                other => Err(format!("holder {other:?}")),
+            }
+        })
+        .await;
+        eprintln!("the Lease moved from {leader} to {new_leader}");
+        let st = wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+        eprintln!("scaled by the new leader: {}", summary(&st));
+
+        // 4. A changed CRD (one more printer column) applied over the live one.
+        let crd = std::fs::read_to_string(repo_root().join("crds/kvcluster.yaml")).expect("the CRD");
+        let anchor = "    - jsonPath: .status.phase\n      name: Phase\n      type: string\n";
+        assert!(crd.contains(anchor), "the CRD's Phase column moved: update this test");
+        let changed = crd.replacen(
+            anchor,
+            &format!("{anchor}    - jsonPath: .status.bootstrapped\n      name: Bootstrapped\n      type: boolean\n"),
+            1,
+        );
+        let changed_path = work.path().join("kvcluster-crd.yaml");
+        std::fs::write(&changed_path, changed).expect("write the changed CRD");
+        env.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", changed_path.to_str().expect("path")]);
+        let table = wait_until(Duration::from_secs(30), Duration::from_millis(500), "the new column served", || async {
+            let t = env.kubectl_ok(&["get", "kvc", "-n", NS]);
+            if t.contains("BOOTSTRAPPED") { Ok(t) } else { Err(t) }
+        })
+        .await;
+        assert!(table.lines().nth(1).is_some_and(|l| l.contains("true")), "{table}");
+        let kvc = kvcs.get("demo").await.expect("the KvCluster survives the CRD upgrade");
+        assert_eq!(kvc.spec.replicas, 4);
+        wait_status(&kvcs, Duration::from_secs(60), "still settled", &mut phases, |s| settled(s, 4)).await;
+
+        // 5. helm uninstall: nothing of the release is left.
+        env.helm_ok(&["uninstall", "shoal-operator", "--namespace", OPERATOR_NS, "--wait", "--timeout", "120s"]);
+        let selector = "app.kubernetes.io/instance=shoal-operator";
+        wait_until(Duration::from_secs(120), Duration::from_millis(500), "no object of the release left", || async {
+            let left = env.kubectl_ok(&[
+                "get",
+                "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,configmaps,secrets",
+                "-A",
+                "-l",
+                selector,
+                "-o",
+                "name",
+            ]);
+            let secrets = env.kubectl_ok(&["get", "secrets", "-n", OPERATOR_NS, "-o", "name"]);
+            let releases: Vec<&str> = secrets.lines().filter(|l| l.contains("sh.helm.release")).collect();
+            if left.trim().is_empty() && releases.is_empty() { Ok(()) } else { Err(format!("left: {left} {releases:?}")) }
+        })
+        .await;
+        assert!(env.agent.pods().iter().all(|(ns, _)| ns != OPERATOR_NS), "operator pods still run: {:?}", env.agent.pods());
+        // What the user made stays: the CRD (Helm never deletes crds/) and the cluster.
+        assert_eq!(kvcs.get("demo").await.expect("the KvCluster stays").spec.replicas, 4);
+    });
+}
+
+#[test]
+fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
+    k8s::run(|env| async move {
+        install_operator(&env, &[]);
+        let kvcs = apply_example(&env).await;
+        let kv = demo_client();
+        write_keys(&kv).await;
+        let ids_before = store_ids(&kvcs.get("demo").await.expect("get"));
+
+        // Delete it: the finalizer lets it go after a Deleting Event; the
+        // garbage collector takes the children and pods; the volumes stay.
+        env.kubectl_ok(&["delete", "kvc", "-n", NS, "demo", "--wait=true", "--timeout=120s"]);
+        wait_until(Duration::from_secs(180), Duration::from_millis(500), "the children and pods gone", || async {
+            let left = env.kubectl_ok(&[
+                "get",
+                "statefulsets,services,configmaps,poddisruptionbudgets,pods",
+                "-n",
+                NS,
+                "-l",
+                "app.kubernetes.io/instance=demo",
+                "-o",
+                "name",
+            ]);
+            let running: Vec<_> = (0..3).filter(|i| env.agent.is_running(NS, &format!("demo-{i}"))).collect();
+            if left.trim().is_empty() && running.is_empty() { Ok(()) } else { Err(format!("left: {left}, processes of {running:?}")) }
+        })
+        .await;
+        let claims = env.kubectl_ok(&["get", "pvc", "-n", NS, "-o", "name"]);
+        let claims: BTreeSet<&str> = claims.lines().collect();
+        assert_eq!(
+            claims,
+            BTreeSet::from(["persistentvolumeclaim/data-demo-0", "persistentvolumeclaim/data-demo-1", "persistentvolumeclaim/data-demo-2"])
+        );
+        let reasons = event_reasons(&env, None).await;
+        assert!(reasons.iter().any(|r| r == "Deleting"), "{reasons:?}");
+
+        // The same KvCluster again: the same stores, every key, no bootstrap.
+        let example = repo_root().join("examples/kvcluster.yaml");
+        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        let mut phases = BTreeSet::new();
+        let st = wait_status(&kvcs, Duration::from_secs(300), "re-created and settled", &mut phases, |s| settled(s, 3)).await;
+        eprintln!("re-created: {} (phases {phases:?})", summary(&st));
+        assert!(!phases.contains("Bootstrapping"), "a formed cluster was bootstrapped again: {phases:?}");
+        assert_eq!(store_ids(&kvcs.get("demo").await.expect("get")), ids_before, "the kept volumes' stores");
+        let uid = kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
+        let reasons = event_reasons(&env, Some(&uid)).await;
+        assert!(reasons.iter().any(|r| r == "RecreateStatefulSet"), "{reasons:?}");
+        assert!(!reasons.iter().any(|r| r == "Bootstrap" || r == "JoinStore"), "{reasons:?}");
+        check_keys(&demo_client(), "after the re-creation").await;
+    });
+}
