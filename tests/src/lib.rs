@@ -12,12 +12,13 @@
 //! one metric from a node's `/metrics` ([`parse_metric`], [`Cluster::metric`]),
 //! waits that say what they last saw when they time out ([`wait_until`]), and
 //! writers that keep a ledger of every acknowledged write ([`writers`]).
+//!
+//! [`k8s`] runs tests on a real Kubernetes control plane with our own node
+//! agent; [`kvcluster`] reads the status and Events of the `KvCluster` they drive.
 
 pub mod ctl;
 pub mod k8s;
-pub mod kube;
 pub mod kvcluster;
-pub mod operator;
 pub mod writers;
 
 use std::net::TcpListener;

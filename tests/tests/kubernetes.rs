@@ -5,18 +5,18 @@
 //!
 //! `helm install` the chart (the operator runs as a pod of the release, with
 //! the chart's ServiceAccount, through real RBAC) → `kubectl apply` the
-//! example `KvCluster` → `kubectl wait --for=condition=Available` → write
+//! example `KvCluster` (with 128 KiB regions, so that the keys make several) → `kubectl wait --for=condition=Available` → write
 //! 10,000 keys → `kubectl scale --replicas=5` (two stores join and are
 //! seeded) → `--replicas=3` (two stores drained and tombstoned; their
 //! volumes deleted only after that) → every key reads back →
 //! `--replicas=2` is refused by the API server's CEL rule.
 //!
-//! Failures and changes on a running cluster: a rolling change of
-//! `spec.image` restarts the pods one at a time, highest ordinal first,
-//! while writes run through it (each stopping node hands its leaders over
-//! first: the writers see no error, and the longest stall is reported); a
-//! SIGKILLed pod comes back as the same store; a pod whose volume claim is
-//! deleted comes back as a new store, the old one drained and tombstoned.
+//! Failures and changes on a running cluster: a pod whose volume claim is
+//! deleted comes back as a new store, the old one drained and tombstoned; a
+//! rolling change of `spec.image` restarts the pods one at a time, highest
+//! ordinal first, while writes run through it (each stopping node hands its
+//! leaders over first: the writers see no error, and the longest stall is
+//! reported); a SIGKILLed pod comes back as the same store.
 //!
 //! The operator's own life: with a verb missing from its Role it reports the
 //! API server's Forbidden in the status and as an Event; `helm upgrade` (the
@@ -41,7 +41,7 @@ use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
 use shoal_operator::crd::KvCluster;
 use shoal_proto::{StoreState, mutation};
 use shoal_tests::k8s::{self, Env, repo_root};
-use shoal_tests::kvcluster::{key, settled, summary, value, wait_status};
+use shoal_tests::kvcluster::{condition, event_reasons, key, settled, summary, value, wait_status};
 use shoal_tests::wait_until;
 
 const NS: &str = "default";
@@ -74,6 +74,18 @@ fn helm_operator(env: &Env, verb: &str, chart: &std::path::Path, extra: &[&str])
     env.helm_ok(&args);
 }
 
+/// `examples/kvcluster.yaml` with small regions (128 KiB instead of 96 MiB),
+/// so that 10,000 keys make several regions and scaling moves some of them;
+/// the path of that copy.
+fn example(env: &Env) -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples/kvcluster.yaml")).expect("the example");
+    let big = "regionSplitSize: 100663296";
+    assert!(text.contains(big), "the example's regionSplitSize changed: update this test");
+    let path = env.control_plane.dir().join("kvcluster.yaml");
+    std::fs::write(&path, text.replace(big, "regionSplitSize: 131072")).expect("write the example");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
 /// Who holds each of `pods`' stores: pod → store id, from the status.
 fn store_ids(kvc: &KvCluster) -> BTreeMap<String, u64> {
     kvc.status.as_ref().map(|s| s.stores.iter().map(|e| (e.pod.clone(), e.store_id)).collect()).unwrap_or_default()
@@ -91,8 +103,7 @@ fn helm_install_apply_scale_out_and_in() {
         install_operator(&env, &[]);
         let deploy = Api::<Deployment>::namespaced(env.client.clone(), OPERATOR_NS).get("shoal-operator").await.expect("the Deployment");
         assert_eq!(deploy.status.and_then(|s| s.available_replicas), Some(1), "helm --wait saw the operator available");
-        let example = repo_root().join("examples/kvcluster.yaml");
-        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        env.kubectl_ok(&["apply", "-n", NS, "-f", &example(&env)]);
         let waited = env.kubectl(&["wait", "-n", NS, "kvcluster/demo", "--for=condition=Available", "--timeout=240s"]);
         let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
         if !waited.status.success() {
@@ -109,14 +120,8 @@ fn helm_install_apply_scale_out_and_in() {
         assert_eq!(&row[..4], ["demo", "3", "3", "Running"], "kubectl get kvc:\n{table}");
 
         // 2. 10,000 keys through the client Service's name.
-        let kv = Client::new(&["demo.default.svc:20160".to_string()], ClientOptions::default()).expect("client");
-        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
-            let muts = chunk
-                .iter()
-                .map(|&i| Mutation { op: mutation::Op::Put as i32, cf: "users".into(), key: key(i), value: value(i) })
-                .collect();
-            kv.batch_write(muts).await.expect("write keys");
-        }
+        let kv = demo_client();
+        write_keys(&kv).await;
 
         // 3. kubectl scale to 5: two stores join and are seeded.
         env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=5"]);
@@ -179,14 +184,7 @@ fn helm_install_apply_scale_out_and_in() {
         assert!(!env.agent.is_running(NS, "demo-3") && !env.agent.is_running(NS, "demo-4"), "the retired pods still run");
 
         // 5. Every key reads back.
-        let mut missing = Vec::new();
-        for i in 0..KEYS {
-            match kv.get_with("users", &key(i), ReadConsistency::Linearizable).await {
-                Ok(Some(v)) if v == value(i) => {}
-                other => missing.push((i, format!("{other:?}"))),
-            }
-        }
-        assert!(missing.is_empty(), "{} of {KEYS} keys lost or wrong, first {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        check_keys(&kv, "after scaling to 5 and back to 3").await;
 
         // 6. Below the replication factor: the API server's CEL rule refuses it.
         let out = env.kubectl(&["scale", "-n", NS, "kvc/demo", "--replicas=2"]);
@@ -199,8 +197,7 @@ fn helm_install_apply_scale_out_and_in() {
 
 /// Applies the example cluster and waits until its 3 stores are up.
 async fn apply_example(env: &Env) -> Api<KvCluster> {
-    let example = repo_root().join("examples/kvcluster.yaml");
-    env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+    env.kubectl_ok(&["apply", "-n", NS, "-f", &example(env)]);
     let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
     let mut phases = BTreeSet::new();
     let st = wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
@@ -279,11 +276,34 @@ fn rolling_change_kill_and_lost_volume() {
         let kvcs = apply_example(&env).await;
         let kv = Arc::new(demo_client());
         write_keys(&kv).await;
-        let before = kvcs.get("demo").await.expect("get");
-        let ids_before = store_ids(&before);
+        let ids_first = store_ids(&kvcs.get("demo").await.expect("get"));
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
 
-        // 1. A rolling change under writes: a new image tag.
+        // 1. demo-2 loses its volume: the claim is deleted (PVC protection
+        // holds it until the pod is gone), then the pod; the StatefulSet
+        // makes both anew, and the empty store joins as a new one.
+        let old = ids_first["demo-2"];
+        env.kubectl_ok(&["delete", "pvc", "-n", NS, "data-demo-2", "--wait=false"]);
+        env.kubectl_ok(&["delete", "pod", "-n", NS, "demo-2", "--wait=false"]);
+        let mut phases = BTreeSet::new();
+        let st = wait_status(&kvcs, Duration::from_secs(300), "demo-2 replaced by a new store", &mut phases, |s| {
+            settled(s, 3) && s.stores.iter().find(|e| e.pod == "demo-2").is_some_and(|e| e.store_id != old)
+        })
+        .await;
+        eprintln!("replaced: {} (phases {phases:?})", summary(&st));
+        let new = store_ids(&kvcs.get("demo").await.expect("get"))["demo-2"];
+        assert!(!ids_first.values().any(|id| *id == new), "store {new} is not new");
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {
+            let state = store_state(&kv, old).await;
+            if state == Some(StoreState::Tombstone) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
+        })
+        .await;
+        let claim = pvcs_named(&env, "data-demo-2").await.expect("a new claim for demo-2");
+        assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+        check_keys(&kv, "after the lost volume").await;
+        let ids_before = store_ids(&kvcs.get("demo").await.expect("get"));
+
+        // 2. A rolling change under writes: a new image tag.
         let stop = Arc::new(AtomicBool::new(false));
         let writers = start_writers(kv.clone(), 4, stop.clone());
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -319,10 +339,19 @@ fn rolling_change_kill_and_lost_volume() {
         eprintln!("rolling change: {} writes acknowledged, longest write stall {:?}", total.acked, total.longest_stall);
         assert!(total.errors.is_empty(), "writes failed during the roll: {:?}", &total.errors[..total.errors.len().min(5)]);
         assert!(total.acked > 0);
+        // Each stopped node handed its leaders over before it stopped serving.
+        for pod in ["demo-0", "demo-1", "demo-2"] {
+            let log = std::fs::read_to_string(env.agent.pod_log_path(NS, pod)).unwrap_or_default();
+            assert!(
+                log.contains("no region led here any more"),
+                "{pod} stopped while leading regions:\n{}",
+                env.agent.pod_log_tail(NS, pod, 30)
+            );
+        }
         let after_roll = kvcs.get("demo").await.expect("get");
         assert_eq!(store_ids(&after_roll), ids_before, "a restart keeps every store");
 
-        // 2. SIGKILL demo-1: the agent restarts it on its volume, as the same store.
+        // 3. SIGKILL demo-1: the agent restarts it on its volume, as the same store.
         assert!(env.agent.kill_pod(NS, "demo-1"), "demo-1 has a process");
         wait_until(Duration::from_secs(120), Duration::from_millis(200), "demo-1 restarted and Ready", || async {
             let status = pods.get("demo-1").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
@@ -334,52 +363,12 @@ fn rolling_change_kill_and_lost_volume() {
         let st = wait_status(&kvcs, Duration::from_secs(120), "settled after the kill", &mut phases, |s| settled(s, 3)).await;
         assert_eq!(store_ids(&kvcs.get("demo").await.expect("get")), ids_before, "{}", summary(&st));
 
-        // 3. demo-2 loses its volume: the claim is deleted (PVC protection
-        // holds it until the pod is gone), then the pod; the StatefulSet
-        // makes both anew, and the empty store joins as a new one.
-        let old = ids_before["demo-2"];
-        env.kubectl_ok(&["delete", "pvc", "-n", NS, "data-demo-2", "--wait=false"]);
-        env.kubectl_ok(&["delete", "pod", "-n", NS, "demo-2", "--wait=false"]);
-        let st = wait_status(&kvcs, Duration::from_secs(300), "demo-2 replaced by a new store", &mut phases, |s| {
-            settled(s, 3) && s.stores.iter().find(|e| e.pod == "demo-2").is_some_and(|e| e.store_id != old)
-        })
-        .await;
-        eprintln!("replaced: {} (phases {phases:?})", summary(&st));
-        let new = store_ids(&kvcs.get("demo").await.expect("get"))["demo-2"];
-        assert!(!ids_before.values().any(|id| *id == new), "store {new} is not new");
-        wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {
-            let state = store_state(&kv, old).await;
-            if state == Some(StoreState::Tombstone) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
-        })
-        .await;
-        let claim = pvcs_named(&env, "data-demo-2").await.expect("a new claim for demo-2");
-        assert_eq!(claim.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
-        check_keys(&kv, "after the roll, the kill and the lost volume").await;
+        check_keys(&kv, "after the lost volume, the roll and the kill").await;
     });
 }
 
 async fn pvcs_named(env: &Env, name: &str) -> Option<PersistentVolumeClaim> {
     Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), NS).get_opt(name).await.expect("get pvc")
-}
-
-/// The reason of every Event about `demo` (the object with `uid` only, if
-/// given), once per occurrence: a repeated reason is one Event with a `series.count`.
-async fn event_reasons(env: &Env, uid: Option<&str>) -> Vec<String> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), NS);
-    let mut out = Vec::new();
-    for e in events.list(&Default::default()).await.expect("list events").items {
-        let regarding = e.regarding.as_ref();
-        if regarding.and_then(|r| r.name.as_deref()) != Some("demo")
-            || uid.is_some_and(|u| regarding.and_then(|r| r.uid.as_deref()) != Some(u))
-        {
-            continue;
-        }
-        let n = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
-        if let Some(r) = e.reason {
-            out.extend(std::iter::repeat_n(r, n));
-        }
-    }
-    out
 }
 
 /// A copy of the chart whose rules lack `patch` on StatefulSets.
@@ -405,18 +394,17 @@ fn operator_rbac_upgrade_failover_crd_upgrade_and_uninstall() {
         let work = tempfile::tempdir().expect("tempdir");
         let limited = chart_without_statefulset_patch(work.path());
         helm_operator(&env, "install", &limited, &[]);
-        let example = repo_root().join("examples/kvcluster.yaml");
-        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        env.kubectl_ok(&["apply", "-n", NS, "-f", &example(&env)]);
         let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
         let mut phases = BTreeSet::new();
         let st = wait_status(&kvcs, Duration::from_secs(120), "Degraded: Forbidden", &mut phases, |s| {
-            shoal_tests::kvcluster::condition(s, "Degraded").is_some_and(|c| c.0 == "True" && c.1 == "Forbidden")
+            condition(s, "Degraded").is_some_and(|c| c.0 == "True" && c.1 == "Forbidden")
         })
         .await;
-        let (_, _, message) = shoal_tests::kvcluster::condition(&st, "Degraded").expect("Degraded");
+        let (_, _, message) = condition(&st, "Degraded").expect("Degraded");
         assert!(message.contains("statefulsets") && message.contains("forbidden"), "the condition's message: {message}");
         wait_until(Duration::from_secs(60), Duration::from_millis(500), "a Forbidden Event", || async {
-            let reasons = event_reasons(&env, None).await;
+            let reasons = event_reasons(&env.client, NS, None).await;
             if reasons.iter().any(|r| r == "Forbidden") { Ok(()) } else { Err(format!("{reasons:?}")) }
         })
         .await;
@@ -438,9 +426,14 @@ fn operator_rbac_upgrade_failover_crd_upgrade_and_uninstall() {
         // 3. Kill the Lease holder: the other replica takes the Lease and finishes a scaling.
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(env.client.clone(), OPERATOR_NS);
         let holder = |l: &k8s_openapi::api::coordination::v1::Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
-        let leader = holder(&leases.get("shoal-operator").await.expect("the Lease")).expect("a holder");
-        let operator_pods: Vec<String> = env.agent.pods().into_iter().filter(|(ns, _)| ns == OPERATOR_NS).map(|(_, p)| p).collect();
-        assert!(operator_pods.contains(&leader), "the holder {leader} is one of {operator_pods:?}");
+        // (The upgrade rolled the operator pods: the old holder may have just released it.)
+        let leader = wait_until(Duration::from_secs(60), Duration::from_millis(200), "a running operator pod holds the Lease", || async {
+            match holder(&leases.get("shoal-operator").await.map_err(|e| e.to_string())?) {
+                Some(h) if env.agent.pod_ip(OPERATOR_NS, &h).is_some() => Ok(h),
+                other => Err(format!("holder {other:?}, pods {:?}", env.agent.pods())),
+            }
+        })
+        .await;
         env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=4"]);
         env.kubectl_ok(&["delete", "pod", "-n", OPERATOR_NS, &leader, "--grace-period=0", "--force"]);
         let new_leader = wait_until(Duration::from_secs(60), Duration::from_millis(200), "another operator holds the Lease", || async {
@@ -492,10 +485,14 @@ fn operator_rbac_upgrade_failover_crd_upgrade_and_uninstall() {
             ]);
             let secrets = env.kubectl_ok(&["get", "secrets", "-n", OPERATOR_NS, "-o", "name"]);
             let releases: Vec<&str> = secrets.lines().filter(|l| l.contains("sh.helm.release")).collect();
-            if left.trim().is_empty() && releases.is_empty() { Ok(()) } else { Err(format!("left: {left} {releases:?}")) }
+            let running: Vec<_> = env.agent.pods().into_iter().filter(|(ns, _)| ns == OPERATOR_NS).collect();
+            if left.trim().is_empty() && releases.is_empty() && running.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left} {releases:?}, operator processes {running:?}"))
+            }
         })
         .await;
-        assert!(env.agent.pods().iter().all(|(ns, _)| ns != OPERATOR_NS), "operator pods still run: {:?}", env.agent.pods());
         // What the user made stays: the CRD (Helm never deletes crds/) and the cluster.
         assert_eq!(kvcs.get("demo").await.expect("the KvCluster stays").spec.replicas, 4);
     });
@@ -534,19 +531,18 @@ fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
             claims,
             BTreeSet::from(["persistentvolumeclaim/data-demo-0", "persistentvolumeclaim/data-demo-1", "persistentvolumeclaim/data-demo-2"])
         );
-        let reasons = event_reasons(&env, None).await;
+        let reasons = event_reasons(&env.client, NS, None).await;
         assert!(reasons.iter().any(|r| r == "Deleting"), "{reasons:?}");
 
         // The same KvCluster again: the same stores, every key, no bootstrap.
-        let example = repo_root().join("examples/kvcluster.yaml");
-        env.kubectl_ok(&["apply", "-n", NS, "-f", example.to_str().expect("path")]);
+        env.kubectl_ok(&["apply", "-n", NS, "-f", &example(&env)]);
         let mut phases = BTreeSet::new();
         let st = wait_status(&kvcs, Duration::from_secs(300), "re-created and settled", &mut phases, |s| settled(s, 3)).await;
         eprintln!("re-created: {} (phases {phases:?})", summary(&st));
         assert!(!phases.contains("Bootstrapping"), "a formed cluster was bootstrapped again: {phases:?}");
         assert_eq!(store_ids(&kvcs.get("demo").await.expect("get")), ids_before, "the kept volumes' stores");
         let uid = kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
-        let reasons = event_reasons(&env, Some(&uid)).await;
+        let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
         assert!(reasons.iter().any(|r| r == "RecreateStatefulSet"), "{reasons:?}");
         assert!(!reasons.iter().any(|r| r == "Bootstrap" || r == "JoinStore"), "{reasons:?}");
         check_keys(&demo_client(), "after the re-creation").await;

@@ -123,7 +123,12 @@ impl NodeAgent {
     /// from `bin_dir`; `hosts` is the test's hosts file, `apiserver` the
     /// API server's address for in-cluster clients.
     pub async fn start(client: kube::Client, node: &str, bin_dir: PathBuf, hosts: HostsFile, apiserver: (String, u16)) -> NodeAgent {
-        let root = tempfile::Builder::new().prefix("shoal-node-agent-").tempdir().expect("node agent temp root");
+        // SHOAL_K8S_KEEP=1 keeps the pods' logs and volumes after the test, to look at.
+        let keep = std::env::var_os("SHOAL_K8S_KEEP").is_some();
+        let root = tempfile::Builder::new().prefix("shoal-node-agent-").disable_cleanup(keep).tempdir().expect("node agent temp root");
+        if keep {
+            eprintln!("node agent: pod logs and volumes under {} (kept)", root.path().display());
+        }
         for dir in ["logs", "pods", "volumes"] {
             std::fs::create_dir_all(root.path().join(dir)).expect("node agent dirs");
         }
