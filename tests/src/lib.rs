@@ -601,6 +601,45 @@ fn split_series(line: &str) -> Option<(&str, Labels, &str)> {
     }
 }
 
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Helm: `$SHOAL_HELM`, else `~/.cache/shoal-tools/bin/helm` (where
+/// `scripts/setup.sh` puts it), else `helm` on `PATH`.
+pub fn helm() -> &'static Path {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let mut tried = Vec::new();
+        if let Some(p) = std::env::var_os("SHOAL_HELM") {
+            let p = PathBuf::from(p);
+            assert!(is_executable(&p), "SHOAL_HELM={} is not an executable file", p.display());
+            return p;
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            let p = PathBuf::from(home).join(".cache/shoal-tools/bin/helm");
+            if is_executable(&p) {
+                return p;
+            }
+            tried.push(p.display().to_string());
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let p = dir.join("helm");
+                if is_executable(&p) {
+                    return p;
+                }
+            }
+        }
+        tried.push("helm on PATH".into());
+        panic!(
+            "Helm is not installed (tried $SHOAL_HELM, {}): run scripts/setup.sh, which puts Helm v3.17.2 in ~/.cache/shoal-tools/bin/helm, or set SHOAL_HELM",
+            tried.join(", ")
+        );
+    })
+}
+
 /// Where `bin` is on the PATH.
 pub fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(bin)).find(|p| p.exists()))

@@ -25,6 +25,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
+use shoal_tests::helm;
 
 const RELEASE: &str = "shoal-operator";
 const RELEASE_NS: &str = "shoal-system";
@@ -36,45 +37,6 @@ fn root() -> PathBuf {
 
 fn chart() -> PathBuf {
     root().join("charts/shoal-operator")
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
-
-/// Helm: `$SHOAL_HELM`, else `~/.cache/shoal-tools/bin/helm` (where
-/// `scripts/setup.sh` puts it), else `helm` on `PATH`.
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let mut tried = Vec::new();
-        if let Some(p) = std::env::var_os("SHOAL_HELM") {
-            let p = PathBuf::from(p);
-            assert!(is_executable(&p), "SHOAL_HELM={} is not an executable file", p.display());
-            return p;
-        }
-        if let Some(home) = std::env::var_os("HOME") {
-            let p = PathBuf::from(home).join(".cache/shoal-tools/bin/helm");
-            if is_executable(&p) {
-                return p;
-            }
-            tried.push(p.display().to_string());
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
-                let p = dir.join("helm");
-                if is_executable(&p) {
-                    return p;
-                }
-            }
-        }
-        tried.push("helm on PATH".into());
-        panic!(
-            "Helm is not installed (tried $SHOAL_HELM, {}): run scripts/setup.sh, which puts Helm v3.17.2 in ~/.cache/shoal-tools/bin/helm, or set SHOAL_HELM",
-            tried.join(", ")
-        );
-    })
 }
 
 /// `python3` (or `$SHOAL_PYTHON`), checked once to import the modules the tests use.

@@ -25,21 +25,6 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
 }
 
-/// Helm: `$SHOAL_HELM`, else `~/.cache/shoal-tools/bin/helm` (where
-/// `scripts/setup.sh` puts it), else `helm` on the PATH.
-pub fn helm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOAL_HELM") {
-        return PathBuf::from(p);
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        let p = PathBuf::from(home).join(".cache/shoal-tools/bin/helm");
-        if p.exists() {
-            return p;
-        }
-    }
-    crate::which("helm").expect("Helm is not installed: run scripts/setup.sh (or set SHOAL_HELM)")
-}
-
 impl ControlPlane {
     /// Builds the binaries if they are not cached yet (many minutes the first
     /// time), starts everything and waits until the API server is ready.
@@ -98,7 +83,7 @@ impl ControlPlane {
 
     /// `helm ARGS` with the admin kubeconfig; blocking.
     pub fn helm(&self, args: &[&str]) -> Output {
-        Command::new(helm_path())
+        Command::new(crate::helm())
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HELM_CACHE_HOME", self.dir.path().join("helm/cache"))

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::process::Output;
 
 pub use agent::NodeAgent;
-pub use control_plane::{ControlPlane, helm_path, repo_root};
+pub use control_plane::{ControlPlane, repo_root};
 
 /// The node the agent registers.
 pub const NODE: &str = "shoal-test-node";
