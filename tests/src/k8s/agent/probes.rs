@@ -141,3 +141,53 @@ pub async fn run(check: Check) -> Result<(), String> {
             .map_err(|e| format!("connect to {}: {e}", check.addr)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(failures: i32, successes: i32) -> Probe {
+        serde_json::from_value(serde_json::json!({
+            "httpGet": { "path": "/readyz", "port": "status" },
+            "periodSeconds": 5,
+            "failureThreshold": failures,
+            "successThreshold": successes,
+        }))
+        .expect("a probe")
+    }
+
+    #[test]
+    fn thresholds_decide_and_a_success_resets_the_failures() {
+        let mut p = ProbeState::new(Kind::Liveness, probe(3, 1), Instant::now());
+        assert_eq!(p.record(Err("down".into())), Verdict::Undecided);
+        assert_eq!(p.record(Err("down".into())), Verdict::Undecided);
+        assert_eq!(p.record(Ok(())), Verdict::Passed);
+        assert_eq!(p.record(Err("down".into())), Verdict::Undecided, "the success started the count again");
+        assert_eq!(p.record(Err("down".into())), Verdict::Undecided);
+        assert_eq!(p.record(Err("down".into())), Verdict::Failed);
+        assert_eq!(p.last_error.as_deref(), Some("down"));
+
+        let mut r = ProbeState::new(Kind::Readiness, probe(1, 2), Instant::now());
+        assert_eq!(r.record(Ok(())), Verdict::Undecided, "two successes needed");
+        assert_eq!(r.record(Ok(())), Verdict::Passed);
+    }
+
+    #[test]
+    fn a_probe_is_due_by_its_period_on_the_named_port() {
+        let container: Container = serde_json::from_value(serde_json::json!({
+            "name": "shoal-node",
+            "ports": [{ "name": "grpc", "containerPort": 20160 }, { "name": "status", "containerPort": 20180 }],
+        }))
+        .expect("a container");
+        let t0 = Instant::now();
+        let mut p = ProbeState::new(Kind::Readiness, probe(3, 1), t0);
+        let check = p.due(t0, "10.244.0.5", &container).expect("due at once").expect("runnable");
+        assert_eq!(check.addr, "10.244.0.5:20180");
+        assert_eq!(check.http_path.as_deref(), Some("/readyz"));
+        assert!(p.due(t0 + Duration::from_secs(4), "10.244.0.5", &container).is_none(), "not before its period");
+        assert!(p.due(t0 + Duration::from_secs(5), "10.244.0.5", &container).is_some());
+        let unnamed: Container = serde_json::from_value(serde_json::json!({ "name": "x" })).expect("a container");
+        let mut q = ProbeState::new(Kind::Readiness, probe(3, 1), t0);
+        assert!(q.due(t0, "10.244.0.5", &unnamed).expect("due").is_err(), "a port name the container lacks");
+    }
+}
