@@ -2,9 +2,14 @@
 //!
 //! Starts N nodes on 127.0.0.1 (gRPC on BASE+2i, status on BASE+2i+1), each with
 //! its own data directory and log file, waits until every node reports a leader
-//! for every region and a linearizable read goes through, prints `ready: endpoints=...` and
-//! the metrics URLs, then stays in the foreground until Ctrl-C or SIGTERM, when it
-//! stops the nodes gracefully.
+//! for every region and a linearizable read goes through, prints `ready:
+//! endpoints=...`, the metrics URLs and each node's pid, then stays in the
+//! foreground until Ctrl-C or SIGTERM, when it stops the nodes gracefully.
+//!
+//! A node that dies meanwhile (kill it to watch the cluster fail over) is
+//! reported with the end of its log, and the others go on serving. With
+//! `--restart` it is started again on its data directory, after a pause that
+//! doubles while it keeps dying (1 s up to 30 s).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,9 @@ pub struct PlaygroundArgs {
     /// How long to wait for the cluster to serve.
     #[arg(long, default_value = "60")]
     ready_timeout_secs: u64,
+    /// Start a node that dies again, on its data directory.
+    #[arg(long)]
+    restart: bool,
 }
 
 struct Node {
@@ -42,26 +50,47 @@ struct Node {
     grpc: String,
     status: String,
     log: PathBuf,
-    child: Child,
+    /// `shoal-node`'s arguments, to start it again.
+    args: Vec<std::ffi::OsString>,
+    /// `None` while the node is down.
+    child: Option<Child>,
+    /// When to start it again (with `--restart`), and the pause after that.
+    restart_at: Option<Instant>,
+    backoff: Duration,
 }
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A node that served this long before dying starts again after the first pause.
+const STABLE_FOR: Duration = Duration::from_secs(60);
 
 /// Everything the playground started; stops the nodes when dropped.
 struct Playground {
     nodes: Vec<Node>,
     _temp: Option<tempfile::TempDir>,
+    binary: PathBuf,
 }
 
 impl Drop for Playground {
     /// SIGTERM to every node at once, then one shared 10 s grace before SIGKILL.
     fn drop(&mut self) {
-        for n in &self.nodes {
-            process::signal(&n.child, libc::SIGTERM);
+        for child in self.nodes.iter().filter_map(|n| n.child.as_ref()) {
+            process::signal(child, libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for n in &mut self.nodes {
-            process::stop(&mut n.child, deadline.saturating_duration_since(Instant::now()));
+        for child in self.nodes.iter_mut().filter_map(|n| n.child.as_mut()) {
+            process::stop(child, deadline.saturating_duration_since(Instant::now()));
         }
     }
+}
+
+/// Starts `shoal-node` with `args`, its output appended to `log`.
+fn spawn_node(binary: &Path, args: &[std::ffi::OsString], log: &Path) -> Result<Child> {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args(args).stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
+    process::die_with_parent(&mut cmd);
+    cmd.spawn().with_context(|| format!("starting {}", binary.display()))
 }
 
 fn node_binary() -> Result<PathBuf> {
@@ -109,32 +138,74 @@ fn start(args: &PlaygroundArgs) -> Result<Playground> {
         check_port_free(*s)?;
     }
     let initial: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("n{}=127.0.0.1:{g}", i + 1)).collect();
-    let mut pg = Playground { nodes: Vec::new(), _temp: temp };
+    let mut pg = Playground { nodes: Vec::new(), _temp: temp, binary: binary.clone() };
     for (i, (g, s)) in ports.iter().enumerate() {
         let name = format!("n{}", i + 1);
         let log = root.join(format!("{name}.log"));
-        let log_file =
-            std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(&binary);
-        cmd.arg("--name")
-            .arg(&name)
-            .arg("--data-dir")
-            .arg(root.join(&name))
-            .arg("--listen-addr")
-            .arg(format!("127.0.0.1:{g}"))
-            .arg("--status-addr")
-            .arg(format!("127.0.0.1:{s}"))
-            .arg("--initial-cluster")
-            .arg(initial.join(","))
-            .args(&args.node_args)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        process::die_with_parent(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        pg.nodes.push(Node { name, grpc: format!("127.0.0.1:{g}"), status: format!("127.0.0.1:{s}"), log, child });
+        let mut node_args: Vec<std::ffi::OsString> = vec![
+            "--name".into(),
+            name.clone().into(),
+            "--data-dir".into(),
+            root.join(&name).into(),
+            "--listen-addr".into(),
+            format!("127.0.0.1:{g}").into(),
+            "--status-addr".into(),
+            format!("127.0.0.1:{s}").into(),
+            "--initial-cluster".into(),
+            initial.join(",").into(),
+        ];
+        node_args.extend(args.node_args.iter().map(Into::into));
+        let child = spawn_node(&binary, &node_args, &log)?;
+        pg.nodes.push(Node {
+            name,
+            grpc: format!("127.0.0.1:{g}"),
+            status: format!("127.0.0.1:{s}"),
+            log,
+            args: node_args,
+            child: Some(child),
+            restart_at: None,
+            backoff: FIRST_BACKOFF,
+        });
     }
     Ok(pg)
+}
+
+impl Playground {
+    /// Reports nodes that exited since the last call and, with `restart`,
+    /// starts those whose pause is over. Never fails: one node's death or a
+    /// failed restart must not take the others down.
+    fn watch(&mut self, restart: bool, started: &mut [Instant]) {
+        for (n, started_at) in self.nodes.iter_mut().zip(started.iter_mut()) {
+            if let Some(child) = n.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                n.child = None;
+                println!("exited: {} ({status}); the others go on serving. Its log ends with:\n{}", n.name, tail(&n.log, 20));
+                if restart {
+                    if started_at.elapsed() >= STABLE_FOR {
+                        n.backoff = FIRST_BACKOFF;
+                    }
+                    n.restart_at = Some(Instant::now() + n.backoff);
+                    println!("restarting {} in {:?}", n.name, n.backoff);
+                    n.backoff = (n.backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            if n.child.is_none() && n.restart_at.is_some_and(|at| Instant::now() >= at) {
+                n.restart_at = None;
+                match spawn_node(&self.binary, &n.args, &n.log) {
+                    Ok(child) => {
+                        println!("restarted: {} pid={}", n.name, child.id());
+                        n.child = Some(child);
+                        *started_at = Instant::now();
+                    }
+                    Err(e) => {
+                        println!("cannot restart {}: {e:#}; trying again in {:?}", n.name, n.backoff);
+                        n.restart_at = Some(Instant::now() + n.backoff);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Waits until every node answers with a leader for every region and a
@@ -145,7 +216,7 @@ async fn wait_ready(pg: &mut Playground, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         for n in &mut pg.nodes {
-            if let Ok(Some(status)) = n.child.try_wait() {
+            if let Some(Ok(Some(status))) = n.child.as_mut().map(Child::try_wait) {
                 bail!("node {} exited ({status}) while starting; its log ends with:\n{}", n.name, tail(&n.log, 20));
             }
         }
@@ -184,21 +255,19 @@ pub async fn run(args: PlaygroundArgs) -> Result<ExitCode> {
     for n in &pg.nodes {
         println!("metrics: http://{}/metrics ({})", n.status, n.name);
     }
+    for n in &pg.nodes {
+        println!("node: {} pid={} grpc={}", n.name, n.child.as_ref().map_or(0, Child::id), n.grpc);
+    }
     println!("logs: {}", pg.nodes[0].log.parent().map(|p| p.display().to_string()).unwrap_or_default());
     println!("try: shoalctl --endpoints {} put hello world", endpoints.join(","));
     println!("press Ctrl-C to stop");
-    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    let mut started = vec![Instant::now(); pg.nodes.len()];
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = check.tick() => {
-                for n in &mut pg.nodes {
-                    if let Ok(Some(status)) = n.child.try_wait() {
-                        bail!("node {} exited ({status}); its log ends with:\n{}", n.name, tail(&n.log, 20));
-                    }
-                }
-            }
+            _ = check.tick() => pg.watch(args.restart, &mut started),
         }
     }
     eprintln!("stopping {} nodes", pg.nodes.len());

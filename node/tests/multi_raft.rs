@@ -22,7 +22,7 @@ use shoal_node::error::Error;
 use shoal_node::meta::META_REGION_ID;
 use shoal_node::meta::state::MetaResult;
 use shoal_node::raftstore::bootstrap::FIRST_REGION_ID;
-use shoal_node::raftstore::peer::CmdResult;
+use shoal_node::raftstore::peer::{CmdResult, RegionRead};
 use shoal_proto::{MetaCmd, RegionEpoch, SplitCmd, meta_cmd};
 
 /// The id the tests give the right half of the first split, and its peers' ids
@@ -521,7 +521,7 @@ fn a_read_waiting_on_the_parent_for_a_key_that_moves_right_is_not_served_as_the_
     // safe property, whichever way a future version answers: never a region that
     // holds "q" at the old epoch.
     match moved.try_recv() {
-        Ok(Ok(region)) => {
+        Ok(Ok(RegionRead { region, .. })) => {
             assert_eq!(region.id, FIRST_REGION_ID);
             assert_eq!(region.epoch, Some(epoch(2)), "answered with the region as split");
             assert!(
@@ -533,14 +533,14 @@ fn a_read_waiting_on_the_parent_for_a_key_that_moves_right_is_not_served_as_the_
         Err(e) => panic!("the read was never answered: {e:?}"),
     }
     match stayed.try_recv() {
-        Ok(Ok(region)) => assert!(shoal_node::keys::in_range(b"c", &region.start_key, &region.end_key)),
+        Ok(Ok(RegionRead { region, .. })) => assert!(shoal_node::keys::in_range(b"c", &region.start_key, &region.end_key)),
         other => panic!("a read for a key that stays must be served: {other:?}"),
     }
     // A read of "q" now goes to the right half and is served there.
     let mut rx = c.read(leader, "q");
     c.settle();
     match rx.try_recv() {
-        Ok(Ok(region)) => assert_eq!((region.id, region.start_key.as_slice()), (RIGHT, &b"m"[..])),
+        Ok(Ok(RegionRead { region, .. })) => assert_eq!((region.id, region.start_key.as_slice()), (RIGHT, &b"m"[..])),
         other => panic!("a read of the right half is served by its leader: {other:?}"),
     }
 }

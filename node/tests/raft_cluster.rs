@@ -54,8 +54,9 @@ fn linearizable_reads_wait_for_the_leader_and_follower_reads_are_refused() {
     c.store(leader).read(b"a", tx);
     assert!(rx.try_recv().is_err(), "a read is answered only after a heartbeat round");
     c.settle();
-    let region = rx.try_recv().expect("answered").expect("read allowed");
-    assert_eq!(region.id, FIRST_REGION_ID);
+    let read = rx.try_recv().expect("answered").expect("read allowed");
+    assert_eq!(read.region.id, FIRST_REGION_ID);
+    assert_eq!(read.snapshot.get("users", b"a").unwrap().as_deref(), Some(&b"1"[..]), "the read's snapshot holds the write");
 
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     let (tx, mut rx) = oneshot::channel();
@@ -217,9 +218,13 @@ fn a_deposed_leader_that_leads_again_answers_its_new_writes() {
     c.isolated.clear();
     c.settle();
 
-    let fresh = c.write(old, put("fresh", "1"));
+    // A replaced write is answered once another entry is committed at its
+    // index (not before: until then, a leader holding it could commit it).
+    let fresh: Vec<_> = (0..12).map(|i| c.write(old, put(&format!("fresh{i}"), "1"))).collect();
     c.tick(3);
-    ok(fresh);
+    fresh.into_iter().for_each(ok);
+    ok(c.write(old, put("fresh", "1")));
+    c.tick(3);
     for mut rx in stale {
         assert!(matches!(rx.try_recv(), Ok(Err(Error::StaleCommand(_)))), "writes replaced by another leader fail as stale");
     }

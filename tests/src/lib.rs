@@ -11,7 +11,9 @@
 //! Also here: [`shoalctl`] and typed views of its JSON ([`ctl`]), a reader of
 //! one metric from a node's `/metrics` ([`parse_metric`], [`Cluster::metric`]),
 //! waits that say what they last saw when they time out ([`wait_until`]), and
-//! writers that keep a ledger of every acknowledged write ([`writers`]).
+//! writers that keep a ledger of every acknowledged write ([`writers`]), a
+//! linearizability checker ([`linearizability`]) and the nemesis whose
+//! histories it judges ([`nemesis`]).
 //!
 //! [`k8s`] runs tests on a real Kubernetes control plane with our own node
 //! agent; [`kvcluster`] reads the status and Events of the `KvCluster` they drive.
@@ -19,6 +21,8 @@
 pub mod ctl;
 pub mod k8s;
 pub mod kvcluster;
+pub mod linearizability;
+pub mod nemesis;
 pub mod writers;
 
 use std::net::TcpListener;
@@ -163,6 +167,13 @@ impl Node {
         cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().expect("clone log")).stderr(log);
         die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start shoal-node"));
+    }
+
+    /// Sends `sig` to the running process (SIGSTOP/SIGCONT to pause it).
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child {
+            send_signal(c, sig);
+        }
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -1,6 +1,6 @@
 //! `shoalctl` as a user runs it: put/get/delete/scan/status against real nodes,
 //! exit codes and output formats, `shoalctl bench load` and `bench run`, and
-//! `shoalctl playground` from start to Ctrl-C.
+//! `shoalctl playground` from start to Ctrl-C, surviving a node's death.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -135,64 +135,151 @@ async fn bench_load_then_run_workloads() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[test]
-fn playground_starts_serves_and_stops_on_sigterm() {
-    // Six consecutive free ports for three nodes.
-    let base = loop {
-        let p = free_ports(1)[0];
-        if p < 60000 && (p..p + 6).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()) {
-            break p;
-        }
-    };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let child = Command::new(bin_dir().join("shoalctl"))
-        .args(["playground", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
-        .arg(dir.path())
-        .args(["--node-arg=--column-family=users"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start playground");
-    // Killed on drop if the test fails early; its nodes die with it (PDEATHSIG).
-    let mut child = KillOnDrop(child);
-    // Read its output on a thread, so that waiting for a line has a deadline.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.0.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
+/// A running `shoalctl playground` of three nodes, and its output lines.
+struct Playground {
+    child: KillOnDrop,
+    lines: std::sync::mpsc::Receiver<String>,
+    base: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Playground {
+    fn start(extra: &[&str]) -> Playground {
+        // Six consecutive free ports for three nodes.
+        let base = loop {
+            let p = free_ports(1)[0];
+            if p < 60000 && (p..p + 6).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()) {
+                break p;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(bin_dir().join("shoalctl"))
+            .args(["playground", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .args(["--node-arg=--column-family=users"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start playground");
+        // Killed on drop if the test fails early; its nodes die with it (PDEATHSIG).
+        let mut child = KillOnDrop(child);
+        // Read its output on a thread, so that waiting for a line has a deadline.
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.0.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Playground { child, lines, base, _dir: dir }
+    }
+
+    /// The next output line that starts with `prefix` (the rest of it), within 90 s.
+    fn line_starting(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no playground line starting with {prefix:?} before the deadline"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_string();
             }
         }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let next_line = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("playground output before the deadline");
-    let endpoints = loop {
-        if let Some(eps) = next_line().strip_prefix("ready: endpoints=") {
-            break eps.to_string();
+    }
+
+    /// SIGTERM; asserts it exits 0 and frees every node's ports.
+    fn stop(mut self) {
+        send_signal(&self.child.0, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "playground did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "playground exits 0 on SIGTERM");
+        // Its nodes are gone: their ports are free again.
+        for q in self.base..self.base + 6 {
+            assert!(std::net::TcpListener::bind(("127.0.0.1", q)).is_ok(), "port {q} released");
         }
-    };
+    }
+}
+
+/// `node: n2 pid=123 grpc=127.0.0.1:20162` → ("n2", 123, "127.0.0.1:20162").
+fn node_line(rest: &str) -> (String, i32, String) {
+    let mut it = rest.split_whitespace();
+    let name = it.next().expect("name").to_string();
+    let pid = it.next().and_then(|p| p.strip_prefix("pid=")).and_then(|p| p.parse().ok()).expect("pid");
+    let grpc = it.next().and_then(|g| g.strip_prefix("grpc=")).expect("grpc").to_string();
+    (name, pid, grpc)
+}
+
+fn kill9(pid: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on a pid of a process this test started; no memory is shared.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+#[test]
+fn playground_starts_serves_and_stops_on_sigterm() {
+    let pg = Playground::start(&[]);
+    let endpoints = pg.line_starting("ready: endpoints=");
     assert_eq!(endpoints.split(',').count(), 3);
-    let metrics_line = next_line();
-    assert!(metrics_line.starts_with("metrics: http://127.0.0.1:"), "{metrics_line}");
+    let metrics_line = pg.line_starting("metrics: ");
+    assert!(metrics_line.starts_with("http://127.0.0.1:"), "{metrics_line}");
 
     let eps = vec![endpoints];
     assert!(shoalctl(&eps, &["put", "hello", "world", "--cf", "users"]).status.success());
     assert_eq!(stdout(&shoalctl(&eps, &["get", "hello", "--cf", "users"])), "world\n");
     assert_eq!(stdout(&shoalctl(&eps, &["scan", "--cf", "users"])), "hello\tworld\n");
+    pg.stop();
+}
 
-    send_signal(&child.0, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "playground did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "playground exits 0 on SIGTERM");
-    // Its nodes are gone: their ports are free again.
-    for q in base..base + 6 {
-        assert!(std::net::TcpListener::bind(("127.0.0.1", q)).is_ok(), "port {q} released");
+/// A newcomer's first experiment: kill a node and watch the cluster fail
+/// over. The playground reports the death, the others go on serving, and
+/// with `--restart` the node comes back on its data and serves again.
+#[test]
+fn playground_survives_a_node_killed_and_restarts_it() {
+    let pg = Playground::start(&["--restart"]);
+    let all = vec![pg.line_starting("ready: endpoints=")];
+    let nodes: Vec<(String, i32, String)> = (0..3).map(|_| node_line(&pg.line_starting("node: "))).collect();
+    assert!(shoalctl(&all, &["put", "before", "1", "--cf", "users"]).status.success());
+
+    let (victim, pid, victim_grpc) = nodes[2].clone();
+    kill9(pid);
+    let exited = pg.line_starting("exited: ");
+    assert!(exited.starts_with(&format!("{victim} (")), "{exited}");
+    // The two others serve writes and linearizable reads meanwhile.
+    let others: Vec<String> = vec![nodes[..2].iter().map(|n| n.2.clone()).collect::<Vec<_>>().join(",")];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !shoalctl(&others, &["put", "during", "2", "--cf", "users"]).status.success() {
+        assert!(Instant::now() < deadline, "the two surviving nodes never took a write");
+        std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(stdout(&shoalctl(&others, &["get", "before", "--cf", "users"])), "1\n");
+
+    let restarted = pg.line_starting("restarted: ");
+    let (name, new_pid, _) = node_line(&format!("{restarted} grpc=-"));
+    assert_eq!(name, victim);
+    assert_ne!(new_pid, pid);
+    // The restarted node serves again (the client reaches the cluster through it alone).
+    let through_victim = vec![victim_grpc];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = shoalctl(&through_victim, &["get", "during", "--cf", "users"]);
+        if o.status.success() {
+            assert_eq!(stdout(&o), "2\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted node never served: {}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    pg.stop();
 }

@@ -12,7 +12,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_tests::ctl::{brief, peers_on_store, placement};
@@ -347,6 +347,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
 /// it must never answer for a key with anything but the acknowledged value.
 struct Prober {
     stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
 }
 
@@ -354,17 +355,25 @@ impl Prober {
     fn start(addr: String, ledger: Arc<Ledger>) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let served = Arc::new(AtomicU64::new(0));
+        let served_so_far = served.clone();
         let task = tokio::spawn(async move {
             let keys: Vec<Vec<u8>> = ledger.keys.keys().cloned().collect();
             let mut kv = node_kv(&addr);
             let (mut served, mut refused, mut wrong) = (0u64, 0u64, Vec::new());
-            let mut i = 0;
+            // Keys visited in a stride that spreads over the whole key space
+            // each pass (the store holds only some regions): a prime stride
+            // larger than the key count is coprime to it.
+            let mut i = 0usize;
             while !flag.load(Ordering::Relaxed) {
-                let key = &keys[i % keys.len()];
+                let key = &keys[i.wrapping_mul(7919) % keys.len()];
                 i += 1;
                 match stale_get(&mut kv, &ledger.spec.cf, key).await {
                     Ok(got) => match ledger.check(key, got.as_deref()) {
-                        Ok(_) => served += 1,
+                        Ok(_) => {
+                            served += 1;
+                            served_so_far.store(served, Ordering::Relaxed);
+                        }
                         Err(e) => wrong.push(e),
                     },
                     Err(_) => refused += 1,
@@ -374,7 +383,12 @@ impl Prober {
             }
             (served, refused, wrong)
         });
-        Prober { stop, task }
+        Prober { stop, served, task }
+    }
+
+    /// Stale reads answered from the node's own copy so far.
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     async fn stop(self) -> (u64, u64, Vec<String>) {
@@ -471,11 +485,18 @@ async fn snapshot_receiver_killed_mid_stream() {
     p.say(format!("store {s4} holds {held} of {} bulk keys, each complete", bulk.acked));
 
     // Its own copy served reads all along (the prober's stale reads): never a
-    // partial or missing value, before, during or after the kill.
+    // partial or missing value, before, during or after the kill. The prober
+    // runs until its reads have reached the regions this store holds.
+    wait_until(Duration::from_secs(120), Duration::from_millis(500), "stale reads served by the new store", || async {
+        match prober.served() {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
     let (served, refused, wrong) = prober.stop().await;
     p.say(format!("stale reads on the new store while it joined: {served} served, {refused} refused, {} wrong", wrong.len()));
     assert!(wrong.is_empty(), "the new store served partial data: {:?}", &wrong[..wrong.len().min(10)]);
-    assert!(served > 0, "the new store served no stale read from its own copy; the probe checked nothing");
 
     let live = live.stop().await;
     let client = cluster.live_client();

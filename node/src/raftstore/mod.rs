@@ -22,6 +22,8 @@ pub mod bootstrap;
 pub mod logger;
 pub mod peer;
 pub mod peer_storage;
+pub mod proposals;
+pub mod snap_applier;
 pub mod split_check;
 pub mod store;
 pub mod store_loop;

@@ -1,15 +1,17 @@
 //! [`Peer`]: this store's replica of one region — a `raft::RawNode` over a
 //! [`PeerStorage`], plus the client requests waiting on it.
 //!
-//! Writes wait in `proposals` under the (index, term) their entry got; when that
+//! Writes wait in [`Proposals`] under the (index, term) their entry got; when that
 //! index is applied with the same term the write succeeded, with another term a
-//! different leader overwrote it and it is answered `StaleCommand`.
+//! different leader's entry was committed there and it is answered
+//! `StaleCommand`; when a snapshot covers it, its outcome is unknown.
 //!
 //! Linearizable reads wait in three steps: *queued* until the next round, when all
 //! of them share one ReadIndex request (one heartbeat round answers them all);
 //! *in flight* until raft returns a `ReadState` with the commit index; *ready*
-//! until this peer has applied that index. Only then is the read answered, and the
-//! caller reads the engine.
+//! until this peer has applied that index. Only then is the read answered, with
+//! the region and an engine snapshot taken right then ([`RegionRead`]), which
+//! the caller reads.
 //!
 //! What a committed command does depends on the group: in a data region it
 //! writes mutations or splits the region (the new right half's peer is created by
@@ -27,13 +29,18 @@
 //! and `conf_ver` and Raft's `ConfState` together. A peer that finds itself out
 //! of the configuration asks the store to destroy it ([`Completions::destroys`]).
 //!
-//! A snapshot in a Ready is applied by [`PeerStorage::apply_snapshot`] before
-//! anything else of that Ready; the store then re-routes the region's range.
+//! A snapshot in a Ready becomes the peer's state before anything else of that
+//! Ready ([`PeerStorage::begin_snapshot`]); a data region's data is then
+//! replaced off the store thread, and meanwhile the peer takes part in Raft
+//! but applies no entry (they wait), serves no read and proposes nothing,
+//! until [`Peer::finish_snapshot`]. The meta group's small snapshots are
+//! applied at once, with its state machine reloaded before the next entry.
 //!
 //! The methods named after the stages of raft-rs's Ready are called by the store
 //! loop ([`super::store::Store::handle_readies`]) in that order.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use prost::Message as _;
 use protobuf::Message as _;
@@ -41,16 +48,19 @@ use raft::prelude::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Ready,
 };
 use raft::{LightReady, ProgressState, RawNode, SnapshotStatus, SoftState, StateRole};
-use shoal_proto::{ChangePeersCmd, Peer as PeerMeta, PeerChangeType, RaftCmd, RaftMessage, Region, SnapshotData, SplitCmd, mutation};
+use shoal_proto::{
+    ChangePeersCmd, Peer as PeerMeta, PeerChangeType, RaftCmd, RaftMessage, Region, SnapshotData, SnapshotKey, SplitCmd, mutation,
+};
 use tokio::sync::oneshot;
 
 use super::peer_storage::PeerStorage;
+use super::proposals::{Answer, Proposals};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::meta::state::MetaResult;
+use crate::meta::state::{MetaResult, MetaState};
 use crate::meta::{META_REGION_ID, SharedMeta};
-use crate::storage::WriteBatch;
 use crate::storage::cf::CF_REGION_META;
+use crate::storage::{EngineSnapshot, WriteBatch};
 
 /// What an applied command produced, for its proposer.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,9 +77,24 @@ pub enum CmdResult {
 
 /// Answers a command once its entry is applied (or known to be lost).
 pub type WriteCallback = oneshot::Sender<Result<CmdResult>>;
-/// Answers a linearizable read once this peer has applied up to its read index;
-/// carries the region as it was then, so the reader can bound its scan.
-pub type ReadCallback = oneshot::Sender<Result<Region>>;
+/// A read this store may serve: the region as it was when the read was
+/// checked, so the reader can bound its scan, and the engine as of that same
+/// moment, so that a snapshot applied or a peer destroyed afterwards (on the
+/// store thread, while the handler reads) cannot show it a range mid-change.
+#[derive(Clone)]
+pub struct RegionRead {
+    pub region: Region,
+    pub snapshot: Arc<EngineSnapshot>,
+}
+
+impl std::fmt::Debug for RegionRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionRead").field("region", &self.region).finish_non_exhaustive()
+    }
+}
+
+/// Answers a linearizable read once this peer has applied up to its read index.
+pub type ReadCallback = oneshot::Sender<Result<RegionRead>>;
 
 /// A split this store applied: once the round's batches are written, the store
 /// creates its peer of `right` (and makes it campaign if it led the parent, so
@@ -80,23 +105,39 @@ pub struct SplitDone {
     pub campaign: bool,
 }
 
-/// A snapshot this store applied: once the round's batches are written, its
-/// files are released and the store routes the region's (new) range to it.
+/// A snapshot this store began to apply: once the round's batches are
+/// written, the store routes the region's (new) range to it and, unless
+/// `applied`, hands its data to the [`super::snap_applier::SnapApplier`].
 #[derive(Clone, Debug)]
 pub struct SnapshotDone {
     pub region_id: u64,
     /// The range the peer served before (none if it was uninitialized).
     pub old_start_key: Option<Vec<u8>>,
     pub data: SnapshotData,
+    /// Whether the data is in place already (the meta group's snapshots).
+    pub applied: bool,
+}
+
+/// A data region's snapshot whose data is being applied off the store thread.
+/// Meanwhile the peer goes on with Raft (its log and hard state are the
+/// snapshot's, durable), but entries committed after it wait here for the data
+/// to be in place, and no read is served.
+struct ApplyingSnapshot {
+    data: SnapshotData,
+    entries: Vec<Entry>,
+    /// What was applied before: reported until the snapshot's data is in.
+    applied_before: u64,
 }
 
 /// What waits until the round's batches are on disk: answers, new regions,
 /// applied snapshots, and peers to destroy (region id, peer id).
 #[derive(Default)]
 pub struct Completions {
-    writes: Vec<(WriteCallback, Result<CmdResult>)>,
+    writes: Vec<Answer>,
     pub splits: Vec<SplitDone>,
     pub snapshots: Vec<SnapshotDone>,
+    /// Received snapshots now applied for good, whose files can go.
+    pub released: Vec<SnapshotKey>,
     pub destroys: Vec<(u64, u64)>,
 }
 
@@ -113,19 +154,6 @@ impl Completions {
             let _ = cb.send(res);
         }
         (applied, failed)
-    }
-}
-
-struct Proposal {
-    index: u64,
-    term: u64,
-    cb: WriteCallback,
-}
-
-impl Proposal {
-    /// The answer for a proposal whose entry another leader replaced: not applied.
-    fn replaced(&self) -> Error {
-        Error::StaleCommand(format!("entry {} of term {} was replaced by another leader's", self.index, self.term))
     }
 }
 
@@ -148,7 +176,9 @@ pub struct Peer {
     written_bytes: u64,
     written_keys: u64,
     raw_node: RawNode<PeerStorage>,
-    proposals: VecDeque<Proposal>,
+    /// A snapshot whose data is being applied off the store thread.
+    applying: Option<ApplyingSnapshot>,
+    proposals: Proposals,
     queued_reads: Vec<ReadCallback>,
     inflight_reads: HashMap<u64, ReadBatch>,
     ready_reads: Vec<(u64, Vec<ReadCallback>)>,
@@ -194,7 +224,8 @@ impl Peer {
             written_bytes: 0,
             written_keys: 0,
             raw_node,
-            proposals: VecDeque::new(),
+            applying: None,
+            proposals: Proposals::default(),
             queued_reads: Vec::new(),
             inflight_reads: HashMap::new(),
             ready_reads: Vec::new(),
@@ -228,8 +259,13 @@ impl Peer {
         self.raw_node.raft.raft_log.committed
     }
 
+    /// The last index whose effects are in the engine (while a snapshot's
+    /// data goes in, what was applied before it).
     pub fn applied_index(&self) -> u64 {
-        self.raw_node.store().applied_index()
+        match &self.applying {
+            Some(a) => a.applied_before,
+            None => self.raw_node.store().applied_index(),
+        }
     }
 
     /// The leader as this peer knows it.
@@ -238,8 +274,18 @@ impl Peer {
         self.region().peers.iter().find(|p| p.id == id && id != 0).cloned()
     }
 
+    fn applying_error(&self) -> Error {
+        Error::Unavailable(format!("region {} is applying a snapshot on this store", self.region_id()))
+    }
+
     fn not_leader(&self) -> Error {
         Error::NotLeader { region_id: self.region_id(), leader: self.leader() }
+    }
+
+    /// Whether the region is in a joint configuration (a membership change
+    /// entered it and has not left it yet).
+    pub fn in_joint(&self) -> bool {
+        !self.raw_node.store().conf_state().voters_outgoing.is_empty()
     }
 
     pub fn is_initialized(&self) -> bool {
@@ -372,6 +418,10 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        if self.is_applying() {
+            let _ = cb.send(Err(self.applying_error()));
+            return;
+        }
         match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
             Ok(()) => self.track_proposal(cb),
             Err(raft::Error::ProposalDropped) => {
@@ -383,19 +433,11 @@ impl Peer {
         }
     }
 
-    /// Waits on the entry just proposed (the log's last) for `cb`. Proposals at
-    /// or after its index were made in an earlier term and their entries have
-    /// been replaced: they are answered, keeping the queue sorted by index.
+    /// Waits on the entry just proposed (the log's last) for `cb`.
     fn track_proposal(&mut self, cb: WriteCallback) {
         let index = self.raw_node.raft.raft_log.last_index();
         let term = self.raw_node.raft.term;
-        while self.proposals.back().is_some_and(|p| p.index >= index) {
-            if let Some(stale) = self.proposals.pop_back() {
-                let err = stale.replaced();
-                let _ = stale.cb.send(Err(err));
-            }
-        }
-        self.proposals.push_back(Proposal { index, term, cb });
+        self.proposals.track(index, term, cb);
     }
 
     /// Queues a linearizable read; refused at once when this peer is not the leader.
@@ -449,19 +491,52 @@ impl Peer {
         }
     }
 
-    /// Stage: snapshot. Makes the snapshot this peer's state and data before the
-    /// Ready's entries are persisted; the store re-routes the range afterwards.
+    /// Stage: snapshot. Makes the snapshot this peer's state before the Ready's
+    /// entries are persisted; the store re-routes the range afterwards. A data
+    /// region's data is replaced off the store thread once the round is
+    /// written ([`Self::is_applying`] until [`Self::finish_snapshot`]); the
+    /// meta group's at once, and its state machine reloaded, so that the
+    /// entries after the snapshot apply to the snapshot's state.
     pub fn apply_snapshot(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
         if rd.snapshot().is_empty() {
             return Ok(());
         }
         let old_start_key = self.is_initialized().then(|| self.region().start_key.clone());
-        let data = self.raw_node.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+        let index = rd.snapshot().get_metadata().index;
+        self.proposals.covered_by_snapshot(index, &mut done.writes);
+        let applied = self.meta.is_some();
+        let data = if let Some(meta) = &self.meta {
+            let data = self.raw_node.mut_store().apply_snapshot(rd.snapshot(), wb)?;
+            *meta.write().unwrap_or_else(|p| p.into_inner()) = MetaState::load(self.raw_node.store().engine())?;
+            tracing::info!(region = self.region_id(), index, "applied a snapshot");
+            data
+        } else {
+            let applied_before = self.applied_index();
+            let data = self.raw_node.mut_store().begin_snapshot(rd.snapshot(), wb)?;
+            self.applying = Some(ApplyingSnapshot { data: data.clone(), entries: Vec::new(), applied_before });
+            tracing::info!(region = self.region_id(), index, "applying a snapshot");
+            data
+        };
         let peers = self.region().peers.clone();
         self.peer_stores.extend(peers.iter().map(|p| (p.id, p.store_id)));
-        tracing::info!(region = self.region_id(), index = rd.snapshot().get_metadata().index, "applied a snapshot");
-        done.snapshots.push(SnapshotDone { region_id: self.region_id(), old_start_key, data });
+        done.snapshots.push(SnapshotDone { region_id: self.region_id(), old_start_key, data, applied });
         Ok(())
+    }
+
+    /// Whether this peer's snapshot data is being applied off the store thread:
+    /// until it is, committed entries wait and no read is served.
+    pub fn is_applying(&self) -> bool {
+        self.applying.is_some()
+    }
+
+    /// The snapshot's data is in place: records the peer `NORMAL` and applies
+    /// the entries that waited, in `wb`.
+    pub fn finish_snapshot(&mut self, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
+        let Some(ApplyingSnapshot { data, entries, .. }) = self.applying.take() else { return Ok(()) };
+        self.raw_node.mut_store().finish_snapshot(wb)?;
+        tracing::info!(region = self.region_id(), index = self.applied_index(), "applied a snapshot");
+        done.released.extend(data.key);
+        self.apply_committed(entries, wb, done)
     }
 
     /// Stage: soft state and read states. A peer that stops leading fails its
@@ -498,6 +573,11 @@ impl Peer {
     /// Stage: committed entries. Applies them to the data column families, with the
     /// new applied index, in `wb`; their writers are answered once `wb` is written.
     pub fn apply_committed(&mut self, entries: Vec<Entry>, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
+        if let Some(a) = self.applying.as_mut() {
+            // Their writes must land after the snapshot's data, not under it.
+            a.entries.extend(entries);
+            return Ok(());
+        }
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
@@ -512,7 +592,7 @@ impl Peer {
                     Ok(CmdResult::Written)
                 }
             };
-            self.resolve_proposals(entry, result, done);
+            self.proposals.applied(entry.index, entry.term, result, &mut done.writes);
         }
         self.raw_node.mut_store().set_applied(last, wb)
     }
@@ -578,6 +658,10 @@ impl Peer {
     pub fn propose_conf_change(&mut self, cmd: ChangePeersCmd, cb: WriteCallback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        if self.is_applying() {
+            let _ = cb.send(Err(self.applying_error()));
             return;
         }
         let cc = match self.check_conf_change(&cmd) {
@@ -713,6 +797,15 @@ impl Peer {
             }
         }
         let conf_state: ConfState = self.raw_node.apply_conf_change(&cc)?;
+        // The descriptor lists exactly Raft's members: a voter leaving through
+        // joint consensus stays (as a voter) until the joint state is left, so
+        // that its store can still load its peer if it restarts meanwhile.
+        let in_conf =
+            |id: u64| conf_state.voters.contains(&id) || conf_state.voters_outgoing.contains(&id) || conf_state.learners.contains(&id);
+        let outgoing: Vec<PeerMeta> =
+            self.region().peers.iter().filter(|p| in_conf(p.id) && !region.peers.iter().any(|q| q.id == p.id)).copied().collect();
+        region.peers.extend(outgoing);
+        region.peers.retain(|p| in_conf(p.id));
         if let Some(epoch) = region.epoch.as_mut() {
             epoch.conf_ver += 1;
         }
@@ -736,6 +829,15 @@ impl Peer {
     fn apply_split(&mut self, split: &SplitCmd, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<Result<CmdResult>> {
         let region = self.region().clone();
         let key = &split.split_key;
+        // In a joint configuration the two halves could not both follow the
+        // membership change to its end; every replica refuses alike (the
+        // configuration at this entry is the same everywhere).
+        if !self.raw_node.store().conf_state().voters_outgoing.is_empty() {
+            return Ok(Err(Error::Unavailable(format!(
+                "region {}: a membership change is in progress; split it once the change completes",
+                region.id
+            ))));
+        }
         if key.is_empty() || *key == region.start_key || !keys::in_range(key, &region.start_key, &region.end_key) {
             return Ok(Err(Error::InvalidArgument(format!("split key {key:?} is not inside region {}", region.id))));
         }
@@ -781,22 +883,6 @@ impl Peer {
         Ok(Ok(CmdResult::Split { left, right }))
     }
 
-    fn resolve_proposals(&mut self, entry: &Entry, result: Result<CmdResult>, done: &mut Completions) {
-        let mut result = Some(result);
-        while let Some(front) = self.proposals.front() {
-            if front.index > entry.index {
-                break;
-            }
-            let Some(p) = self.proposals.pop_front() else { break };
-            let outcome = if p.index == entry.index && p.term == entry.term {
-                result.take().unwrap_or(Ok(CmdResult::Written))
-            } else {
-                Err(p.replaced())
-            };
-            done.writes.push((p.cb, outcome));
-        }
-    }
-
     /// Stage: persist. Adds new entries and the hard state to the round's batch.
     pub fn persist(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>) -> Result<()> {
         self.raw_node.mut_store().append(rd.entries(), wb)?;
@@ -833,23 +919,29 @@ impl Peer {
     /// Answers reads whose index is applied; call after the round's writes landed.
     pub fn finish_reads(&mut self) {
         let applied = self.applied_index();
-        if self.ready_reads.is_empty() {
+        if self.ready_reads.is_empty() || self.is_applying() {
             return;
         }
-        let region = self.region().clone();
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ready_reads).into_iter().partition(|(idx, _)| *idx <= applied);
         self.ready_reads = waiting;
-        for cb in done.into_iter().flat_map(|(_, w)| w) {
-            let _ = cb.send(Ok(region.clone()));
+        if done.is_empty() {
+            return;
         }
+        let read = self.local_read();
+        for cb in done.into_iter().flat_map(|(_, w)| w) {
+            let _ = cb.send(Ok(read.clone()));
+        }
+    }
+
+    /// The region as it is now and the engine as of now, for reads this peer serves.
+    pub fn local_read(&self) -> RegionRead {
+        RegionRead { region: self.region().clone(), snapshot: Arc::new(self.raw_node.store().engine().snapshot()) }
     }
 
     /// Fails every waiting request; used at shutdown. Proposed writes may still
     /// be committed by the other replicas, so their outcome is unknown.
     pub fn fail_all(&mut self, why: &str) {
-        for p in self.proposals.drain(..) {
-            let _ = p.cb.send(Err(Error::OutcomeUnknown(why.to_string())));
-        }
+        self.proposals.fail_all(why);
         for cb in self.take_reads() {
             let _ = cb.send(Err(Error::Unavailable(why.to_string())));
         }

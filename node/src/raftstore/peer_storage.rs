@@ -284,12 +284,14 @@ impl PeerStorage {
         Ok(())
     }
 
-    /// Makes this peer's state the snapshot's: its log position, membership,
-    /// descriptor and data. The `APPLYING` record is synced before the data is
-    /// touched; the data is replaced at once (range deletes, then the snapshot's
-    /// files ingested); the final `NORMAL` record goes into `wb`. Returns the
-    /// snapshot's payload (its files are released once `wb` is written).
-    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch<'_>) -> Result<SnapshotData> {
+    /// Makes this peer's state the snapshot's: its log position, membership and
+    /// descriptor, in memory and in `wb`, recorded `APPLYING` with the
+    /// snapshot's payload; the old log and the data of the old range that the
+    /// new one does not cover are deleted in `wb` too. The data itself is not
+    /// touched: once `wb` is durable, [`SnapManager::apply`] replaces it (off
+    /// the store thread, for data regions), then [`Self::finish_snapshot`]
+    /// records `NORMAL`. A crash in between redoes the apply on load.
+    pub fn begin_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch<'_>) -> Result<SnapshotData> {
         let data = SnapshotData::decode(snap.get_data()).map_err(|e| Error::Internal(format!("undecodable snapshot data: {e}")))?;
         let region = data.region.clone().ok_or_else(|| Error::Internal("snapshot without a region".into()))?;
         if region.id != self.region.id {
@@ -307,24 +309,38 @@ impl PeerStorage {
         self.log_bytes = 0;
         self.apply_state = RaftApplyState { applied_index: meta.index, truncated_index: meta.index, truncated_term: meta.term };
 
-        let mut marker = self.engine.batch();
         if old_last >= old_first {
             let (from, to) = (keys::raft_log_key(self.region.id, old_first), keys::raft_log_key(self.region.id, old_last + 1));
-            marker.delete_range(CF_RAFT_LOG, &from, &to)?;
+            wb.delete_range(CF_RAFT_LOG, &from, &to)?;
         }
         // Data of the old range that the new one no longer covers is not ours any more.
         if old_region.epoch.is_some() {
             for (cf, start, end) in crate::snap::data_ranges(&self.engine, &old_region) {
-                marker.delete_range_unbounded(&cf, &start, &end)?;
+                wb.delete_range_unbounded(&cf, &start, &end)?;
             }
         }
-        self.write_region_state(PeerState::Applying, Some(data.clone()), &mut marker)?;
-        self.write_raft_state(&mut marker)?;
-        marker.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
-        self.engine.write(marker, true)?;
+        self.write_region_state(PeerState::Applying, Some(data.clone()), wb)?;
+        self.write_raft_state(wb)?;
+        wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
+        Ok(data)
+    }
 
+    /// Records, in `wb`, that the snapshot begun by [`Self::begin_snapshot`] is
+    /// applied (its files are released once `wb` is written).
+    pub fn finish_snapshot(&mut self, wb: &mut WriteBatch<'_>) -> Result<()> {
+        self.write_region_state(PeerState::Normal, None, wb)
+    }
+
+    /// The whole apply on the calling thread: the `APPLYING` record synced, the
+    /// data replaced, the `NORMAL` record in `wb` (the meta group's snapshots,
+    /// which are small and must be in place before the next entry applies).
+    pub fn apply_snapshot(&mut self, snap: &Snapshot, wb: &mut WriteBatch<'_>) -> Result<SnapshotData> {
+        let engine = self.engine.clone();
+        let mut marker = engine.batch();
+        let data = self.begin_snapshot(snap, &mut marker)?;
+        engine.write(marker, true)?;
         self.snap.apply(&data)?;
-        self.write_region_state(PeerState::Normal, None, wb)?;
+        self.finish_snapshot(wb)?;
         Ok(data)
     }
 

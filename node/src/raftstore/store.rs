@@ -16,9 +16,9 @@
 //! Membership: a message from a region's leader (append, heartbeat, snapshot)
 //! for a region this store does not hold creates an *uninitialized* peer, which
 //! answers so that the leader sends it a snapshot. A snapshot is stepped only
-//! if its files arrived and its range overlaps no other region here (a store
-//! that has not applied a split yet refuses the new half's snapshot until it
-//! has). A peer removed from its region — by a change it applied, or by meta's
+//! if its files arrived and its range overlaps no other region here, nor a
+//! snapshot stepped earlier in the same drain (a store that has not applied a
+//! split yet refuses the new half's snapshot until it has). A peer removed from its region — by a change it applied, or by meta's
 //! order for a peer that missed its removal — is destroyed: its data, log and
 //! state are deleted and a tombstone keeps late messages from recreating it.
 //! A leader's message to a newer peer id of a region than the one this store
@@ -35,8 +35,9 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use shoal_proto::{ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
 
-use super::peer::{Completions, Peer, ReadCallback, SnapshotDone, SplitDone, WriteCallback};
+use super::peer::{Completions, Peer, ReadCallback, RegionRead, SnapshotDone, SplitDone, WriteCallback};
 use super::peer_storage::{PeerStorage, RAFT_INIT_LOG_TERM};
+use super::snap_applier::SnapApplier;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::state::MetaState;
@@ -106,6 +107,12 @@ pub struct Store {
     /// The meta state machine: empty until this store holds a meta peer.
     meta: SharedMeta,
     snap: Arc<SnapManager>,
+    /// Applies received snapshots' data off the store thread.
+    applier: SnapApplier,
+    /// Ranges of the snapshots stepped since the last round: their peers are
+    /// not initialized until the round, and a second snapshot stepped in the
+    /// same drain must not overlap them either.
+    stepped_snapshots: HashMap<u64, Region>,
     /// Snapshot messages of the last rounds, for the snapshot sender.
     snap_out: Vec<RaftMessage>,
     /// Region id → the last peer id this store destroyed of it: messages to that
@@ -137,6 +144,8 @@ impl Store {
             peers: BTreeMap::new(),
             ranges: BTreeMap::new(),
             meta: Arc::new(RwLock::new(MetaState::default())),
+            applier: SnapApplier::start(snap.clone(), store_id),
+            stepped_snapshots: HashMap::new(),
             snap,
             snap_out: Vec::new(),
             tombstones: HashMap::new(),
@@ -211,6 +220,12 @@ impl Store {
             return Ok(());
         }
         let storage = PeerStorage::load(self.engine.clone(), self.snap.clone(), region_id)?;
+        if !storage.region().peers.iter().any(|p| p.store_id == self.store_id) {
+            // Its removal was applied but the store stopped before destroying it.
+            let region = storage.region().clone();
+            tracing::info!(region = region_id, "this store has no peer in the region any more; destroying what is left of it");
+            return self.clear_peer(&region, 0, true);
+        }
         let meta = if region_id == META_REGION_ID {
             self.reload_meta()?;
             Some(self.meta.clone())
@@ -241,14 +256,20 @@ impl Store {
         Ok(())
     }
 
-    /// Routes the range of regions seeded by snapshot this round to their peers.
+    /// Routes the range of regions seeded by snapshot this round to their
+    /// peers, and hands the data of those not applied yet to the applier (the
+    /// round that recorded them `APPLYING` is written).
     fn finish_snapshots(&mut self, snapshots: Vec<SnapshotDone>) -> Result<()> {
         for s in snapshots {
-            if let Some(key) = &s.data.key {
-                self.snap.release_received(key);
+            if s.applied {
+                if let Some(key) = &s.data.key {
+                    self.snap.release_received(key);
+                }
+            } else {
+                self.applier.submit(s.region_id, s.data.clone())?;
             }
             if s.region_id == META_REGION_ID {
-                self.reload_meta()?;
+                // Its state machine was reloaded when the snapshot was applied.
                 continue;
             }
             if let Some(old) = s.old_start_key
@@ -272,11 +293,25 @@ impl Store {
             return Ok(());
         }
         let Some(mut peer) = self.peers.remove(&region_id) else { return Ok(()) };
+        if peer.is_applying() {
+            // Its data must not be deleted under the applier's feet.
+            self.applier.wait_for(region_id)?;
+        }
         peer.fail_all("the region's peer on this store was removed");
         let region = peer.region().clone();
+        self.clear_peer(&region, peer_id, peer.is_initialized())?;
+        self.metrics.region_count.set(self.peers.len() as i64);
+        tracing::info!(region = region_id, peer = peer_id, "destroyed a peer removed from its region");
+        Ok(())
+    }
+
+    /// Deletes the data, log and state of this store's peer `peer_id` (0: not
+    /// known) of `region`, leaves a tombstone, and stops routing to it.
+    fn clear_peer(&mut self, region: &Region, peer_id: u64, initialized: bool) -> Result<()> {
+        let region_id = region.id;
         let mut wb = self.engine.batch();
-        if peer.is_initialized() {
-            for (cf, start, end) in snap::data_ranges(&self.engine, &region) {
+        if initialized {
+            for (cf, start, end) in snap::data_ranges(&self.engine, region) {
                 wb.delete_range_unbounded(&cf, &start, &end)?;
             }
         }
@@ -284,7 +319,7 @@ impl Store {
         wb.delete(CF_RAFT_STATE, &keys::raft_state_key(region_id))?;
         wb.delete(CF_REGION_META, &keys::apply_state_key(region_id))?;
         let mut tombstone_region = region.clone();
-        if !tombstone_region.peers.iter().any(|p| p.id == peer_id) {
+        if peer_id != 0 && !tombstone_region.peers.iter().any(|p| p.id == peer_id) {
             tombstone_region.peers.push(shoal_proto::Peer { id: peer_id, store_id: self.store_id, is_learner: true });
         }
         let state = RegionLocalState { region: Some(tombstone_region), state: PeerState::TombstonePeer as i32, ..Default::default() };
@@ -296,9 +331,8 @@ impl Store {
         if region_id == META_REGION_ID {
             *self.meta.write().unwrap_or_else(|p| p.into_inner()) = MetaState::default();
         }
-        self.tombstones.insert(region_id, peer_id);
-        self.metrics.region_count.set(self.peers.len() as i64);
-        tracing::info!(region = region_id, peer = peer_id, "destroyed a peer removed from its region");
+        let dead = self.tombstones.entry(region_id).or_insert(0);
+        *dead = (*dead).max(peer_id);
         Ok(())
     }
 
@@ -329,10 +363,16 @@ impl Store {
                 && p.is_initialized()
                 && keys::ranges_overlap(&p.region().start_key, &p.region().end_key, &region.start_key, &region.end_key)
         });
-        if let Some(p) = overlap {
+        let overlap = overlap.map(|p| p.region_id()).or_else(|| {
+            self.stepped_snapshots
+                .values()
+                .find(|r| r.id != region_id && keys::ranges_overlap(&r.start_key, &r.end_key, &region.start_key, &region.end_key))
+                .map(|r| r.id)
+        });
+        if let Some(other) = overlap {
             tracing::info!(
                 region = region_id,
-                overlaps = p.region_id(),
+                overlaps = other,
                 "refusing a snapshot that overlaps a region here (a split not applied yet?)"
             );
             return false;
@@ -340,9 +380,21 @@ impl Store {
         true
     }
 
+    /// The region a snapshot message carries (after [`Self::snapshot_acceptable`]).
+    fn snapshot_region(m: &Message) -> Option<Region> {
+        <shoal_proto::SnapshotData as prost::Message>::decode(m.get_snapshot().get_data()).ok().and_then(|d| d.region)
+    }
+
     /// Creates the peers of regions split off this round.
     fn finish_splits(&mut self, splits: Vec<SplitDone>) -> Result<()> {
         for split in splits {
+            if let Some(dead) = self.tombstones.get(&split.right.id) {
+                // This store's peer of the new region was created (by its
+                // leader's messages, before this store applied the split),
+                // then removed from it: the right half is not served here.
+                tracing::info!(region = split.right.id, dead, "not creating the right half of a split: its peer here was removed");
+                continue;
+            }
             self.add_peer(split.right.id, split.campaign)?;
             // The right half's start now routes to it, even if the peer existed.
             self.ranges.insert(split.right.start_key.clone(), split.right.id);
@@ -365,6 +417,9 @@ impl Store {
             .map(|(_, id)| *id)
             .ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
         let peer = self.peers.get_mut(&id).ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
+        if peer.is_applying() {
+            return Err(Error::Unavailable(format!("region {id} is applying a snapshot on this store")));
+        }
         // A stale range entry (never expected) must not route a key elsewhere.
         let r = peer.region();
         if !keys::in_range(key, &r.start_key, &r.end_key) {
@@ -427,16 +482,23 @@ impl Store {
                 return;
             }
         }
-        if m.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_acceptable(region_id, &m) {
+        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        if is_snapshot && !self.snapshot_acceptable(region_id, &m) {
             return;
         }
+        let stepped = if is_snapshot { Self::snapshot_region(&m) } else { None };
         let Some(peer) = self.peers.get_mut(&region_id) else { return };
         if m.to != peer.peer_id() {
             tracing::debug!(region = region_id, to = m.to, mine = peer.peer_id(), "message for another peer of the region");
             return;
         }
-        if let Err(e) = peer.step(m, msg.from_store_id) {
-            tracing::debug!(region = region_id, error = %e, "raft refused a message");
+        match peer.step(m, msg.from_store_id) {
+            Ok(()) => {
+                if let Some(r) = stepped {
+                    self.stepped_snapshots.insert(region_id, r);
+                }
+            }
+            Err(e) => tracing::debug!(region = region_id, error = %e, "raft refused a message"),
         }
     }
 
@@ -474,6 +536,12 @@ impl Store {
             let _ = cb.send(Err(Error::RegionNotFound(vec![])));
             return;
         };
+        if peer.in_joint() {
+            let _ = cb.send(Err(Error::Unavailable(format!(
+                "region {region_id}: a membership change is in progress; split it once the change completes"
+            ))));
+            return;
+        }
         let region = peer.region();
         if region.epoch != Some(epoch) {
             let _ = cb.send(Err(Error::EpochNotMatch(
@@ -517,7 +585,9 @@ impl Store {
 
     /// Initialized peers that heard from no leader for a while: meta decides
     /// whether they were removed while away. Uninitialized idle peers hold
-    /// nothing and are dropped here.
+    /// nothing and are dropped from memory only: no tombstone, so that their
+    /// leader's next message creates them again (a learner may wait a long time
+    /// for its snapshot); what they persisted (a vote) stays.
     pub fn idle_peers(&mut self) -> Vec<(Region, u64)> {
         let idle_ticks = self.cfg.idle_ticks;
         let (idle, empty): (Vec<_>, Vec<_>) = self
@@ -527,10 +597,12 @@ impl Store {
             .map(|p| (p.region().clone(), p.peer_id(), p.is_initialized()))
             .partition(|p| p.2);
         for (region, peer_id, _) in empty {
-            if let Err(e) = self.destroy_peer(region.id, peer_id) {
-                tracing::warn!(region = region.id, error = %e, "cannot drop an idle uninitialized peer");
+            if let Some(mut peer) = self.peers.remove(&region.id) {
+                peer.fail_all("an idle uninitialized peer was dropped");
+                tracing::info!(region = region.id, peer = peer_id, "dropped an idle uninitialized peer");
             }
         }
+        self.metrics.region_count.set(self.peers.len() as i64);
         idle.into_iter().map(|(r, id, _)| (r, id)).collect()
     }
 
@@ -569,9 +641,10 @@ impl Store {
             .collect()
     }
 
-    /// The region this store serves `key` from (a seeded peer of it), for stale reads.
-    pub fn local_region(&mut self, key: &[u8]) -> Result<Region> {
-        self.peer_for_key(key).map(|p| p.region().clone())
+    /// The region this store serves `key` from (a seeded peer of it) and the
+    /// engine as of now, for stale reads.
+    pub fn local_region(&mut self, key: &[u8]) -> Result<RegionRead> {
+        self.peer_for_key(key).map(|p| p.local_read())
     }
 
     /// Queues a linearizable read of the region holding `key`.
@@ -634,12 +707,25 @@ impl Store {
         let mut readies = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
 
+        // Snapshots whose data the applier has put in place: their peers go on.
+        for (region_id, result) in self.applier.finished() {
+            result?; // the engine failed: this store cannot go on
+            if let Some(peer) = self.peers.get_mut(&region_id) {
+                peer.finish_snapshot(&mut wb, &mut done)?;
+            }
+        }
         for (id, peer) in self.peers.iter_mut() {
             peer.flush_reads();
             if !peer.has_ready() {
                 continue;
             }
             let mut rd = peer.ready();
+            if !rd.snapshot().is_empty() && peer.is_applying() {
+                // A newer snapshot while the last one's data is still going in
+                // (rare): that one finishes first.
+                self.applier.wait_for(*id)?;
+                peer.finish_snapshot(&mut wb, &mut done)?;
+            }
             peer.send_messages(rd.take_messages(), &mut out, &mut snaps); // 1. leader's messages go out before persisting
             peer.apply_snapshot(&rd, &mut wb, &mut done)?; // 2. snapshot
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
@@ -647,8 +733,12 @@ impl Store {
             peer.persist(&rd, &mut wb)?; // 5. entries and hard state
             readies.push((*id, rd));
         }
-        if readies.is_empty() {
+        if readies.is_empty() && wb.is_empty() {
             self.snap_out = snaps;
+            self.stepped_snapshots.clear();
+            let (applied, failed) = done.fire();
+            self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
+            self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
             return Ok(out);
         }
         self.metrics.ready_peers_per_round.observe(readies.len() as f64);
@@ -673,6 +763,9 @@ impl Store {
         let splits = std::mem::take(&mut done.splits);
         let snapshots = std::mem::take(&mut done.snapshots);
         let destroys = std::mem::take(&mut done.destroys);
+        for key in std::mem::take(&mut done.released) {
+            self.snap.release_received(&key);
+        }
         let (applied, failed) = done.fire();
         self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
         self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
@@ -680,6 +773,7 @@ impl Store {
             peer.finish_reads();
         }
         self.finish_snapshots(snapshots)?;
+        self.stepped_snapshots.clear();
         self.finish_splits(splits)?;
         for (region_id, peer_id) in destroys {
             self.destroy_peer(region_id, peer_id)?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use shoal_proto::{ChangePeers, ChangePeersCmd, MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
 use tokio::sync::oneshot;
 
-use super::peer::{CmdResult, ReadCallback, WriteCallback};
+use super::peer::{CmdResult, ReadCallback, RegionRead, WriteCallback};
 use super::store::{LeaderReport, PeerStatus, Store};
 use crate::error::{Error, Result};
 
@@ -96,9 +96,14 @@ impl StoreHandle {
         self.command(|cb| StoreMsg::Write { mutations, cb }).await.map(drop)
     }
 
-    /// Proposes splitting `region_id` (still at `epoch`) and waits until it is applied.
-    pub async fn split(&self, region_id: u64, epoch: RegionEpoch, split: SplitCmd) -> Result<CmdResult> {
-        self.command(|cb| StoreMsg::Split { region_id, epoch, split, cb }).await
+    /// Proposes splitting `region_id` (still at `epoch`) and waits until it is
+    /// applied, for `deadline` at most: a region that lost its quorum never
+    /// applies it, and the caller (the heartbeat task) must go on.
+    pub async fn split(&self, region_id: u64, epoch: RegionEpoch, split: SplitCmd, deadline: Duration) -> Result<CmdResult> {
+        match tokio::time::timeout(deadline, self.command(|cb| StoreMsg::Split { region_id, epoch, split, cb })).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::OutcomeUnknown(format!("the split of region {region_id} was not applied within {deadline:?}"))),
+        }
     }
 
     /// Proposes a meta command (this store's meta peer must lead) and waits for its result.
@@ -107,7 +112,7 @@ impl StoreHandle {
     }
 
     /// Waits until this store may serve a linearizable read of all of `region_id`.
-    pub async fn read_region(&self, region_id: u64) -> Result<Region> {
+    pub async fn read_region(&self, region_id: u64) -> Result<RegionRead> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::ReadRegion { region_id, cb })?;
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
@@ -143,16 +148,17 @@ impl StoreHandle {
     }
 
     /// Waits until this store may serve a linearizable read of `key`'s region;
-    /// returns that region.
-    pub async fn read_index(&self, key: Vec<u8>) -> Result<shoal_proto::Region> {
+    /// returns that region and the engine to read, as of that moment.
+    pub async fn read_index(&self, key: Vec<u8>) -> Result<RegionRead> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::Read { key, cb })?;
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
     }
 
     /// The region this store serves `key` from, without asking its leader (a
-    /// stale read): `RegionNotFound` unless this store holds it, seeded.
-    pub async fn local_region(&self, key: Vec<u8>) -> Result<Region> {
+    /// stale read): `RegionNotFound` unless this store holds it, seeded. With
+    /// the engine to read, as of that moment.
+    pub async fn local_region(&self, key: Vec<u8>) -> Result<RegionRead> {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::LocalRegion { key, cb })?;
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
@@ -262,6 +268,31 @@ fn run(
         if stop {
             store.engine().flush()?;
             return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle whose loop takes messages and never answers them: a region
+    /// that cannot commit.
+    fn unanswered() -> (StoreHandle, Receiver<StoreMsg>) {
+        let (tx, rx) = mpsc::channel();
+        (StoreHandle { tx, pending: Arc::new(AtomicUsize::new(0)) }, rx)
+    }
+
+    #[tokio::test]
+    async fn a_split_that_is_never_applied_is_given_up_after_its_deadline() {
+        let (store, _mailbox) = unanswered();
+        let split = SplitCmd { split_key: b"m".to_vec(), new_region_id: 9, new_peer_ids: vec![10, 11, 12] };
+        let waited =
+            tokio::time::timeout(Duration::from_secs(30), store.split(2, RegionEpoch::default(), split, Duration::from_millis(50))).await;
+        match waited {
+            Ok(Err(Error::OutcomeUnknown(_))) => {}
+            Ok(other) => panic!("expected OutcomeUnknown after the deadline, got {other:?}"),
+            Err(_) => panic!("the split call did not return within 30 s of a 50 ms deadline"),
         }
     }
 }

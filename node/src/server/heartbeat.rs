@@ -8,7 +8,8 @@
 //!    thread) when it is new to this task, its epoch changed, or enough was
 //!    written since its last check; if it is over `--region-split-size` or
 //!    `--region-split-keys`, the task takes a region id and one peer id per peer
-//!    from meta's allocator and proposes the split through Raft;
+//!    from meta's allocator and proposes the split through Raft, waiting at most
+//!    [`SPLIT_DEADLINE`] for it (a region without quorum never applies it);
 //! 2. heartbeat — the store (address, capacity, used bytes, counts) and every led
 //!    region (descriptor, term, approximate size and keys, bytes written) go to
 //!    the meta leader in one `Heartbeat` call;
@@ -40,6 +41,9 @@ use crate::raftstore::split_check::{self, SplitConfig};
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
 
+/// Longest wait for a proposed split to apply: a region without quorum never
+/// applies it, and the store's heartbeats must go on.
+const SPLIT_DEADLINE: Duration = Duration::from_secs(10);
 /// Most regions measured in one round, so a heartbeat is never late for long.
 const MAX_CHECKS_PER_ROUND: usize = 8;
 
@@ -188,7 +192,8 @@ impl Heartbeat {
         let outcome = async {
             let first = self.meta.alloc_ids(region.peers.len() as u32 + 1).await?;
             let new_peer_ids = (1..=region.peers.len() as u64).map(|i| first + i).collect();
-            self.store.split(region.id, epoch, SplitCmd { split_key: key.clone(), new_region_id: first, new_peer_ids }).await
+            let split = SplitCmd { split_key: key.clone(), new_region_id: first, new_peer_ids };
+            self.store.split(region.id, epoch, split, SPLIT_DEADLINE).await
         }
         .await;
         let label = match &outcome {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shoal_proto::kv_server::Kv;
 use shoal_proto::{
     BatchWriteRequest, BatchWriteResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, KvPair, Mutation, PutRequest,
-    PutResponse, ReadConsistency, Region, ResponseHeader, ScanRequest, ScanResponse, mutation,
+    PutResponse, ReadConsistency, ResponseHeader, ScanRequest, ScanResponse, mutation,
 };
 use tonic::{Request, Response, Status};
 
@@ -18,6 +18,7 @@ use super::validate::{self, Limits};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::raftstore::peer::RegionRead;
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
 
@@ -63,19 +64,22 @@ impl KvService {
 
     /// Waits until reading `key`'s region is linearizable; for a stale read,
     /// only checks that this store holds the region (with its data: a peer still
-    /// waiting for its snapshot holds none). Returns the region.
-    async fn before_read(&self, key: &[u8], consistency: i32) -> Result<Option<Region>> {
+    /// waiting for its snapshot holds none). Returns the region and the engine
+    /// snapshot the store took when it checked it: the read must use that one,
+    /// never the live engine, which the store thread may be changing under it.
+    async fn before_read(&self, key: &[u8], consistency: i32) -> Result<RegionRead> {
         match ReadConsistency::try_from(consistency) {
             Ok(ReadConsistency::Linearizable) => {
-                let region = self.store.read_index(key.to_vec()).await?;
+                let read = self.store.read_index(key.to_vec()).await?;
                 // The region may have split while the read waited: the key's new
                 // region may have another leader that has taken writes since.
+                let region = &read.region;
                 if !keys::in_range(key, &region.start_key, &region.end_key) {
-                    return Err(Error::EpochNotMatch(format!("region {} no longer holds the key", region.id), vec![region]));
+                    return Err(Error::EpochNotMatch(format!("region {} no longer holds the key", region.id), vec![region.clone()]));
                 }
-                Ok(Some(region))
+                Ok(read)
             }
-            Ok(ReadConsistency::Stale) => Ok(Some(self.store.local_region(key.to_vec()).await?)),
+            Ok(ReadConsistency::Stale) => self.store.local_region(key.to_vec()).await,
             Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {consistency}"))),
         }
     }
@@ -83,8 +87,8 @@ impl KvService {
     async fn get_inner(&self, req: GetRequest) -> Result<GetResponse> {
         let cf = validate::cf(&self.engine, &req.cf)?;
         validate::key(&self.limits, &req.key)?;
-        self.before_read(&req.key, req.consistency).await?;
-        let value = self.engine.get(cf, &req.key)?;
+        let read = self.before_read(&req.key, req.consistency).await?;
+        let value = read.snapshot.get(cf, &req.key)?;
         Ok(GetResponse { header: None, found: value.is_some(), value: value.unwrap_or_default() })
     }
 
@@ -99,20 +103,17 @@ impl KvService {
             return Ok(ScanResponse::default());
         }
         let limit = validate::scan_limit(&self.limits, req.limit);
-        let region = self.before_read(&req.start_key, req.consistency).await?;
+        let RegionRead { region, snapshot } = self.before_read(&req.start_key, req.consistency).await?;
         // Stop at the end of the serving region; the client continues from there.
         let mut end = req.end_key.clone();
         let mut resume_at_region_end = None;
-        if let Some(r) = region.filter(|r| !r.end_key.is_empty())
-            && (end.is_empty() || r.end_key < end)
-        {
-            end = r.end_key.clone();
-            resume_at_region_end = Some(r.end_key);
+        if !region.end_key.is_empty() && (end.is_empty() || region.end_key < end) {
+            end = region.end_key.clone();
+            resume_at_region_end = Some(region.end_key);
         }
-        let engine = self.engine.clone();
         let start = req.start_key.clone();
         let end_for_scan = end.clone();
-        let rows = tokio::task::spawn_blocking(move || engine.scan(&cf, &start, &end_for_scan, limit + 1))
+        let rows = tokio::task::spawn_blocking(move || snapshot.scan(&cf, &start, &end_for_scan, limit + 1))
             .await
             .map_err(|e| Error::Internal(format!("scan task: {e}")))??;
         let mut pairs: Vec<KvPair> = rows.into_iter().map(|(key, value)| KvPair { key, value }).collect();

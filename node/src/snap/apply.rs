@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shoal_proto::SnapshotData;
 
@@ -17,11 +17,17 @@ use super::manager::SnapManager;
 use super::{data_ranges, files};
 use crate::error::{Error, Result};
 
+/// Longest wait of an apply held by [`SnapManager::hold_applies`].
+pub const APPLY_HOLD_LIMIT: Duration = Duration::from_secs(20);
+
 impl SnapManager {
     /// Makes the region's data in this store's engine exactly the snapshot's.
-    /// Idempotent. Runs on the store thread, inside the Ready round.
+    /// Idempotent. Runs on the snapshot apply thread
+    /// ([`crate::raftstore::snap_applier`]), or on the store thread for the
+    /// meta group's snapshots and for an apply a crash interrupted.
     pub fn apply(&self, data: &SnapshotData) -> Result<()> {
         let started = Instant::now();
+        self.wait_for_gate()?;
         let result = self.apply_files(data);
         match &result {
             Ok(()) => {
@@ -31,6 +37,18 @@ impl SnapManager {
             Err(_) => self.metrics.snapshots.with_label_values(&["failed"]).inc(),
         }
         result
+    }
+
+    /// The [`SnapManager::hold_applies`] failpoint: waits while it is held.
+    fn wait_for_gate(&self) -> Result<()> {
+        let (held, released) = &*self.apply_gate;
+        let guard = super::manager::lock(held);
+        let (guard, timeout) = released.wait_timeout_while(guard, APPLY_HOLD_LIMIT, |held| *held).unwrap_or_else(|e| e.into_inner());
+        drop(guard);
+        if timeout.timed_out() {
+            return Err(Error::Internal(format!("snapshot apply held by a failpoint for {APPLY_HOLD_LIMIT:?}")));
+        }
+        Ok(())
     }
 
     fn apply_files(&self, data: &SnapshotData) -> Result<()> {

@@ -8,6 +8,7 @@
 //! and the paths of its files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message as _;
 use protobuf::Message as _;
@@ -31,7 +32,7 @@ fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Internal(format!("corrupt {what}: {e}")))
 }
 
-fn term_of(snap: &EngineSnapshot<'_>, region_id: u64, apply: &RaftApplyState) -> Result<u64> {
+fn term_of(snap: &EngineSnapshot, region_id: u64, apply: &RaftApplyState) -> Result<u64> {
     if apply.applied_index == apply.truncated_index {
         return Ok(apply.truncated_term);
     }
@@ -43,7 +44,7 @@ fn term_of(snap: &EngineSnapshot<'_>, region_id: u64, apply: &RaftApplyState) ->
 }
 
 /// Generates a snapshot of `region_id` into `dir`; `seq` makes its file names unique.
-pub(crate) fn generate(engine: &Engine, dir: &Path, region_id: u64, seq: u64) -> Result<Generated> {
+pub(crate) fn generate(engine: &Arc<Engine>, dir: &Path, region_id: u64, seq: u64) -> Result<Generated> {
     let snap = engine.snapshot();
     let state: RegionLocalState = match snap.get(CF_REGION_META, &keys::region_state_key(region_id))? {
         Some(b) => decode(&b, "region state")?,

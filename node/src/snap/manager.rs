@@ -71,6 +71,20 @@ pub struct SnapManager {
     pub(super) receiving: Arc<Mutex<HashSet<(u64, SnapshotKey)>>>,
     jobs: Mutex<Sender<u64>>,
     seq: std::sync::atomic::AtomicU64,
+    /// Failpoint: while set, applies wait (see [`SnapManager::hold_applies`]).
+    pub(super) apply_gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+/// While alive, snapshot applies on this store wait; dropping it lets them go.
+pub struct ApplyHold {
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Drop for ApplyHold {
+    fn drop(&mut self) {
+        *lock(&self.gate.0) = false;
+        self.gate.1.notify_all();
+    }
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +115,13 @@ impl Drop for SnapshotHold {
 }
 
 impl SnapManager {
+    /// Failpoint for tests: a slow snapshot apply. Applies wait until the hold
+    /// is dropped, or fail after [`super::apply::APPLY_HOLD_LIMIT`].
+    pub fn hold_applies(&self) -> ApplyHold {
+        *lock(&self.apply_gate.0) = true;
+        ApplyHold { gate: self.apply_gate.clone() }
+    }
+
     /// Opens the snapshot directory `dir` (creating it), removes what an earlier
     /// run left that is never needed again (generated snapshots, partial and
     /// temporary files; received snapshots stay for a redo of their apply), and
@@ -122,6 +143,7 @@ impl SnapManager {
             receiving: Arc::default(),
             jobs: Mutex::new(tx),
             seq: Default::default(),
+            apply_gate: Arc::default(),
         });
         let weak = Arc::downgrade(&mgr);
         std::thread::Builder::new().name("snap-gen".into()).spawn(move || generator(weak, rx))?;

@@ -12,7 +12,7 @@ use shoal_node::error::Error;
 use shoal_node::metrics::Metrics;
 use shoal_node::raftstore::bootstrap::{InitialMember, bootstrap_or_load};
 use shoal_node::raftstore::logger::raft_logger;
-use shoal_node::raftstore::peer::CmdResult;
+use shoal_node::raftstore::peer::{CmdResult, RegionRead};
 use shoal_node::raftstore::raft_config;
 use shoal_node::raftstore::store::{PeerStatus, Store, StoreConfig};
 use shoal_node::snap::SnapManager;
@@ -24,8 +24,9 @@ pub const CFS: &[&str] = &["users"];
 
 /// The answer to a proposed command.
 pub type Answer = oneshot::Receiver<Result<CmdResult, Error>>;
-/// The answer to a linearizable read: the region it may be served from.
-pub type ReadAnswer = oneshot::Receiver<Result<Region, Error>>;
+/// The answer to a linearizable read: the region it may be served from, and
+/// the engine snapshot to serve it from.
+pub type ReadAnswer = oneshot::Receiver<Result<RegionRead, Error>>;
 
 pub struct Cluster {
     pub dirs: Vec<tempfile::TempDir>,
@@ -34,17 +35,47 @@ pub struct Cluster {
     /// Stores cut off from every other store.
     pub isolated: HashSet<u64>,
     /// Stores whose incoming messages the network holds back (in order) until
-    /// [`Cluster::deliver_held`]: a store that is slow to take its mail.
+    /// [`Cluster::deliver_held`]: a store that is slow to take its mail. A
+    /// snapshot's files arrive (and its sender hears so) but its message waits.
     pub held_for: HashSet<u64>,
     pub held: Vec<RaftMessage>,
+    /// Heartbeats still reach the stores of `held_for` (so that they answer,
+    /// and their leader sends what follows a snapshot).
+    pub pass_heartbeats: bool,
+    /// Stores that start holding their mail (join `held_for`) when a snapshot
+    /// is sent to them: the snapshot and what follows it wait together.
+    pub hold_from_snapshot: HashSet<u64>,
     /// Percentage of messages the network loses, decided by a seeded generator.
     pub loss_percent: u64,
+    /// Percentage of messages delivered twice.
+    pub dup_percent: u64,
+    /// Percentage of messages held back for 1 to 4 rounds (so they overtake
+    /// one another).
+    pub delay_percent: u64,
+    /// Delayed messages and the round they are due in.
+    delayed: Vec<(u64, RaftMessage)>,
+    rounds: u64,
     rng: u64,
     /// Stores started empty (joined), which bootstrap nothing on restart.
     pub empty: HashSet<u64>,
     pub cfg: StoreConfig,
     /// Snapshot messages delivered (their files copied) so far.
     pub snapshots_delivered: usize,
+    /// Where the stores' directories go (default: the system's temp dir).
+    dir_base: Option<std::path::PathBuf>,
+}
+
+fn is_heartbeat(m: &RaftMessage) -> bool {
+    <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&m.message)
+        .is_ok_and(|m| m.get_msg_type() == raft::prelude::MessageType::MsgHeartbeat)
+}
+
+/// A new temp dir under `base` (or the system's temp dir).
+fn temp_dir(base: &Option<std::path::PathBuf>) -> tempfile::TempDir {
+    match base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
 }
 
 pub fn members(n: usize) -> Vec<InitialMember> {
@@ -104,22 +135,36 @@ impl Cluster {
             isolated: HashSet::new(),
             held_for: HashSet::new(),
             held: Vec::new(),
+            pass_heartbeats: false,
+            hold_from_snapshot: HashSet::new(),
             loss_percent: 0,
+            dup_percent: 0,
+            delay_percent: 0,
+            delayed: Vec::new(),
+            rounds: 0,
             rng: 0x2545_f491_4f6c_dd1d,
             empty: HashSet::new(),
             cfg: store_config(),
             snapshots_delivered: 0,
+            dir_base: None,
         }
     }
 
     /// A cluster of `n` stores with their logs truncated past `gc_count_limit` entries.
     pub fn with_log_gc(n: usize, gc_count_limit: u64) -> Cluster {
+        Cluster::with_log_gc_in(n, gc_count_limit, None)
+    }
+
+    /// As [`Cluster::with_log_gc`], with the stores' directories under `base`
+    /// (the simulation puts them in /dev/shm: fsyncs cost nothing there).
+    pub fn with_log_gc_in(n: usize, gc_count_limit: u64, base: Option<std::path::PathBuf>) -> Cluster {
         let mut cfg = store_config();
         cfg.log_gc_count_limit = gc_count_limit;
         let mut c = Cluster::new(0);
         c.cfg = cfg;
+        c.dir_base = base;
         for i in 0..n {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = temp_dir(&c.dir_base);
             c.stores.push(Some(open_store_with(dir.path(), i as u64 + 1, n, &c.cfg, false)));
             c.dirs.push(dir);
         }
@@ -129,7 +174,7 @@ impl Cluster {
     /// Adds a store that holds nothing (as one started with `--join`); returns its id.
     pub fn add_empty_store(&mut self) -> u64 {
         let id = self.stores.len() as u64 + 1;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir(&self.dir_base);
         self.stores.push(Some(open_store_with(dir.path(), id, 0, &self.cfg, true)));
         self.dirs.push(dir);
         self.empty.insert(id);
@@ -148,6 +193,7 @@ impl Cluster {
     /// One Ready round on every store that is up, then delivery of what it sent.
     /// Returns whether anything was sent.
     pub fn step(&mut self) -> bool {
+        self.rounds += 1;
         let mut msgs: Vec<RaftMessage> = Vec::new();
         let mut snaps: Vec<RaftMessage> = Vec::new();
         for s in self.stores.iter_mut().flatten() {
@@ -157,20 +203,44 @@ impl Cluster {
         for m in snaps {
             self.deliver_snapshot(m);
         }
-        if msgs.is_empty() {
-            return false;
+        let rounds = self.rounds;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed).into_iter().partition(|(at, _)| *at <= rounds);
+        self.delayed = later;
+        if msgs.is_empty() && due.is_empty() {
+            return !self.delayed.is_empty();
         }
-        for m in msgs {
+        for m in due.into_iter().map(|(_, m)| m).chain(msgs) {
             if self.isolated.contains(&m.from_store_id) || self.isolated.contains(&m.to_store_id) || self.lose() {
                 continue;
             }
-            if self.held_for.contains(&m.to_store_id) {
+            if self.held_for.contains(&m.to_store_id) && !(self.pass_heartbeats && is_heartbeat(&m)) {
                 self.held.push(m);
                 continue;
+            }
+            if self.delay_percent > 0 && self.roll() < self.delay_percent {
+                let at = rounds + 1 + self.roll() % 4;
+                self.delayed.push((at, m));
+                continue;
+            }
+            if self.dup_percent > 0 && self.roll() < self.dup_percent {
+                self.deliver(m.clone());
             }
             self.deliver(m);
         }
         true
+    }
+
+    /// Seeds the network's generator (losses, duplicates, delays).
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = seed | 1;
+    }
+
+    /// A number in 0..100 from the network's generator.
+    fn roll(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100
     }
 
     /// Copies a snapshot's files to its receiver (as the snapshot stream would),
@@ -186,8 +256,15 @@ impl Cluster {
             sender.transfer_local(&receiver, &data).is_ok()
         };
         if ok {
-            self.deliver(m.clone());
             self.snapshots_delivered += 1;
+            if self.hold_from_snapshot.remove(&to) {
+                self.held_for.insert(to);
+            }
+            if self.held_for.contains(&to) {
+                self.held.push(m.clone());
+            } else {
+                self.deliver(m.clone());
+            }
         }
         if let Some(Some(s)) = self.stores.get_mut(from as usize - 1) {
             s.report_snapshot(m.region_id, raft_msg.to, ok);
@@ -221,10 +298,7 @@ impl Cluster {
 
     /// Whether to lose the next message (xorshift, so every run loses the same ones).
     fn lose(&mut self) -> bool {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng % 100 < self.loss_percent
+        self.loss_percent > 0 && self.roll() < self.loss_percent
     }
 
     pub fn tick(&mut self, times: usize) {

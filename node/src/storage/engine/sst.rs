@@ -11,21 +11,32 @@
 //!   synced batch; an open (empty) end is bounded by the column family's last key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::{IngestExternalFileOptions, IteratorMode, ReadOptions, SstFileWriter};
 
 use super::{Engine, EngineError, rocks_options};
 
-/// Reads of the whole engine as of one moment.
-pub struct EngineSnapshot<'a> {
-    engine: &'a Engine,
-    snap: rocksdb::Snapshot<'a>,
+/// Reads of the whole engine as of one moment. It owns a reference to the
+/// engine, so it can be handed to another thread (a read taken on the store
+/// thread, served by a gRPC handler). Data deleted or ingested after it was
+/// taken (a snapshot applied, a peer destroyed) stays invisible to it.
+pub struct EngineSnapshot {
+    // Declared before `engine`: fields drop in order, the snapshot first.
+    snap: rocksdb::Snapshot<'static>,
+    engine: Arc<Engine>,
 }
 
 impl Engine {
     /// A consistent view of every column family as of now.
-    pub fn snapshot(&self) -> EngineSnapshot<'_> {
-        EngineSnapshot { engine: self, snap: self.db.snapshot() }
+    #[allow(unsafe_code)]
+    pub fn snapshot(self: &Arc<Self>) -> EngineSnapshot {
+        let snap = self.db.snapshot();
+        // SAFETY: the snapshot borrows `self.db`, which lives as long as the
+        // engine; the `Arc` stored next to it keeps the engine alive for as
+        // long as the snapshot, and the snapshot field is dropped first.
+        let snap = unsafe { std::mem::transmute::<rocksdb::Snapshot<'_>, rocksdb::Snapshot<'static>>(snap) };
+        EngineSnapshot { snap, engine: self.clone() }
     }
 
     /// Whether column family `cf` exists (user or internal).
@@ -82,7 +93,7 @@ impl Engine {
     }
 }
 
-impl EngineSnapshot<'_> {
+impl EngineSnapshot {
     fn read_options(&self, end: &[u8]) -> ReadOptions {
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&self.snap);
@@ -109,6 +120,20 @@ impl EngineSnapshot<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Reads up to `limit` pairs of `[start, end)` (empty `end`: unbounded) in
+    /// key order, as of the snapshot.
+    pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<super::KvPair>, EngineError> {
+        let mut out = Vec::new();
+        self.for_each(cf, start, end, |k, v| {
+            if out.len() >= limit {
+                return false;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
     }
 
     /// Writes every pair of `[start, end)` of `cf` into a new SST file at `path`,
@@ -161,7 +186,7 @@ mod tests {
     #[test]
     fn snapshot_reads_ignore_later_writes_and_export_a_range() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(&dir.path().join("db"), &[]).unwrap();
+        let engine = Arc::new(Engine::open(&dir.path().join("db"), &[]).unwrap());
         put(&engine, "default", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
         let snap = engine.snapshot();
         put(&engine, "default", &[("b", "changed"), ("bb", "new")]);

@@ -1,0 +1,204 @@
+//! A nemesis over real processes: faults injected into a running [`Cluster`]
+//! while register clients record a history that the linearizability checker
+//! ([`crate::linearizability`]) judges afterwards.
+//!
+//! The workload: `clients` tasks, each with its own client, pick one of
+//! `keys` keys at random and either write a value no other write uses
+//! (`client-counter`) or read the key linearizably. Each operation is recorded
+//! with its call and return times; a write that failed in any way is kept
+//! with an unknown outcome (it may have been applied), a read that failed is
+//! dropped (it observed nothing).
+//!
+//! The faults, one at a time, each on a node chosen at random and healed
+//! before the next: `kill` (SIGKILL, then a restart on the same data),
+//! `pause` (SIGSTOP, then SIGCONT — a process that stops answering without
+//! closing its connections, like a long GC pause or a frozen VM). Never more
+//! than one node is faulty, so the cluster keeps its quorum and must keep
+//! serving; the run fails if nothing was acknowledged.
+//!
+//! At the end every fault is healed, each key is read once more, and the
+//! report says how many operations ran, how many faults were injected, how
+//! many acknowledged writes are missing from the final state (`lost`), and how
+//! many keys' histories are not linearizable (`violations`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_client::{Client, ClientOptions};
+
+use crate::Cluster;
+use crate::linearizability::{self, Op, Operation, Violation};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct NemesisSpec {
+    pub duration: Duration,
+    pub seed: u64,
+    pub clients: usize,
+    pub keys: usize,
+    /// Time between two faults (each lasts about as long).
+    pub fault_every: Duration,
+    pub cf: String,
+}
+
+impl NemesisSpec {
+    pub fn new(duration: Duration, seed: u64) -> NemesisSpec {
+        NemesisSpec { duration, seed, clients: 6, keys: 12, fault_every: Duration::from_secs(4), cf: "default".into() }
+    }
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    pub ops: usize,
+    pub acked_writes: usize,
+    pub unknown_writes: usize,
+    pub faults: Vec<String>,
+    pub lost: usize,
+    pub violations: Vec<Violation>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ops={} acked_writes={} unknown_writes={} faults={} lost={} violations={}",
+            self.ops,
+            self.acked_writes,
+            self.unknown_writes,
+            self.faults.len(),
+            self.lost,
+            self.violations.len()
+        )
+    }
+}
+
+/// xorshift64*: one seed, one schedule of keys, operations and faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn key(k: usize) -> Vec<u8> {
+    format!("nemesis/{k:04}").into_bytes()
+}
+
+/// Microseconds since `start`.
+fn now(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+async fn client_task(endpoints: Vec<String>, spec: NemesisSpec, id: usize, start: Instant, stop: Arc<AtomicBool>) -> Vec<Operation> {
+    let opts = ClientOptions { deadline: Duration::from_secs(3), ..Default::default() };
+    let client = Client::new(&endpoints, opts).expect("client");
+    let mut rng = Rng(spec.seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut history = Vec::new();
+    let mut counter = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let k = key(rng.below(spec.keys));
+        let call = now(start);
+        if rng.below(2) == 0 {
+            counter += 1;
+            let value = format!("{id}-{counter}").into_bytes();
+            let ret = client.put(&spec.cf, &k, &value).await.ok().map(|()| now(start));
+            history.push(Operation { key: k, op: Op::Write(value), call, ret });
+        } else if let Ok(found) = client.get(&spec.cf, &k).await {
+            history.push(Operation { key: k, op: Op::Read(found), call, ret: Some(now(start)) });
+        }
+    }
+    history
+}
+
+/// Runs the workload and the faults on `cluster` for `spec.duration`, heals
+/// everything, reads every key once more and judges the history.
+pub async fn run(cluster: &mut Cluster, spec: &NemesisSpec) -> Report {
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let endpoints = cluster.endpoints();
+    let tasks: Vec<_> =
+        (0..spec.clients).map(|id| tokio::spawn(client_task(endpoints.clone(), spec.clone(), id, start, stop.clone()))).collect();
+
+    let mut rng = Rng(spec.seed | 1);
+    let mut faults = Vec::new();
+    while start.elapsed() + spec.fault_every * 2 < spec.duration {
+        tokio::time::sleep(spec.fault_every).await;
+        let i = rng.below(cluster.nodes.len());
+        let name = cluster.nodes[i].name.clone();
+        if rng.below(2) == 0 {
+            cluster.kill9(i);
+            faults.push(format!("{:.1}s kill {name}", start.elapsed().as_secs_f64()));
+            tokio::time::sleep(spec.fault_every).await;
+            cluster.restart(i);
+        } else {
+            cluster.nodes[i].signal(libc::SIGSTOP);
+            faults.push(format!("{:.1}s pause {name}", start.elapsed().as_secs_f64()));
+            tokio::time::sleep(spec.fault_every).await;
+            cluster.nodes[i].signal(libc::SIGCONT);
+        }
+        cluster.wait_serving(i, Duration::from_secs(60)).await;
+    }
+    let left = spec.duration.saturating_sub(start.elapsed());
+    tokio::time::sleep(left).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut history = Vec::new();
+    for t in tasks {
+        history.extend(t.await.expect("client task"));
+    }
+
+    // Healed: every key's final value, read linearizably.
+    let client = cluster.client();
+    let mut finals = Vec::new();
+    for k in 0..spec.keys {
+        let k = key(k);
+        let call = now(start);
+        let found = crate::wait_until(Duration::from_secs(60), Duration::from_millis(200), "a final read", || async {
+            client.get(&spec.cf, &k).await.map_err(|e| e.to_string())
+        })
+        .await;
+        finals.push((k.clone(), found.clone()));
+        history.push(Operation { key: k, op: Op::Read(found), call, ret: Some(now(start)) });
+    }
+
+    let lost = lost_writes(&history, &finals);
+    let violations = linearizability::check(&history);
+    let writes = history.iter().filter(|o| matches!(o.op, Op::Write(_)));
+    Report {
+        ops: history.len(),
+        acked_writes: writes.clone().filter(|o| o.ret.is_some()).count(),
+        unknown_writes: writes.filter(|o| o.ret.is_none()).count(),
+        faults,
+        lost,
+        violations,
+    }
+}
+
+/// Keys whose final value is older than their last acknowledged write: the
+/// value read is missing, or was written by a write that returned before the
+/// last acknowledged one was called (so it cannot follow it).
+fn lost_writes(history: &[Operation], finals: &[(Vec<u8>, Option<Vec<u8>>)]) -> usize {
+    finals
+        .iter()
+        .filter(|(k, found)| {
+            let writes: Vec<&Operation> = history.iter().filter(|o| o.key == *k && matches!(o.op, Op::Write(_))).collect();
+            let Some(last_acked) = writes.iter().filter(|o| o.ret.is_some()).max_by_key(|o| o.ret) else { return false };
+            match found {
+                None => true,
+                Some(v) => match writes.iter().find(|o| o.op == Op::Write(v.clone())) {
+                    None => true,
+                    Some(w) => w.ret.is_some_and(|r| r < last_acked.call),
+                },
+            }
+        })
+        .count()
+}
