@@ -184,38 +184,77 @@ fn a_voter_leaving_through_joint_consensus_restarts_and_then_leaves() {
     c.tick_until("the new voter to apply", |c| c.value(s4, "k00044").is_some());
 }
 
+/// Proposes splitting R at k00020 on `on`, with one new peer id per peer of
+/// the descriptor `on` has now.
+fn propose_split_now(c: &mut Cluster, on: u64, new_region_id: u64) -> oneshot::Receiver<Result<CmdResult, Error>> {
+    let region = c.region(on, R).unwrap();
+    let new_peer_ids = (1..=region.peers.len() as u64).map(|i| new_region_id + i).collect();
+    let (tx, rx) = oneshot::channel();
+    let cmd = SplitCmd { split_key: b"k00020".to_vec(), new_region_id, new_peer_ids };
+    c.store(on).propose_split(R, region.epoch.unwrap(), cmd, tx);
+    rx
+}
+
+fn assert_refused_in_joint(rx: &mut oneshot::Receiver<Result<CmdResult, Error>>) {
+    match rx.try_recv() {
+        Ok(Err(Error::Unavailable(msg))) => assert!(msg.contains("membership change"), "{msg}"),
+        other => panic!("a split in the joint state must be refused, got {other:?}"),
+    }
+}
+
+/// Once the joint state is left, the region splits as usual.
+fn split_after_the_change(c: &mut Cluster, leader: u64) {
+    c.tick_until("the joint state to be left", |c| c.region(leader, R).unwrap().peers.len() == 3);
+    let mut split = propose_split_now(c, leader, 60);
+    c.settle();
+    assert!(matches!(split.try_recv(), Ok(Ok(CmdResult::Split { .. }))));
+    c.tick(3);
+    let members: Vec<u64> = c.region(leader, R).unwrap().peers.iter().map(|p| p.store_id).collect();
+    for s in members {
+        assert!(try_status_of(c.store(s), 60).is_some(), "store {s} holds the right half");
+    }
+}
+
 /// Bug 3, second half: a split applied in the joint state gave the right half
 /// no peer on the leaving store, whose store loop then stopped with an error.
+/// Proposed while the leader is in the joint state, it is refused at once.
 #[test]
-fn a_split_in_a_joint_state_is_refused_everywhere_and_stops_no_store() {
+fn a_split_proposed_in_a_joint_state_is_refused_and_stops_no_store() {
+    let mut c = Cluster::with_log_gc(3, 20);
+    let leader = c.wait_leader(R);
+    let removed = (1..=3).find(|s| *s != leader).unwrap();
+    let before = conf_ver(&mut c, leader);
+    let (_s4, _change) = replace_through_joint(&mut c, leader, removed);
+    for _ in 0..100 {
+        if conf_ver(&mut c, leader) >= before + 2 {
+            break;
+        }
+        c.step();
+    }
+    assert_eq!(conf_ver(&mut c, leader), before + 2, "the leader must be caught in the joint state");
+    let mut split = propose_split_now(&mut c, leader, 50);
+    c.settle(); // every store's round must succeed (the leaving store's failed here)
+    assert_refused_in_joint(&mut split);
+    split_after_the_change(&mut c, leader);
+}
+
+/// The same split proposed right behind the change is applied in the joint
+/// state: every replica refuses it alike.
+#[test]
+fn a_split_applied_in_a_joint_state_is_refused_everywhere() {
     let mut c = Cluster::with_log_gc(3, 20);
     let leader = c.wait_leader(R);
     let removed = (1..=3).find(|s| *s != leader).unwrap();
     let (_s4, change) = replace_through_joint(&mut c, leader, removed);
-    // The split is proposed right behind the change: it is applied in the joint state.
-    let epoch = c.region(leader, R).unwrap().epoch.unwrap();
-    let (tx, mut split) = oneshot::channel();
-    let cmd = SplitCmd { split_key: b"k00020".to_vec(), new_region_id: 50, new_peer_ids: vec![51, 52, 53, 54] };
-    c.store(leader).propose_split(R, RegionEpoch { ..epoch }, cmd, tx);
-    c.settle(); // every store's round must succeed (it unwrapped an error here)
+    let mut split = propose_split_now(&mut c, leader, 50);
+    c.settle();
     assert!(matches!(rx_answer(change), Ok(CmdResult::ConfChanged(_))));
-    match split.try_recv() {
-        Ok(Err(Error::Unavailable(msg))) => assert!(msg.contains("membership change"), "{msg}"),
-        Ok(Err(Error::EpochNotMatch(..))) => {}
-        other => panic!("a split in the joint state must be refused, got {other:?}"),
-    }
+    assert_refused_in_joint(&mut split);
     c.tick(5);
     for s in c.up() {
         assert!(try_status_of(c.store(s), 50).is_none(), "store {s} created the refused split's right half");
     }
-    // Once the change completes, the region splits as usual.
-    c.tick_until("the joint state to be left", |c| c.region(leader, R).unwrap().peers.len() == 3);
-    let epoch = c.region(leader, R).unwrap().epoch.unwrap();
-    let (tx, mut split) = oneshot::channel();
-    let cmd = SplitCmd { split_key: b"k00020".to_vec(), new_region_id: 60, new_peer_ids: vec![61, 62, 63] };
-    c.store(leader).propose_split(R, epoch, cmd, tx);
-    c.settle();
-    assert!(matches!(split.try_recv(), Ok(Ok(CmdResult::Split { .. }))));
+    split_after_the_change(&mut c, leader);
 }
 
 /// Bug 4: a learner that waited for its snapshot longer than the idle time
