@@ -315,18 +315,27 @@ impl Peer {
     }
 
     /// Peers (other than this leader) not caught up: waiting for a snapshot,
-    /// probing, or behind the start of the leader's log. Empty unless leading.
+    /// behind the start of the leader's log, or probing with entries still to
+    /// get. (A peer that has matched the whole log may stay probing in an idle
+    /// region: raft-rs leaves it so when its answer to a snapshot arrives
+    /// before the snapshot's send is reported.) Empty unless leading.
     pub fn pending_peers(&self) -> Vec<u64> {
         if !self.is_leader() {
             return vec![];
         }
         let truncated = self.raw_node.store().truncated_index();
+        let last = self.raw_node.raft.raft_log.last_index();
         let me = self.peer_id();
         self.raw_node
             .raft
             .prs()
             .iter()
-            .filter(|(id, pr)| **id != me && (pr.state != ProgressState::Replicate || pr.matched < truncated))
+            .filter(|(id, pr)| {
+                **id != me
+                    && (pr.state == ProgressState::Snapshot
+                        || pr.matched < truncated
+                        || (pr.state == ProgressState::Probe && pr.matched < last))
+            })
             .map(|(id, _)| *id)
             .collect()
     }

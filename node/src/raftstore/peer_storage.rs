@@ -145,6 +145,28 @@ impl PeerStorage {
         self.region.epoch.is_some()
     }
 
+    /// The raft state a split's right half starts with on a store that already
+    /// had an uninitialized peer of it (created by the new leader's messages
+    /// before this store applied the split): the split's initial log position,
+    /// with the term and vote that peer may have persisted meanwhile (a vote
+    /// must never be forgotten). Written synced.
+    pub fn merge_split_raft_state(engine: &Engine, region_id: u64) -> Result<()> {
+        let mut state: RaftLocalState = match engine.get(CF_RAFT_STATE, &keys::raft_state_key(region_id))? {
+            Some(b) => decode(&b, "raft state")?,
+            None => RaftLocalState::default(),
+        };
+        if state.term <= RAFT_INIT_LOG_TERM {
+            state.term = RAFT_INIT_LOG_TERM;
+            state.vote = 0;
+        }
+        state.commit = state.commit.max(RAFT_INIT_LOG_INDEX);
+        state.last_index = state.last_index.max(RAFT_INIT_LOG_INDEX);
+        let mut wb = engine.batch();
+        wb.put(CF_RAFT_STATE, &keys::raft_state_key(region_id), &state.encode_to_vec())?;
+        engine.write(wb, true)?;
+        Ok(())
+    }
+
     /// Adds everything a brand-new bootstrapped peer of `region` needs on disk.
     pub fn write_initial_state(wb: &mut WriteBatch<'_>, region: &Region) -> Result<()> {
         let region_state = RegionLocalState { region: Some(region.clone()), ..Default::default() };

@@ -395,6 +395,11 @@ impl Store {
                 tracing::info!(region = split.right.id, dead, "not creating the right half of a split: its peer here was removed");
                 continue;
             }
+            if self.peers.get(&split.right.id).is_some_and(|p| !p.is_initialized()) {
+                // Its uninitialized peer persisted its own raft state this round,
+                // over the split's initial one.
+                PeerStorage::merge_split_raft_state(&self.engine, split.right.id)?;
+            }
             self.add_peer(split.right.id, split.campaign)?;
             // The right half's start now routes to it, even if the peer existed.
             self.ranges.insert(split.right.start_key.clone(), split.right.id);

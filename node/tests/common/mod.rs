@@ -94,7 +94,17 @@ pub fn open_store(dir: &std::path::Path, id: u64, n: usize) -> Store {
 /// (joined later) starts holding nothing.
 pub fn open_store_with(dir: &std::path::Path, id: u64, n: usize, cfg: &StoreConfig, empty: bool) -> Store {
     let cfs: Vec<_> = CFS.iter().map(|c| c.parse().unwrap()).collect();
-    let engine = Arc::new(Engine::open(dir, &cfs).unwrap());
+    // A crashed store's snapshot threads may still hold its engine for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let engine = loop {
+        match Engine::open(dir, &cfs) {
+            Ok(e) => break Arc::new(e),
+            Err(e) if e.to_string().contains("lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening the engine: {e}"),
+        }
+    };
     if !empty {
         let ident = bootstrap_or_load(&engine, &format!("s{id}"), &members(n)).unwrap();
         assert_eq!(ident.store_id, id);
