@@ -3,8 +3,9 @@
 //! - [`storage`]: RocksDB with user and internal column families (the only RocksDB user).
 //! - [`keys`]: every key layout.
 //! - [`raftstore`]: regions replicated with raft-rs; the store loop.
-//! - [`server`]: gRPC services (`Kv`, `Raft`, `Status`), the Raft transport, the
-//!   HTTP status endpoint, and the wiring that starts a node.
+//! - [`meta`]: the meta group's state machine and placement.
+//! - [`server`]: gRPC services (`Kv`, `Raft`, `Status`, `Meta`, `Admin`), the Raft
+//!   transport, the HTTP status endpoint, and the wiring that starts a node.
 //! - [`snap`]: region snapshots on disk (generate, receive, apply by SST ingestion).
 //! - [`config`]: flags and TOML configuration.
 //! - [`metrics`]: Prometheus metrics.

@@ -11,7 +11,7 @@ use shoal_node::meta::META_REGION_ID;
 use shoal_node::meta::state::MetaResult;
 use shoal_node::raftstore::bootstrap::FIRST_REGION_ID;
 use shoal_node::raftstore::peer::CmdResult;
-use shoal_proto::{ChangePeersCmd, MetaCmd, Peer, PeerChange, PeerChangeType, RaftMessage, RegionEpoch, SplitCmd, meta_cmd};
+use shoal_proto::{MetaCmd, Peer, PeerChangeType, RaftMessage, RegionEpoch, SplitCmd, meta_cmd};
 use tokio::sync::oneshot;
 
 const R: u64 = FIRST_REGION_ID;
@@ -36,23 +36,6 @@ fn next_id(c: &mut Cluster, on: u64) -> u64 {
 fn is_snapshot(m: &RaftMessage) -> bool {
     <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&m.message)
         .is_ok_and(|m| m.get_msg_type() == raft::prelude::MessageType::MsgSnapshot)
-}
-
-fn change(kind: PeerChangeType, id: u64, store_id: u64) -> PeerChange {
-    PeerChange { change_type: kind as i32, peer: Some(Peer { id, store_id, is_learner: false }) }
-}
-
-fn propose_change(c: &mut Cluster, on: u64, changes: Vec<PeerChange>) -> Answer {
-    let epoch = c.region(on, R).unwrap().epoch;
-    let (tx, rx) = oneshot::channel();
-    c.store(on).propose_conf_change(ChangePeersCmd { region_id: R, epoch, changes }, tx);
-    rx
-}
-
-fn write_keys(c: &mut Cluster, leader: u64, range: std::ops::Range<usize>) {
-    for i in range {
-        ok(c.write(leader, put(&format!("k{i:05}"), &format!("v{i}"))));
-    }
 }
 
 fn conf_ver(c: &mut Cluster, on: u64) -> u64 {
@@ -139,7 +122,7 @@ fn replace_through_joint(c: &mut Cluster, leader: u64, removed: u64) -> (u64, An
     let s4 = c.add_empty_store();
     let rx = propose_change(c, leader, vec![change(PeerChangeType::AddLearner, 900, s4)]);
     c.settle();
-    assert!(matches!(rx_answer(rx), Ok(CmdResult::ConfChanged(_))));
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
     c.tick_until("the learner to be seeded", |c| c.value(s4, "k00039").is_some());
     let removed_peer = c.region(leader, R).unwrap().peers.iter().find(|p| p.store_id == removed).unwrap().id;
     let rx = propose_change(
@@ -148,10 +131,6 @@ fn replace_through_joint(c: &mut Cluster, leader: u64, removed: u64) -> (u64, An
         vec![change(PeerChangeType::PromoteLearner, 900, s4), change(PeerChangeType::RemovePeer, removed_peer, removed)],
     );
     (s4, rx)
-}
-
-fn rx_answer(mut rx: Answer) -> Result<CmdResult, Error> {
-    rx.try_recv().expect("answered")
 }
 
 /// Bug 3: a voter removed through joint consensus was dropped from the region
@@ -248,7 +227,7 @@ fn a_split_applied_in_a_joint_state_is_refused_everywhere() {
     let (_s4, change) = replace_through_joint(&mut c, leader, removed);
     let mut split = propose_split_now(&mut c, leader, 50);
     c.settle();
-    assert!(matches!(rx_answer(change), Ok(CmdResult::ConfChanged(_))));
+    assert!(matches!(answer(change), Ok(CmdResult::ConfChanged(_))));
     assert_refused_in_joint(&mut split);
     c.tick(5);
     for s in c.up() {
@@ -277,7 +256,7 @@ fn a_learner_waiting_long_for_its_snapshot_is_still_seeded() {
     assert!(try_status_of(c.store(s4), R).is_some_and(|p| p.region.epoch.is_none()), "the learner's peer exists, uninitialized");
     c.isolated.insert(s4);
     c.settle();
-    assert!(matches!(rx_answer(rx), Ok(CmdResult::ConfChanged(_))));
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
     let idle_ticks = c.cfg.idle_ticks as usize;
     c.tick(idle_ticks + 5);
     let reported = c.store(s4).idle_peers();

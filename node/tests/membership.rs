@@ -8,37 +8,15 @@ use common::*;
 use shoal_node::error::Error;
 use shoal_node::raftstore::bootstrap::FIRST_REGION_ID;
 use shoal_node::raftstore::peer::CmdResult;
-use shoal_proto::{ChangePeersCmd, Peer, PeerChange, PeerChangeType};
+use shoal_proto::{ChangePeersCmd, PeerChangeType};
 use tokio::sync::oneshot;
 
 const R: u64 = FIRST_REGION_ID;
-
-fn change(kind: PeerChangeType, id: u64, store_id: u64) -> PeerChange {
-    PeerChange { change_type: kind as i32, peer: Some(Peer { id, store_id, is_learner: false }) }
-}
-
-/// Proposes `changes` to region R on store `on` under the epoch that store has.
-fn propose_change(c: &mut Cluster, on: u64, changes: Vec<PeerChange>) -> Answer {
-    let epoch = c.region(on, R).unwrap().epoch;
-    let (tx, rx) = oneshot::channel();
-    c.store(on).propose_conf_change(ChangePeersCmd { region_id: R, epoch, changes }, tx);
-    rx
-}
-
-fn answer(mut rx: Answer) -> Result<CmdResult, Error> {
-    rx.try_recv().expect("answered")
-}
 
 fn voters(region: &shoal_proto::Region) -> Vec<u64> {
     let mut v: Vec<u64> = region.peers.iter().filter(|p| !p.is_learner).map(|p| p.store_id).collect();
     v.sort_unstable();
     v
-}
-
-fn write_keys(c: &mut Cluster, leader: u64, range: std::ops::Range<usize>) {
-    for i in range {
-        ok(c.write(leader, put(&format!("k{i:05}"), &format!("v{i}"))));
-    }
 }
 
 #[test]

@@ -108,7 +108,7 @@ impl PeerStorage {
         // Applied entries were committed; an unsynced apply can be ahead of the
         // commit index persisted in the hard state, never the other way round.
         raft_state.commit = raft_state.commit.max(apply_state.applied_index);
-        let conf_state = conf_state_of(&region_state, &region)?;
+        let conf_state = crate::snap::conf_state_of(&region_state, &region)?;
         let mut storage = PeerStorage { engine, snap, region, conf_state, raft_state, apply_state, last_term: 0, log_bytes: 0 };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index {
             storage.apply_state.truncated_term
@@ -373,23 +373,6 @@ impl PeerStorage {
         wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
         Ok(())
     }
-}
-
-/// Raft's membership as recorded with the region, or — for a region recorded
-/// before conf states were kept — as its descriptor lists it.
-pub fn conf_state_of(state: &RegionLocalState, region: &Region) -> Result<ConfState> {
-    if !state.conf_state.is_empty() {
-        return ConfState::parse_from_bytes(&state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")));
-    }
-    let mut cs = ConfState::default();
-    for p in &region.peers {
-        if p.is_learner {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
-        }
-    }
-    Ok(cs)
 }
 
 impl raft::Storage for PeerStorage {

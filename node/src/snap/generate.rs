@@ -88,7 +88,7 @@ pub(crate) fn generate(engine: &Arc<Engine>, dir: &Path, region_id: u64, seq: u6
 
     let data = SnapshotData { region: Some(region.clone()), files: files_meta, key: Some(key) };
     let mut metadata = SnapshotMetadata { index: key.index, term: key.term, ..Default::default() };
-    metadata.set_conf_state(crate::raftstore::peer_storage::conf_state_of(&state, &region)?);
+    metadata.set_conf_state(super::conf_state_of(&state, &region)?);
     let mut snapshot = Snapshot::default();
     snapshot.set_metadata(metadata);
     snapshot.data = data.encode_to_vec().into();

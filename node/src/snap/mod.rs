@@ -15,13 +15,15 @@
 //! 3. Receiver: `crate::server::snapshot::receive` writes the files through a
 //!    [`recv::Receiving`] (resumable partial files, verified, then renamed), then
 //!    hands the `MsgSnapshot` to its store loop.
-//! 4. The store, in its Ready round, checks [`SnapManager::is_received`] and
-//!    calls [`SnapManager::apply`] ([`apply`]: delete the ranges, ingest the
-//!    files), records the new region state, then
+//! 4. The store, in its Ready round, checks [`SnapManager::has_received`] and
+//!    records the region `APPLYING`; once that round is written, its snapshot
+//!    apply thread calls [`SnapManager::apply`] ([`apply`]: delete the ranges,
+//!    ingest the files); the store then records the region `NORMAL` and calls
 //!    [`SnapManager::release_received`].
 //!
 //! File names are in [`files`]; lifetimes of generated and received files in
-//! [`manager`].
+//! [`manager`]. This module does not depend on the raftstore: the record of a
+//! region's membership both read ([`conf_state_of`]) lives here.
 
 mod apply;
 mod files;
@@ -32,8 +34,11 @@ pub mod recv;
 pub use manager::{SnapManager, SnapshotHold};
 pub use recv::Receiving;
 
-use shoal_proto::Region;
+use protobuf::Message as _;
+use raft::prelude::ConfState;
+use shoal_proto::{Region, RegionLocalState};
 
+use crate::error::{Error, Result};
 use crate::meta::META_REGION_ID;
 use crate::storage::Engine;
 use crate::storage::cf::CF_META;
@@ -46,6 +51,23 @@ pub fn data_ranges(engine: &Engine, region: &Region) -> Vec<(String, Vec<u8>, Ve
         return vec![(CF_META.to_string(), Vec::new(), Vec::new())];
     }
     engine.user_cfs().iter().map(|cf| (cf.clone(), region.start_key.clone(), region.end_key.clone())).collect()
+}
+
+/// Raft's membership as recorded with the region, or — for a region recorded
+/// before conf states were kept — as its descriptor lists it.
+pub fn conf_state_of(state: &RegionLocalState, region: &Region) -> Result<ConfState> {
+    if !state.conf_state.is_empty() {
+        return ConfState::parse_from_bytes(&state.conf_state).map_err(|e| Error::Internal(format!("corrupt conf state: {e}")));
+    }
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.is_learner {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
+        }
+    }
+    Ok(cs)
 }
 
 #[cfg(test)]

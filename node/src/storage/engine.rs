@@ -26,6 +26,22 @@ pub enum EngineError {
 /// A key and its value.
 pub type KvPair = (Vec<u8>, Vec<u8>);
 
+/// Up to `limit` pairs that `for_each` visits, in its order.
+fn collect(
+    limit: usize,
+    for_each: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), EngineError>,
+) -> Result<Vec<KvPair>, EngineError> {
+    let mut out = Vec::new();
+    for_each(&mut |k, v| {
+        if out.len() >= limit {
+            return false;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        true
+    })?;
+    Ok(out)
+}
+
 /// One RocksDB instance with the store's user and internal column families.
 pub struct Engine {
     db: DB,
@@ -122,15 +138,7 @@ impl Engine {
     /// Reads up to `limit` pairs of `[start, end)` in key order; an empty `end`
     /// means the end of the key space.
     pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, EngineError> {
-        let mut out = Vec::new();
-        self.for_each(cf, start, end, |k, v| {
-            if out.len() >= limit {
-                return false;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            true
-        })?;
-        Ok(out)
+        collect(limit, |f| self.for_each(cf, start, end, f))
     }
 
     /// Calls `f` for each pair of `[start, end)` in key order until it returns false.

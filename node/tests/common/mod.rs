@@ -392,3 +392,30 @@ impl Cluster {
         }
     }
 }
+
+/// A membership change of `kind` for peer `id` on `store_id`.
+pub fn change(kind: shoal_proto::PeerChangeType, id: u64, store_id: u64) -> shoal_proto::PeerChange {
+    shoal_proto::PeerChange { change_type: kind as i32, peer: Some(shoal_proto::Peer { id, store_id, is_learner: false }) }
+}
+
+/// Proposes `changes` to the first data region on store `on`, under the epoch
+/// that store has.
+pub fn propose_change(c: &mut Cluster, on: u64, changes: Vec<shoal_proto::PeerChange>) -> Answer {
+    let region_id = shoal_node::raftstore::bootstrap::FIRST_REGION_ID;
+    let epoch = c.region(on, region_id).unwrap().epoch;
+    let (tx, rx) = oneshot::channel();
+    c.store(on).propose_conf_change(shoal_proto::ChangePeersCmd { region_id, epoch, changes }, tx);
+    rx
+}
+
+/// The answer to a command, which must have come.
+pub fn answer(mut rx: Answer) -> Result<CmdResult, Error> {
+    rx.try_recv().expect("answered")
+}
+
+/// Writes `k00000`… = `v0`… for each number of `range` through `leader`.
+pub fn write_keys(c: &mut Cluster, leader: u64, range: std::ops::Range<usize>) {
+    for i in range {
+        ok(c.write(leader, put(&format!("k{i:05}"), &format!("v{i}"))));
+    }
+}

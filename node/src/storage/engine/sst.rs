@@ -125,15 +125,7 @@ impl EngineSnapshot {
     /// Reads up to `limit` pairs of `[start, end)` (empty `end`: unbounded) in
     /// key order, as of the snapshot.
     pub fn scan(&self, cf: &str, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<super::KvPair>, EngineError> {
-        let mut out = Vec::new();
-        self.for_each(cf, start, end, |k, v| {
-            if out.len() >= limit {
-                return false;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            true
-        })?;
-        Ok(out)
+        super::collect(limit, |f| self.for_each(cf, start, end, f))
     }
 
     /// Writes every pair of `[start, end)` of `cf` into a new SST file at `path`,
