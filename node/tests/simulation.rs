@@ -22,8 +22,10 @@
 //!
 //! A failure names its seed. A seed whose cluster does not settle within a
 //! minute after healing is reported, and fails the run past 2 % of the seeds
-//! (about 0.1 % do under this much chaos: a liveness gap still open). The harness is deterministic but for the
-//! snapshot threads (generation, apply), which run in real time: a seed
+//! (about 0.1 % do under this much chaos: a liveness gap still open).
+//!
+//! The harness is deterministic but for the snapshot threads (generation,
+//! apply), which run in real time: a seed
 //! replays the same schedule of actions, not always the same interleaving.
 //! CI runs 500 seeds (five tests of 100); `scripts/simulate.sh --seeds N`
 //! runs more.
