@@ -42,6 +42,19 @@ fn conf_ver(c: &mut Cluster, on: u64) -> u64 {
     c.region(on, R).unwrap().epoch.unwrap().conf_ver
 }
 
+/// Runs round by round until store `on` has entered the joint state of the
+/// change proposed after `before` (conf_ver: +1 for the learner, +1 entering
+/// the joint state, +1 leaving it), and asserts it is caught there.
+fn step_into_joint_state(c: &mut Cluster, on: u64, before: u64) {
+    for _ in 0..100 {
+        if conf_ver(c, on) >= before + 2 {
+            break;
+        }
+        c.step();
+    }
+    assert_eq!(conf_ver(c, on), before + 2, "store {on} must be caught in the joint state");
+}
+
 /// Bug 1: a meta follower that steps a snapshot and the append after it in one
 /// drain applied that append's commands to its pre-snapshot meta state, and so
 /// persisted a lower `next_id` than every other store (ids handed out twice
@@ -143,15 +156,7 @@ fn a_voter_leaving_through_joint_consensus_restarts_and_then_leaves() {
     let removed = (1..=3).find(|s| *s != leader).unwrap();
     let before = conf_ver(&mut c, removed);
     let (s4, _rx) = replace_through_joint(&mut c, leader, removed);
-    // Round by round until the leaving store has entered the joint state
-    // (conf_ver: +1 for the learner, +1 entering the joint state, +1 leaving it).
-    for _ in 0..100 {
-        if conf_ver(&mut c, removed) >= before + 2 {
-            break;
-        }
-        c.step();
-    }
-    assert_eq!(conf_ver(&mut c, removed), before + 2, "the leaving store must be caught in the joint state");
+    step_into_joint_state(&mut c, removed, before);
     let region = c.region(removed, R).unwrap();
     assert!(region.peers.iter().any(|p| p.store_id == removed && !p.is_learner), "in the joint state it is still a voter: {region:?}");
     c.crash(removed);
@@ -204,13 +209,7 @@ fn a_split_proposed_in_a_joint_state_is_refused_and_stops_no_store() {
     let removed = (1..=3).find(|s| *s != leader).unwrap();
     let before = conf_ver(&mut c, leader);
     let (_s4, _change) = replace_through_joint(&mut c, leader, removed);
-    for _ in 0..100 {
-        if conf_ver(&mut c, leader) >= before + 2 {
-            break;
-        }
-        c.step();
-    }
-    assert_eq!(conf_ver(&mut c, leader), before + 2, "the leader must be caught in the joint state");
+    step_into_joint_state(&mut c, leader, before);
     let mut split = propose_split_now(&mut c, leader, 50);
     c.settle(); // every store's round must succeed (the leaving store's failed here)
     assert_refused_in_joint(&mut split);

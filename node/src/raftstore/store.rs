@@ -336,26 +336,27 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a snapshot message may be stepped: its files are here and its
-    /// range overlaps no other region this store serves.
-    fn snapshot_acceptable(&self, region_id: u64, m: &Message) -> bool {
+    /// The region a snapshot message carries, if it may be stepped: its files
+    /// are here and its range overlaps no other region this store serves nor
+    /// a snapshot stepped earlier in this drain.
+    fn acceptable_snapshot(&self, region_id: u64, m: &Message) -> Option<Region> {
         let data = match <shoal_proto::SnapshotData as prost::Message>::decode(m.get_snapshot().get_data()) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(region = region_id, error = %e, "dropping a snapshot with undecodable data");
-                return false;
+                return None;
             }
         };
         let Some(region) = data.region.as_ref().filter(|r| r.id == region_id) else {
             tracing::warn!(region = region_id, "dropping a snapshot of another region");
-            return false;
+            return None;
         };
         if !self.snap.has_received(&data) {
             tracing::warn!(region = region_id, "dropping a snapshot whose files have not arrived");
-            return false;
+            return None;
         }
         if region_id == META_REGION_ID {
-            return true;
+            return Some(region.clone());
         }
         let overlap = self.peers.values().find(|p| {
             p.region_id() != region_id
@@ -375,14 +376,9 @@ impl Store {
                 overlaps = other,
                 "refusing a snapshot that overlaps a region here (a split not applied yet?)"
             );
-            return false;
+            return None;
         }
-        true
-    }
-
-    /// The region a snapshot message carries (after [`Self::snapshot_acceptable`]).
-    fn snapshot_region(m: &Message) -> Option<Region> {
-        <shoal_proto::SnapshotData as prost::Message>::decode(m.get_snapshot().get_data()).ok().and_then(|d| d.region)
+        Some(region.clone())
     }
 
     /// Creates the peers of regions split off this round.
@@ -487,11 +483,14 @@ impl Store {
                 return;
             }
         }
-        let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-        if is_snapshot && !self.snapshot_acceptable(region_id, &m) {
-            return;
-        }
-        let stepped = if is_snapshot { Self::snapshot_region(&m) } else { None };
+        let stepped = if m.get_msg_type() == MessageType::MsgSnapshot {
+            match self.acceptable_snapshot(region_id, &m) {
+                Some(region) => Some(region),
+                None => return,
+            }
+        } else {
+            None
+        };
         let Some(peer) = self.peers.get_mut(&region_id) else { return };
         if m.to != peer.peer_id() {
             tracing::debug!(region = region_id, to = m.to, mine = peer.peer_id(), "message for another peer of the region");
@@ -499,7 +498,8 @@ impl Store {
         }
         match peer.step(m, msg.from_store_id) {
             Ok(()) => {
-                if let Some(r) = stepped {
+                // The meta group's range is the whole key space, kept apart.
+                if let Some(r) = stepped.filter(|_| region_id != META_REGION_ID) {
                     self.stepped_snapshots.insert(region_id, r);
                 }
             }
