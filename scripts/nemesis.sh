@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs the nemesis (tests/tests/nemesis.rs: SIGKILL/restart and SIGSTOP/SIGCONT
-# faults on a 3-node cluster of real processes, a register workload judged by
-# the linearizability checker) several times, each with a new seed, and prints
-# one line per run:  seed=… ops=… acked_writes=… unknown_writes=… faults=… lost=0 violations=0
+# Runs the nemesis (tests/tests/nemesis.rs: SIGKILL/restart, SIGSTOP/SIGCONT,
+# network partitions and a slow disk on a 3-node cluster of real processes, a
+# register workload judged by the linearizability checker and a bank judged by
+# its rules) several times, each with a new seed, and prints one line per run:
+#   seed=… ops=… acked_writes=… unknown_writes=… transfers=… scans=… faults=… lost=0 violations=0
 #
 #   scripts/nemesis.sh --duration 300 --runs 10
 #
-# Needs the test binaries built (cargo build --workspace --bins --tests).
+# Needs the test binaries built (cargo build --workspace --bins --tests), root
+# and iproute2 (each node runs in a network namespace of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -139,6 +139,10 @@ pub struct NodeArgs {
     /// Most learners placement seeds (by snapshot) on one store at once.
     #[arg(long)]
     pub placement_max_snapshots_per_store: Option<usize>,
+    /// Fault tests only: lets the status port's `/failpoints/…` endpoints slow
+    /// the disk down. Never in production.
+    #[arg(long)]
+    pub enable_failpoints: bool,
 }
 
 /// Whether the cluster of `--initial-cluster` is still being formed.
@@ -200,6 +204,8 @@ pub struct NodeConfig {
     pub snapshot_max_bytes_per_sec: u64,
     pub max_store_down_time_secs: u64,
     pub placement_max_snapshots_per_store: usize,
+    /// Serve the status port's `/failpoints/…` endpoints (fault tests only).
+    pub enable_failpoints: bool,
 }
 
 impl Default for NodeConfig {
@@ -234,6 +240,7 @@ impl Default for NodeConfig {
             snapshot_max_bytes_per_sec: 100 << 20,
             max_store_down_time_secs: 1_800,
             placement_max_snapshots_per_store: 2,
+            enable_failpoints: false,
         }
     }
 }
@@ -256,6 +263,7 @@ impl NodeConfig {
         set!(join, initial_cluster_state, raft_log_gc_count_limit, raft_log_gc_size_limit);
         set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
         set!(max_store_down_time_secs, placement_max_snapshots_per_store);
+        cfg.enable_failpoints |= args.enable_failpoints;
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }

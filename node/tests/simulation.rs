@@ -405,8 +405,10 @@ impl Sim {
                                 )
                             })
                             .collect();
+                        let progress = self.c.store(*leader).progress_summary(region.id).unwrap_or_default();
+                        let lagging = self.c.store(p.store_id).progress_summary(region.id).unwrap_or_default();
                         return Err(format!(
-                            "region {} on store {}: applied {} of {applied}, descriptor {:?} (leader's {:?}); leaders {brief:?}; store {} holds {held:?}",
+                            "region {} on store {}: applied {} of {applied}, descriptor {:?} (leader's {:?}); leader: {progress}; lagging: {lagging}; leaders {brief:?}; store {} holds {held:?}",
                             region.id, p.store_id, s.applied_index, s.region.epoch, region.epoch, p.store_id
                         ));
                     }

@@ -13,16 +13,20 @@
 //! waits that say what they last saw when they time out ([`wait_until`]), and
 //! writers that keep a ledger of every acknowledged write ([`writers`]), a
 //! linearizability checker ([`linearizability`]) and the nemesis whose
-//! histories it judges ([`nemesis`]).
+//! histories it judges ([`nemesis`]). [`Cluster::start_partitionable`] runs
+//! each node in a network namespace of its own ([`netns`]) so that a test can
+//! cut the network between nodes.
 //!
 //! [`k8s`] runs tests on a real Kubernetes control plane with our own node
 //! agent; [`kvcluster`] reads the status and Events of the `KvCluster` they drive.
 
+pub mod bank;
 pub mod ctl;
 pub mod k8s;
 pub mod kvcluster;
 pub mod linearizability;
 pub mod nemesis;
+pub mod netns;
 pub mod writers;
 
 use std::net::TcpListener;
@@ -137,6 +141,9 @@ pub struct Node {
     pub joined: bool,
     args: Vec<String>,
     child: Option<Child>,
+    /// The command that starts the node: `shoal-node`, or `ip netns exec … shoal-node`.
+    launcher: Option<std::sync::Arc<netns::Network>>,
+    index: usize,
 }
 
 impl Node {
@@ -163,7 +170,11 @@ impl Node {
     fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open node log");
-        let mut cmd = Command::new(bin_dir().join("shoal-node"));
+        let program = bin_dir().join("shoal-node");
+        let mut cmd = match &self.launcher {
+            Some(net) => net.command(self.index, &program),
+            None => Command::new(program),
+        };
         cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().expect("clone log")).stderr(log);
         die_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start shoal-node"));
@@ -212,6 +223,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// The options every node was started with (besides identity and addresses).
     node_args: Vec<String>,
+    /// The nodes' network namespaces, if started by [`Cluster::start_partitionable`].
+    pub network: Option<std::sync::Arc<netns::Network>>,
 }
 
 impl Node {
@@ -233,28 +246,44 @@ impl Node {
             membership.0.into(),
             membership.1,
         ];
-        Node { name, grpc, status, data_dir, log, store_id: None, joined: false, args, child: None }
+        Node { name, grpc, status, data_dir, log, store_id: None, joined: false, args, child: None, launcher: None, index: 0 }
     }
 }
 
 impl Cluster {
     /// Starts `n` nodes with `extra` options each and waits until they serve.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_in(None, n, extra).await
+    }
+
+    /// Like [`Cluster::start`], but each node runs in a network namespace of
+    /// its own on one bridge ([`netns::Network`]), so that `cluster.network`
+    /// can partition them. Needs root and iproute2. Nodes cannot join such a
+    /// cluster later.
+    pub async fn start_partitionable(n: usize, extra: &[&str]) -> Cluster {
+        let net = netns::Network::create(n).expect("network namespaces for the nodes (needs root and iproute2)");
+        Cluster::start_in(Some(std::sync::Arc::new(net)), n, extra).await
+    }
+
+    async fn start_in(network: Option<std::sync::Arc<netns::Network>>, n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * n);
-        let initial: Vec<String> = (0..n).map(|i| format!("n{}=127.0.0.1:{}", i + 1, ports[2 * i])).collect();
+        let host = |i: usize| network.as_ref().map_or_else(|| "127.0.0.1".to_string(), |net| net.addr(i));
+        let initial: Vec<String> = (0..n).map(|i| format!("n{}={}:{}", i + 1, host(i), ports[2 * i])).collect();
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = format!("n{}", i + 1);
-            let grpc = format!("127.0.0.1:{}", ports[2 * i]);
-            let status = format!("127.0.0.1:{}", ports[2 * i + 1]);
+            let grpc = format!("{}:{}", host(i), ports[2 * i]);
+            let status = format!("{}:{}", host(i), ports[2 * i + 1]);
             let mut node = Node::new(dir.path(), name, grpc, status, ("--initial-cluster", initial.join(",")));
             node.args.extend(extra.iter().map(|s| s.to_string()));
             node.store_id = Some(i as u64 + 1);
+            node.launcher = network.clone();
+            node.index = i;
             nodes.push(node);
         }
         let node_args = extra.iter().map(|s| s.to_string()).collect();
-        let mut cluster = Cluster { nodes, dir, node_args };
+        let mut cluster = Cluster { nodes, dir, node_args, network };
         for node in &mut cluster.nodes {
             node.start();
         }
@@ -272,6 +301,7 @@ impl Cluster {
     /// replaces them), plus the rest of `extra`. Returns its index; does not
     /// wait for anything (see [`Cluster::wait_registered`]).
     pub fn join_node(&mut self, extra: &[&str]) -> usize {
+        assert!(self.network.is_none(), "nodes cannot join a partitionable cluster");
         let i = self.nodes.len();
         let name = format!("n{}", i + 1);
         let ports = free_ports(2);
@@ -685,15 +715,22 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// Like [`http_get`], but an error instead of a panic when the node does not
 /// answer within `timeout`.
 pub async fn try_http_get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    try_http("GET", addr, path, timeout).await
+}
+
+/// A minimal HTTP/1.0 request with no body (`GET`, `PUT`, …); the status code
+/// and body, or an error when the node does not answer within `timeout`.
+pub async fn try_http(method: &str, addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let get = async {
+    let request = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
         Ok(parse_http(&buf))
     };
-    tokio::time::timeout(timeout, get).await.map_err(|_| format!("GET http://{addr}{path}: no answer within {timeout:?}"))?
+    tokio::time::timeout(timeout, request).await.map_err(|_| format!("{method} http://{addr}{path}: no answer within {timeout:?}"))?
 }
 
 async fn http_get_inner(addr: &str, path: &str) -> (u16, String) {

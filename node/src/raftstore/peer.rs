@@ -314,6 +314,45 @@ impl Peer {
         self.raw_node.report_snapshot(to_peer, status);
     }
 
+    /// For diagnostics: this peer's id, term, role, leader and log, then how
+    /// it sees each peer of its configuration: `peer:state matched/next` with
+    /// `snap@N` while a snapshot is pending, `inactive` when not recently heard
+    /// from, `paused` when probing is paused (meaningful on a leader).
+    pub fn progress_summary(&self) -> String {
+        let r = &self.raw_node.raft;
+        let me = format!(
+            "peer {} term {} {:?} leader {} vote {} commit {} last {}",
+            r.id,
+            r.term,
+            r.state,
+            r.leader_id,
+            r.vote,
+            r.raft_log.committed,
+            r.raft_log.last_index()
+        );
+        let mut out: Vec<String> = self
+            .raw_node
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| {
+                let mut s = format!("{id}:{:?} {}/{}", pr.state, pr.matched, pr.next_idx);
+                if pr.pending_snapshot != 0 {
+                    s += &format!(" snap@{}", pr.pending_snapshot);
+                }
+                if !pr.recent_active {
+                    s += " inactive";
+                }
+                if pr.is_paused() {
+                    s += " paused";
+                }
+                s
+            })
+            .collect();
+        out.sort();
+        format!("{me}: {}", out.join(", "))
+    }
+
     /// Peers (other than this leader) not caught up: waiting for a snapshot,
     /// behind the start of the leader's log, or probing with entries still to
     /// get. (A peer that has matched the whole log may stay probing in an idle

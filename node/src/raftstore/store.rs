@@ -787,6 +787,12 @@ impl Store {
     }
 
     /// The state of every peer on this store.
+    /// The leader's view of its followers in `region_id` (see
+    /// [`Peer::progress_summary`]), if this store has the region.
+    pub fn progress_summary(&self, region_id: u64) -> Option<String> {
+        self.peers.get(&region_id).map(Peer::progress_summary)
+    }
+
     pub fn status(&self) -> Vec<PeerStatus> {
         self.peers
             .values()

@@ -1,5 +1,9 @@
 //! The HTTP status server: `/metrics` (Prometheus text), `/healthz` (the store
 //! loop answers) and `/readyz` (every region on this store knows its leader).
+//!
+//! With `--enable-failpoints` (fault tests only) it also serves
+//! `PUT /failpoints/slow-sync?ms=N`: every synced engine write (the Raft log's
+//! fsync among them) first waits N ms, a slow disk; `ms=0` heals it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,11 +18,15 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::raftstore::store_loop::StoreHandle;
+use crate::storage::Engine;
 
 #[derive(Clone)]
 pub struct StatusHttp {
     pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
+    /// The engine whose failpoints `/failpoints/…` sets; `None` unless the
+    /// node runs with `--enable-failpoints`.
+    pub failpoints: Option<Arc<Engine>>,
 }
 
 fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -46,7 +54,27 @@ impl StatusHttp {
                 },
                 _ => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "store loop is not answering\n".into()),
             },
+            "/failpoints/slow-sync" => self.slow_sync(&req),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /readyz\n".into()),
+        }
+    }
+
+    /// `PUT /failpoints/slow-sync?ms=N`.
+    fn slow_sync(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(engine) = &self.failpoints else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", "failpoints are off: start the node with --enable-failpoints\n".into());
+        };
+        if req.method() != hyper::Method::PUT {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use PUT /failpoints/slow-sync?ms=N\n".into());
+        }
+        let ms = req.uri().query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse::<u64>().ok());
+        match ms {
+            Some(ms) if ms <= 60_000 => {
+                engine.set_sync_delay(Duration::from_millis(ms));
+                tracing::warn!(ms, "failpoint slow-sync set");
+                reply(StatusCode::OK, "text/plain", format!("slow-sync: {ms} ms\n"))
+            }
+            _ => reply(StatusCode::BAD_REQUEST, "text/plain", "expected ?ms=N with N at most 60000\n".into()),
         }
     }
 

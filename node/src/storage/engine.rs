@@ -9,6 +9,8 @@ pub use sst::EngineSnapshot;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, ReadOptions, WriteOptions};
 
@@ -48,6 +50,9 @@ pub struct Engine {
     user_cfs: Vec<String>,
     /// Every column family's options, for SST files written for it.
     cf_options: HashMap<String, CfOptions>,
+    /// The slow-disk failpoint: microseconds every synced write waits before
+    /// it is written (0: off). Set only through [`Engine::set_sync_delay`].
+    sync_delay_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -113,7 +118,7 @@ impl Engine {
             .collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
-        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options })
+        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options, sync_delay_us: AtomicU64::new(0) })
     }
 
     /// The user column families, `default` first.
@@ -177,10 +182,23 @@ impl Engine {
 
     /// Writes `batch` atomically; with `sync` it is on disk when this returns.
     pub fn write(&self, batch: WriteBatch<'_>, sync: bool) -> Result<(), EngineError> {
+        if sync {
+            let delay = self.sync_delay_us.load(Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_micros(delay));
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.write_opt(batch.inner, &wo)?;
         Ok(())
+    }
+
+    /// The slow-disk failpoint (a fault test's, through the node's
+    /// `--enable-failpoints`): every synced write — the Raft log's fsync among
+    /// them — first waits `delay`; zero turns it off.
+    pub fn set_sync_delay(&self, delay: Duration) {
+        self.sync_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Flushes memtables and the WAL; used on graceful shutdown.
