@@ -450,19 +450,75 @@ fn simulate(seed: u64) -> Result<usize, String> {
     Ok(sim.acked)
 }
 
+/// With `SHOAL_SIM_LOG` set (a `tracing` filter such as `debug`), each
+/// seed's log is kept in memory and written to `/tmp/shoal-sim-SEED.log` only
+/// if the seed fails or does not settle.
+mod seed_log {
+    use std::io::Write;
+    use std::sync::{Mutex, Once};
+
+    static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Buffer;
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            LOG.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    pub fn enabled() -> bool {
+        std::env::var_os("SHOAL_SIM_LOG").is_some()
+    }
+
+    /// Starts a seed's log (installing the subscriber the first time).
+    pub fn start() {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            let filter = tracing_subscriber::EnvFilter::new(std::env::var("SHOAL_SIM_LOG").unwrap_or_default());
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(|| Buffer).try_init();
+        });
+        LOG.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Writes the seed's log out; returns where.
+    pub fn keep(seed: u64) -> String {
+        let path = format!("/tmp/shoal-sim-{seed}.log");
+        let log = LOG.lock().unwrap_or_else(|p| p.into_inner());
+        match std::fs::write(&path, &*log) {
+            Ok(()) => path,
+            Err(e) => format!("(log not written: {e})"),
+        }
+    }
+}
+
 /// Runs `seeds`: any safety violation fails the test; seeds whose cluster did
 /// not settle within a minute after healing (a liveness gap, see
 /// docs/RELIABILITY.md) are printed, and fail it past 2 %.
 fn run_seeds(seeds: std::ops::Range<u64>) {
     let mut acked = 0;
     let (mut failures, mut unsettled) = (Vec::new(), Vec::new());
+    let logging = seed_log::enabled();
     for seed in seeds.clone() {
-        match std::panic::catch_unwind(|| simulate(seed)) {
-            Ok(Ok(n)) => acked += n,
-            Ok(Err(e)) if e.contains("never settled") => unsettled.push(e),
-            Ok(Err(e)) => failures.push(e),
-            Err(p) => failures.push(format!("seed {seed}: panicked: {}", p.downcast_ref::<String>().cloned().unwrap_or_default())),
+        if logging {
+            seed_log::start();
         }
+        let mut outcome = match std::panic::catch_unwind(|| simulate(seed)) {
+            Ok(Ok(n)) => {
+                acked += n;
+                continue;
+            }
+            Ok(Err(e)) => e,
+            Err(p) => format!("seed {seed}: panicked: {}", p.downcast_ref::<String>().cloned().unwrap_or_default()),
+        };
+        if logging {
+            outcome += &format!(" (log: {})", seed_log::keep(seed));
+        }
+        if outcome.contains("never settled") { unsettled.push(outcome) } else { failures.push(outcome) }
     }
     let total = seeds.end - seeds.start;
     println!("seeds {seeds:?}: {} failed, {} unsettled, {acked} writes acknowledged", failures.len(), unsettled.len());

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use shoal_client::{Client, ClientOptions, Mutation};
 
+use crate::rng::Rng;
+
 /// Accounts in the bank.
 pub const ACCOUNTS: usize = 8;
 /// Each account's opening balance.
@@ -117,13 +119,7 @@ async fn write_until_acknowledged(client: &Client, cf: &str, reading: &Reading, 
 /// The writer: opens the bank, then moves money until `stop`.
 pub async fn writer(endpoints: Vec<String>, cf: String, seed: u64, start: Instant, stop: Arc<AtomicBool>) -> Ledger {
     let client = Client::new(&endpoints, ClientOptions { deadline: Duration::from_secs(3), ..Default::default() }).expect("client");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng::new(seed ^ 0xba4c);
     let mut ledger = Ledger::default();
     let opening = Reading { version: 0, balances: vec![OPENING; ACCOUNTS] };
     ledger.versions.insert(0, (opening.balances.clone(), None));
@@ -146,9 +142,9 @@ pub async fn writer(endpoints: Vec<String>, cf: String, seed: u64, start: Instan
                 .anomalies
                 .push(format!("the writer read version {} {:?} after version {last} was acknowledged", now.version, now.balances));
         }
-        let (from, to) = (next(ACCOUNTS as u64) as usize, next(ACCOUNTS as u64) as usize);
+        let (from, to) = (rng.below(ACCOUNTS), rng.below(ACCOUNTS));
         let mut balances = now.balances.clone();
-        let amount = next(balances[from] + 1);
+        let amount = rng.next_u64() % (balances[from] + 1);
         balances[from] -= amount;
         balances[to] += amount;
         let transfer = Reading { version: now.version + 1, balances };

@@ -27,6 +27,7 @@ pub mod kvcluster;
 pub mod linearizability;
 pub mod nemesis;
 pub mod netns;
+pub mod rng;
 pub mod writers;
 
 use std::net::TcpListener;

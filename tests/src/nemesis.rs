@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use shoal_client::{Client, ClientOptions};
 
 use crate::linearizability::{self, Op, Operation, Violation};
+use crate::rng::Rng;
 use crate::{Cluster, bank};
 
 /// One kind of fault.
@@ -128,22 +129,6 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// xorshift64*: one seed, one schedule of keys, operations and faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 fn key(k: usize) -> Vec<u8> {
     format!("nemesis/{k:04}").into_bytes()
 }
@@ -156,7 +141,7 @@ fn now(start: Instant) -> u64 {
 async fn client_task(endpoints: Vec<String>, spec: NemesisSpec, id: usize, start: Instant, stop: Arc<AtomicBool>) -> Vec<Operation> {
     let opts = ClientOptions { deadline: Duration::from_secs(3), ..Default::default() };
     let client = Client::new(&endpoints, opts).expect("client");
-    let mut rng = Rng(spec.seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(spec.seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut history = Vec::new();
     let mut counter = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -222,7 +207,7 @@ pub async fn run(cluster: &mut Cluster, spec: &NemesisSpec) -> Report {
     let bank_readers: Vec<_> =
         (0..2).map(|_| tokio::spawn(bank::reader(endpoints.clone(), spec.cf.clone(), start, stop.clone()))).collect();
 
-    let mut rng = Rng(spec.seed | 1);
+    let mut rng = Rng::new(spec.seed);
     let mut faults = Vec::new();
     while start.elapsed() + spec.fault_every * 2 < spec.duration {
         tokio::time::sleep(spec.fault_every).await;

@@ -98,6 +98,10 @@ async fn status_endpoints_and_metrics_are_valid() {
         assert_eq!(cluster.http_get(i, "/readyz").await.0, 200);
     }
     assert_eq!(cluster.http_get(0, "/nope").await.0, 404);
+    // Failpoints exist only on a node started with --enable-failpoints.
+    let status = cluster.nodes[0].status.clone();
+    let (code, body) = shoal_tests::try_http("PUT", &status, "/failpoints/slow-sync?ms=100", Duration::from_secs(10)).await.unwrap();
+    assert_eq!((code, body.as_str()), (404, "failpoints are off: start the node with --enable-failpoints\n"));
     // Per-region gauges refresh on every Raft tick (100 ms).
     let status_addr = cluster.nodes[leader].status.clone();
     let metrics = shoal_tests::wait_for(Duration::from_secs(10), "leader gauges on /metrics", || {

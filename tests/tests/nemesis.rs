@@ -27,6 +27,9 @@ async fn kills_pauses_partitions_and_slow_disks_lose_no_write_and_stay_lineariza
     println!("nemesis: seed={seed} duration={secs}s");
     let mut cluster = Cluster::start_partitionable(3, &["--enable-failpoints"]).await;
     cluster.wait_leader(Duration::from_secs(60)).await;
+    let status = cluster.nodes[0].status.clone();
+    let bad = shoal_tests::try_http("PUT", &status, "/failpoints/slow-sync?ms=soon", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(bad, (400, "expected ?ms=N with N at most 60000\n".to_string()), "a malformed failpoint is refused");
     let report = nemesis::run(&mut cluster, &NemesisSpec::new(Duration::from_secs(secs), seed)).await;
     for f in &report.faults {
         println!("fault: {f}");

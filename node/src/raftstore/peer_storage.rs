@@ -453,13 +453,13 @@ impl raft::Storage for PeerStorage {
         // (the leader applied that change before it started sending to `to`).
         let min_index = request_index.max(self.apply_state.truncated_index);
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
-        let snap = self.snap.request(self.region.id, min_index).ok_or_else(unavailable)?;
+        let snap = self.snap.request(self.region.id, min_index, self.region.epoch).ok_or_else(unavailable)?;
         let cs = snap.get_metadata().get_conf_state();
         let includes = |ids: &[u64]| ids.contains(&to);
         if includes(&cs.voters) || includes(&cs.learners) || includes(&cs.voters_outgoing) || includes(&cs.learners_next) {
             return Ok(snap);
         }
-        self.snap.request(self.region.id, min_index.max(self.apply_state.applied_index)).ok_or_else(unavailable)
+        self.snap.request(self.region.id, min_index.max(self.apply_state.applied_index), self.region.epoch).ok_or_else(unavailable)
     }
 }
 

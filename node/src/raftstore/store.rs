@@ -786,13 +786,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The state of every peer on this store.
     /// The leader's view of its followers in `region_id` (see
     /// [`Peer::progress_summary`]), if this store has the region.
     pub fn progress_summary(&self, region_id: u64) -> Option<String> {
         self.peers.get(&region_id).map(Peer::progress_summary)
     }
 
+    /// The state of every peer on this store.
     pub fn status(&self) -> Vec<PeerStatus> {
         self.peers
             .values()

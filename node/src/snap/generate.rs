@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{Entry, Snapshot, SnapshotMetadata};
-use shoal_proto::{PeerState, RaftApplyState, RegionLocalState, SnapshotData, SnapshotFile, SnapshotKey};
+use shoal_proto::{PeerState, RaftApplyState, RegionEpoch, RegionLocalState, SnapshotData, SnapshotFile, SnapshotKey};
 
 use super::{data_ranges, files};
 use crate::error::{Error, Result};
@@ -24,6 +24,8 @@ use crate::storage::{Engine, EngineSnapshot};
 /// A snapshot generated on this store.
 pub(crate) struct Generated {
     pub key: SnapshotKey,
+    /// The region's epoch at the snapshot's index.
+    pub epoch: Option<RegionEpoch>,
     pub snapshot: Snapshot,
     pub files: Vec<PathBuf>,
 }
@@ -92,5 +94,5 @@ pub(crate) fn generate(engine: &Arc<Engine>, dir: &Path, region_id: u64, seq: u6
     let mut snapshot = Snapshot::default();
     snapshot.set_metadata(metadata);
     snapshot.data = data.encode_to_vec().into();
-    Ok(Generated { key, snapshot, files: paths })
+    Ok(Generated { key, epoch: region.epoch, snapshot, files: paths })
 }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use raft::prelude::Snapshot;
-use shoal_proto::{SnapshotData, SnapshotKey};
+use shoal_proto::{RegionEpoch, SnapshotData, SnapshotKey};
 
 use super::files;
 use super::generate::{Generated, generate};
@@ -46,6 +46,9 @@ const GC_INTERVAL: Duration = Duration::from_secs(60);
 
 struct GeneratedSnap {
     key: SnapshotKey,
+    /// The region's epoch at the snapshot's index: once the region splits or
+    /// changes its peers, the snapshot describes a region that is gone.
+    epoch: Option<RegionEpoch>,
     snapshot: Snapshot,
     files: Vec<PathBuf>,
     created: Instant,
@@ -161,12 +164,18 @@ impl SnapManager {
     }
 
     /// For raft-rs's `Storage::snapshot`: a generated snapshot of `region_id` at
-    /// `min_index` or later if one is ready (the newest), otherwise `None` after
-    /// scheduling a generation. Never touches the disk.
-    pub fn request(&self, region_id: u64, min_index: u64) -> Option<Snapshot> {
+    /// `min_index` or later, of the region as it is now (`epoch`), if one is
+    /// ready (the newest), otherwise `None` after scheduling a generation. A
+    /// snapshot from before a split would carry the old, wider range, which a
+    /// store holding the split-off region must refuse: such a snapshot is
+    /// never handed out again. Never touches the disk.
+    pub fn request(&self, region_id: u64, min_index: u64, epoch: Option<RegionEpoch>) -> Option<Snapshot> {
         let mut st = lock(&self.state);
         let ready = st.generated.get_mut(&region_id).and_then(|snaps| {
-            snaps.iter_mut().filter(|g| g.key.index >= min_index && g.created.elapsed() < MAX_GENERATED_AGE).max_by_key(|g| g.key.index)
+            snaps
+                .iter_mut()
+                .filter(|g| g.key.index >= min_index && g.epoch == epoch && g.created.elapsed() < MAX_GENERATED_AGE)
+                .max_by_key(|g| g.key.index)
         });
         if let Some(g) = ready {
             g.handed_out = Some(Instant::now());
@@ -206,6 +215,7 @@ impl SnapManager {
         tracing::info!(region_id, index = g.key.index, term = g.key.term, files = g.files.len(), "snapshot generated");
         snaps.push(GeneratedSnap {
             key: g.key,
+            epoch: g.epoch,
             snapshot: g.snapshot.clone(),
             files: g.files,
             created: Instant::now(),

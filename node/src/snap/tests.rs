@@ -284,10 +284,11 @@ fn request_generates_in_the_background_and_old_snapshots_are_collected() {
     let src = node();
     put_region(&src.engine, &region(2, "", ""), 7, 6, vec![]);
     put(&src.engine, "default", &[("a", "1")]);
-    assert!(src.snap.request(2, 0).is_none());
+    let epoch = region(2, "", "").epoch;
+    assert!(src.snap.request(2, 0, epoch).is_none());
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
-        if let Some(s) = src.snap.request(2, 0) {
+        if let Some(s) = src.snap.request(2, 0, epoch) {
             break s;
         }
         assert!(Instant::now() < deadline, "no snapshot generated");
@@ -306,7 +307,7 @@ fn request_generates_in_the_background_and_old_snapshots_are_collected() {
     let hold = src.snap.hold(&first_key).unwrap();
     let second = src.snap.generate(2).unwrap();
     assert_eq!(second.get_metadata().index, 8);
-    assert_eq!(src.snap.request(2, 8).unwrap().get_metadata().index, 8);
+    assert_eq!(src.snap.request(2, 8, epoch).unwrap().get_metadata().index, 8);
     src.snap.collect_garbage(false);
     assert_eq!(gen_files(&first_file), 1, "held by a send");
     drop(hold);
@@ -314,6 +315,32 @@ fn request_generates_in_the_background_and_old_snapshots_are_collected() {
     src.snap.collect_garbage(false);
     assert_eq!(gen_files(&first_file), 1);
     assert!(src.snap.hold(&first_key).is_some());
+}
+
+/// A snapshot generated before its region split describes the old, wider
+/// range: a store that holds the split-off region would refuse it forever.
+#[test]
+fn a_snapshot_from_before_a_split_is_not_handed_out_again() {
+    let src = node();
+    let before = region(2, "", "");
+    put_region(&src.engine, &before, 7, 6, vec![]);
+    put(&src.engine, "default", &[("a", "1"), ("m", "2")]);
+    let old = src.snap.generate(2).unwrap();
+    assert_eq!(src.snap.request(2, 0, before.epoch).unwrap().get_metadata().index, 7, "the same region: reused");
+
+    let mut after = region(2, "", "k");
+    after.epoch = Some(RegionEpoch { conf_ver: 3, version: 5 });
+    put_region(&src.engine, &after, 8, 6, vec![]);
+    assert!(src.snap.request(2, 0, after.epoch).is_none(), "the old snapshot (index {}) is not handed out", old.get_metadata().index);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        if let Some(s) = src.snap.request(2, 0, after.epoch) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no snapshot of the split region generated");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(data_of(&new).region, Some(after));
 }
 
 #[test]
