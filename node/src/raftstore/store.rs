@@ -786,8 +786,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The leader's view of its followers in `region_id` (see
-    /// [`Peer::progress_summary`]), if this store has the region.
+    /// This store's peer of `region_id` and, if it leads, its view of the
+    /// followers (see [`Peer::progress_summary`]); `None` without the region.
     pub fn progress_summary(&self, region_id: u64) -> Option<String> {
         self.peers.get(&region_id).map(Peer::progress_summary)
     }

@@ -279,6 +279,18 @@ fn receiving_checks_order_and_checksums_and_resumes_a_partial_file() {
     assert_eq!(dst.snap.start_receive(7, &data).unwrap().resume_point(), (1, 0), "nothing left to send");
 }
 
+/// Asks for a snapshot of `region_id` at `epoch` until the generator has one.
+fn requested(snap: &SnapManager, region_id: u64, epoch: Option<RegionEpoch>) -> raft::prelude::Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = snap.request(region_id, 0, epoch) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no snapshot of region {region_id} at {epoch:?} generated");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn request_generates_in_the_background_and_old_snapshots_are_collected() {
     let src = node();
@@ -286,14 +298,7 @@ fn request_generates_in_the_background_and_old_snapshots_are_collected() {
     put(&src.engine, "default", &[("a", "1")]);
     let epoch = region(2, "", "").epoch;
     assert!(src.snap.request(2, 0, epoch).is_none());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        if let Some(s) = src.snap.request(2, 0, epoch) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no snapshot generated");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let first = requested(&src.snap, 2, epoch);
     assert_eq!(first.get_metadata().index, 7);
     let first_key = data_of(&first).key.unwrap();
     let first_file = files::received_prefix(&first_key).replace("rcv_", "gen_");
@@ -332,14 +337,7 @@ fn a_snapshot_from_before_a_split_is_not_handed_out_again() {
     after.epoch = Some(RegionEpoch { conf_ver: 3, version: 5 });
     put_region(&src.engine, &after, 8, 6, vec![]);
     assert!(src.snap.request(2, 0, after.epoch).is_none(), "the old snapshot (index {}) is not handed out", old.get_metadata().index);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let new = loop {
-        if let Some(s) = src.snap.request(2, 0, after.epoch) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no snapshot of the split region generated");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let new = requested(&src.snap, 2, after.epoch);
     assert_eq!(data_of(&new).region, Some(after));
 }
 
