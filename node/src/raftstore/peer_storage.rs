@@ -257,6 +257,11 @@ impl PeerStorage {
         self.write_raft_state(wb)
     }
 
+    /// The persisted hard state's term and vote.
+    pub fn term_and_vote(&self) -> (u64, u64) {
+        (self.raft_state.term, self.raft_state.vote)
+    }
+
     /// Records a new commit index learned after persisting (raft-rs's light ready).
     pub fn set_commit(&mut self, commit: u64, wb: &mut WriteBatch<'_>) -> Result<()> {
         self.raft_state.commit = commit;

@@ -2,8 +2,8 @@
 //!
 //! The store is a plain state machine with no threads or sockets: the store loop
 //! ([`super::store_loop`]) — or a test — feeds it Raft messages, client requests and
-//! ticks, then calls [`Store::handle_readies`], which returns the Raft messages to
-//! send. Messages are routed to peers by region id; client requests by key, over
+//! ticks, then calls [`Store::run_round`], which hands it the Raft messages to
+//! send (a leader's before the round's write, the rest after). Messages are routed to peers by region id; client requests by key, over
 //! the data regions' ranges (the meta group has none: it is reached by id).
 //!
 //! A split is applied by the parent's peer ([`Peer`]); once the round's batches
@@ -700,22 +700,46 @@ impl Store {
         self.peers.get_mut(&region_id).ok_or_else(|| Error::RegionNotFound(vec![]))?.campaign()
     }
 
+    /// One round of the Ready loop (see [`Self::run_round`]), returning every
+    /// message to send, those a leader may send before persisting first. For
+    /// tests and the simulation, which deliver messages between rounds.
+    pub fn handle_readies(&mut self) -> Result<Vec<RaftMessage>> {
+        let mut early = Vec::new();
+        let out = self.run_round(&mut |msgs| early.extend(msgs))?;
+        early.extend(out);
+        Ok(early)
+    }
+
     /// One round of the Ready loop for every peer that has a Ready, in raft-rs's
     /// documented order, with group commit: the new entries and hard states of all
-    /// peers, and what their committed entries write, go to disk in one synced
-    /// batch. Returns the Raft messages to send to other stores.
-    pub fn handle_readies(&mut self) -> Result<Vec<RaftMessage>> {
+    /// peers, and what their committed entries write, go to disk in one batch.
+    ///
+    /// The messages a leader may send before persisting (appends, heartbeats)
+    /// are handed to `send_now` before that batch is written, so a follower
+    /// writes an entry while its leader does (Raft thesis §10.2.1): commit
+    /// waits for the slower of the two fsyncs, not for both in a row. The
+    /// batch is synced only when it holds what Raft needs durable before the
+    /// round's other messages go out (new entries, a term or vote, a snapshot);
+    /// a round that only learns a commit index and applies entries is written
+    /// without a sync — its entries are durable in a quorum's logs and are
+    /// applied again after a crash. Returns the messages to send once written.
+    pub fn run_round(&mut self, send_now: &mut dyn FnMut(Vec<RaftMessage>)) -> Result<Vec<RaftMessage>> {
         let engine = self.engine.clone();
         let mut out = Vec::new();
         let mut done = Completions::default();
         let mut wb = engine.batch();
         let mut readies = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
+        let mut early = Vec::new();
+        // Whether the batch must be synced: a finished snapshot releases its
+        // received files once written, so the peer's new state must be durable.
+        let mut sync = false;
 
         // Snapshots whose data the applier has put in place: their peers go on.
         for (region_id, result) in self.applier.finished() {
             result?; // the engine failed: this store cannot go on
             if let Some(peer) = self.peers.get_mut(&region_id) {
+                sync |= peer.is_applying();
                 peer.finish_snapshot(&mut wb, &mut done)?;
             }
         }
@@ -730,13 +754,18 @@ impl Store {
                 // (rare): that one finishes first.
                 self.applier.wait_for(*id)?;
                 peer.finish_snapshot(&mut wb, &mut done)?;
+                sync = true;
             }
-            peer.send_messages(rd.take_messages(), &mut out, &mut snaps); // 1. leader's messages go out before persisting
+            peer.send_messages(rd.take_messages(), &mut early, &mut snaps); // 1. a leader's messages, sent before persisting
+            sync |= !rd.snapshot().is_empty();
             peer.apply_snapshot(&rd, &mut wb, &mut done)?; // 2. snapshot
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
             peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?; // 4. committed entries
-            peer.persist(&rd, &mut wb)?; // 5. entries and hard state
+            sync |= peer.persist(&rd, &mut wb)?; // 5. entries and hard state
             readies.push((*id, rd));
+        }
+        if !early.is_empty() {
+            send_now(early);
         }
         if readies.is_empty() && wb.is_empty() {
             self.snap_out = snaps;
@@ -748,8 +777,12 @@ impl Store {
         }
         self.metrics.ready_peers_per_round.observe(readies.len() as f64);
         let started = Instant::now();
-        engine.write(wb, true)?; // one fsync for every peer of the round
-        self.metrics.wal_sync_duration.observe(started.elapsed().as_secs_f64());
+        if !wb.is_empty() {
+            engine.write(wb, sync)?; // at most one fsync for every peer of the round
+        }
+        if sync {
+            self.metrics.wal_sync_duration.observe(started.elapsed().as_secs_f64());
+        }
 
         let mut apply_wb = engine.batch();
         for (id, rd) in readies {

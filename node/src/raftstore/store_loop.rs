@@ -2,8 +2,9 @@
 //!
 //! Each round it waits for messages (or the next tick), drains everything queued
 //! — Raft messages, writes, reads, status requests — ticks if a tick is due,
-//! runs [`Store::handle_readies`] once for all of it, and hands the outgoing Raft
-//! messages to the transport as one batch. Batching at every step is where the
+//! runs [`Store::run_round`] once for all of it, and hands the outgoing Raft
+//! messages to the transport in two batches: a leader's appends and heartbeats
+//! before the round's write, the rest after it. Batching at every step is where the
 //! throughput comes from: one synced write per round, however many requests.
 //!
 //! The mailbox is bounded in effect: client requests (writes and reads) past
@@ -255,9 +256,14 @@ fn run(
                 next_tick = Instant::now() + tick; // fell behind: do not burst ticks
             }
         }
-        let out = store.handle_readies()?;
-        if !out.is_empty() && outbox.send(out).is_err() {
-            tracing::warn!("transport has stopped; dropping raft messages");
+        let mut send = |msgs: Vec<RaftMessage>| {
+            if outbox.send(msgs).is_err() {
+                tracing::warn!("transport has stopped; dropping raft messages");
+            }
+        };
+        let out = store.run_round(&mut send)?;
+        if !out.is_empty() {
+            send(out);
         }
         for m in store.take_snapshot_messages() {
             let (region_id, to) = (m.region_id, m.to_store_id);

@@ -290,13 +290,19 @@ impl Peer {
         }
     }
 
-    /// Stage: persist. Adds new entries and the hard state to the round's batch.
-    pub fn persist(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>) -> Result<()> {
+    /// Stage: persist. Adds new entries and the hard state to the round's
+    /// batch. Returns whether the batch must be synced before this Ready's
+    /// persisted messages go out: it holds entries, or a new term or vote (a
+    /// commit index alone can be learned again after a crash).
+    pub fn persist(&mut self, rd: &Ready, wb: &mut WriteBatch<'_>) -> Result<bool> {
+        let mut sync = !rd.entries().is_empty();
         self.raw_node.mut_store().append(rd.entries(), wb)?;
         if let Some(hs) = rd.hs() {
+            let (term, vote) = self.raw_node.store().term_and_vote();
+            sync |= (hs.term, hs.vote) != (term, vote);
             self.raw_node.mut_store().set_hard_state(hs, wb)?;
         }
-        Ok(())
+        Ok(sync)
     }
 
     /// Stage: advance. Tells raft the ready is persisted; returns the light ready.
