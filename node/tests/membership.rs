@@ -97,6 +97,46 @@ fn a_new_store_is_seeded_as_learner_then_replaces_a_voter_through_joint_consensu
     assert_eq!(voters(&c.region(new_store, R).unwrap()), expected);
 }
 
+/// With check-quorum, a leader marks every follower inactive in raft-rs at
+/// each election timeout, until their answers to the heartbeat sent in the
+/// same tick come back. A membership change proposed in that window (the
+/// heartbeat task that carries placement's orders ticks once a second, as
+/// the election timeout does, so it can land there every time) must still
+/// count the follower the leader hears from: here the leader and one live
+/// follower of three voters, a quorum.
+#[test]
+fn a_membership_change_just_after_the_quorum_check_counts_the_followers_heard_from() {
+    let mut c = Cluster::new(3);
+    let leader = c.wait_leader(R);
+    let region = c.region(leader, R).unwrap();
+    let followers: Vec<u64> = (1..=3).filter(|s| *s != leader).collect();
+    let live = region.peers.iter().find(|p| p.store_id == followers[1]).unwrap().id;
+    c.crash(followers[0]);
+    c.tick(3 * 10); // past an election timeout: the crashed follower is not heard from
+    assert_eq!(c.leaders(R), vec![leader]);
+
+    // The leader's clock alone, one tick at a time (what it sends is
+    // delivered only after the look), until raft-rs shows the live follower inactive.
+    let live_inactive = |c: &mut Cluster| {
+        let summary = c.store(leader).progress_summary(R).unwrap();
+        summary.split(": ").nth(1).is_some_and(|prs| prs.split(", ").any(|p| p.starts_with(&format!("{live}:")) && p.contains(" inactive")))
+    };
+    let mut ticks = 0;
+    loop {
+        c.store(leader).tick().unwrap();
+        if live_inactive(&mut c) {
+            break;
+        }
+        c.settle();
+        ticks += 1;
+        assert!(ticks < 3 * 10, "raft-rs never reset the follower's activity");
+    }
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, 500, 9)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))), "refused right after the quorum check");
+    assert_eq!(c.region(leader, R).unwrap().peers.len(), 4);
+}
+
 #[test]
 fn unsafe_or_stale_membership_changes_are_refused_and_change_nothing() {
     let mut c = Cluster::new(3);

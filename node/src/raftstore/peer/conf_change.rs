@@ -113,9 +113,8 @@ impl Peer {
             changes.push(single);
         }
         // The new voters must reach a quorum among peers this leader hears from
-        // (itself, and followers active within the last election timeout).
-        let me = self.peer_id();
-        let healthy = voters.iter().filter(|id| **id == me || raft.prs().get(**id).is_some_and(|pr| pr.recent_active)).count();
+        // (itself, and peers it got a message from within the last election timeout).
+        let healthy = voters.iter().filter(|id| self.recently_heard(**id)).count();
         if voters.is_empty() || healthy < voters.len() / 2 + 1 {
             return Err(Error::Unavailable(format!(
                 "region {}: refused, the new configuration would have {healthy} reachable voters of {} (quorum {})",

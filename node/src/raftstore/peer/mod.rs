@@ -63,6 +63,9 @@ pub struct Peer {
     peer_stores: HashMap<u64, u64>,
     /// The tick this peer last heard from a leader of its region.
     heard_leader_at: u64,
+    /// The tick of the last message from each peer (by id), for the
+    /// reachability check of membership changes ([`Peer::recently_heard`]).
+    heard_from_at: HashMap<u64, u64>,
     /// The meta state machine, for the meta group's peer; `None` in data regions.
     meta: Option<SharedMeta>,
     /// Bytes and keys written by applied commands since the last heartbeat.
@@ -78,6 +81,7 @@ pub struct Peer {
     next_read_id: u64,
     ticks: u64,
     read_timeout_ticks: u64,
+    election_ticks: u64,
 }
 
 impl Peer {
@@ -113,6 +117,7 @@ impl Peer {
             store_id,
             peer_stores: region.peers.iter().map(|p| (p.id, p.store_id)).collect(),
             heard_leader_at: 0,
+            heard_from_at: HashMap::new(),
             meta,
             written_bytes: 0,
             written_keys: 0,
@@ -125,6 +130,7 @@ impl Peer {
             next_read_id: 1,
             ticks: 0,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
+            election_ticks: cfg.election_tick as u64,
         })
     }
 
@@ -188,11 +194,22 @@ impl Peer {
     /// Feeds one message from another peer of this region, sent by store `from_store`.
     pub fn step(&mut self, msg: Message, from_store: u64) -> Result<()> {
         self.peer_stores.entry(msg.from).or_insert(from_store);
+        self.heard_from_at.insert(msg.from, self.ticks);
         if matches!(msg.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot) {
             self.heard_leader_at = self.ticks;
         }
         self.raw_node.step(msg)?;
         Ok(())
+    }
+
+    /// Whether `peer_id` is this peer, or sent it a message within the last
+    /// election timeout. (Not raft-rs's `recent_active`: with check-quorum a
+    /// leader clears that flag for every follower at each election timeout,
+    /// and it is set again only by their next answers, so right after that
+    /// tick every follower looks unreachable.)
+    fn recently_heard(&self, peer_id: u64) -> bool {
+        peer_id == self.peer_id()
+            || self.heard_from_at.get(&peer_id).is_some_and(|at| self.ticks.saturating_sub(*at) <= self.election_ticks)
     }
 
     /// Whether this peer has heard from no leader for `ticks` ticks (it may have
