@@ -1,12 +1,13 @@
 //! `shoalctl` as a user runs it: put/get/delete/scan/status against real nodes,
-//! exit codes and output formats, `shoalctl bench load` and `bench run`, and
+//! exit codes and output formats, `shoalctl bench load` and `bench run` (against
+//! Shoal, and with `--target etcd` against a real etcd member), and
 //! `shoalctl playground` from start to Ctrl-C, surviving a node's death.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_tests::{Cluster, bin_dir, free_ports, send_signal};
+use shoal_tests::{Cluster, bin_dir, free_ports, send_signal, try_http_get, wait_for, which};
 
 fn shoalctl(endpoints: &[String], args: &[&str]) -> Output {
     Command::new(bin_dir().join("shoalctl"))
@@ -133,6 +134,57 @@ async fn bench_load_then_run_workloads() {
     let o = bench(&["load", "--cf", "nope"]);
     assert_eq!(o.status.code(), Some(2), "a failed load write exits 2");
     assert!(String::from_utf8_lossy(&o.stderr).contains("nope"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The comparison harness's other side: the same bench drives a real etcd
+/// member (Debian's `etcd-server`, installed by `scripts/setup.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_etcd_with_the_same_workloads() {
+    let etcd = which("etcd").expect("etcd is not installed: run scripts/setup.sh");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = free_ports(2);
+    let client_url = format!("http://127.0.0.1:{}", ports[0]);
+    let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+    let _etcd = KillOnDrop(
+        Command::new(etcd)
+            .args(["--name", "bench", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .arg(format!("--initial-cluster=bench={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log")).expect("log file"))
+            .spawn()
+            .expect("start etcd"),
+    );
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    wait_for(Duration::from_secs(60), "etcd /health", || async {
+        let healthy =
+            try_http_get(&addr, "/health", Duration::from_secs(2)).await.is_ok_and(|(code, body)| code == 200 && body.contains("true"));
+        healthy.then_some(())
+    })
+    .await;
+    let eps = vec![addr.clone()];
+    let common = ["--target", "etcd", "--keys", "200", "--value-size", "64", "--concurrency", "4"];
+    let bench = |args: &[&str]| shoalctl(&eps, &[&["--output", "json", "bench"], args, &common[..]].concat());
+
+    let load = json(&bench(&["load"]));
+    assert_eq!((load["count"].as_u64(), load["target"].as_str()), (Some(200), Some("etcd")), "{load}");
+    for (workload, ops) in [("a", &["read", "update"][..]), ("e", &["scan", "insert"])] {
+        let r = json(&bench(&["run", "--workload", workload, "--duration", "1", "--scan-length", "5"]));
+        assert_eq!((r["target"].as_str(), r["errors"].as_u64(), r["reads_not_found"].as_u64()), (Some("etcd"), Some(0), Some(0)), "{r}");
+        for op in ops {
+            assert!(r[op]["ops"].as_u64().is_some_and(|n| n > 0), "workload {workload} did no {op}: {r}");
+        }
+        if workload == "e" {
+            // A scan from a loaded key reads 1..=5 of the keys after it.
+            let rows = r["scan"]["rows_per_scan"].as_f64().expect("rows_per_scan");
+            assert!((1.0..=5.0).contains(&rows), "{r}");
+        }
+    }
+    let o = bench(&["load", "--cf", "other"]);
+    assert_eq!(o.status.code(), Some(2), "etcd has no column families");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("column families"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// A running `shoalctl playground` of three nodes, and its output lines.

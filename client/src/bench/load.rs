@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use shoal_client::Client;
 use tokio::task::JoinSet;
 
+use super::target::Target;
 use super::workload::{fill_value, key};
 
 /// Writes every key once; returns how many were written (all of them, on success).
-pub async fn load(client: Arc<Client>, cf: &str, keys: u64, value_size: usize, concurrency: usize) -> Result<u64> {
+pub async fn load(target: &Target, cf: &str, keys: u64, value_size: usize, concurrency: usize) -> Result<u64> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
-        let (client, next, cf) = (client.clone(), next.clone(), cf.to_string());
+        let (mut conn, next, cf) = (target.conn(), next.clone(), cf.to_string());
         let mut rng = StdRng::from_rng(&mut rand::rng());
         tasks.spawn(async move {
             let mut value = vec![0u8; value_size];
@@ -30,7 +30,7 @@ pub async fn load(client: Arc<Client>, cf: &str, keys: u64, value_size: usize, c
                 }
                 fill_value(&mut rng, &mut value);
                 let k = key(i);
-                client.put(&cf, &k, &value).await.with_context(|| format!("writing {}", String::from_utf8_lossy(&k)))?;
+                conn.put(&cf, &k, &value).await.with_context(|| format!("writing {}", String::from_utf8_lossy(&k)))?;
                 written += 1;
             }
         });

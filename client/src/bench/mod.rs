@@ -39,6 +39,7 @@
 mod keygen;
 mod load;
 mod report;
+mod target;
 mod workload;
 
 use std::process::ExitCode;
@@ -51,10 +52,11 @@ use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
-use shoal_client::{Client, ClientOptions, ReadConsistency};
+use shoal_client::ReadConsistency;
 
 use crate::output::{Format, Printer};
 use keygen::{Distribution, KeyChooser};
+use target::{System, Target};
 use workload::{Op, Plan, Tally, Workload};
 
 /// Highest `--keys`: keeps `bench/{i:010}` in index order even after many inserts.
@@ -90,6 +92,10 @@ struct Common {
     /// Column family to write and read.
     #[arg(long, default_value = "default")]
     cf: String,
+    /// The system at `--endpoints`: a Shoal cluster, or an etcd cluster driven
+    /// with the same workload for comparison.
+    #[arg(long, value_enum, default_value_t = System::Shoal)]
+    target: System,
 }
 
 #[derive(clap::Args)]
@@ -131,15 +137,15 @@ fn check_common(c: &Common) -> Result<()> {
 
 async fn load_keys(endpoints: &[String], p: &Printer, c: Common) -> Result<ExitCode> {
     check_common(&c)?;
-    let client = Arc::new(Client::new(endpoints, ClientOptions::default())?);
+    let target = Target::connect(c.target, endpoints, &c.cf).await?;
     let started = Instant::now();
-    let count = load::load(client, &c.cf, c.keys, c.value_size, c.concurrency).await?;
+    let count = load::load(&target, &c.cf, c.keys, c.value_size, c.concurrency).await?;
     let secs = started.elapsed().as_secs_f64();
     let ops_per_sec = (count as f64 / secs).round();
     match p.format {
         Format::Json => p.json(&json!({
             "count": count, "seconds": (secs * 100.0).round() / 100.0, "ops_per_sec": ops_per_sec,
-            "value_size": c.value_size, "concurrency": c.concurrency, "cf": c.cf,
+            "value_size": c.value_size, "concurrency": c.concurrency, "cf": c.cf, "target": c.target.name(),
         }))?,
         Format::Text => println!(
             "loaded {count} keys in {secs:.2} s: {ops_per_sec} ops/s ({} B values, concurrency {}, cf {})",
@@ -164,14 +170,14 @@ async fn run_workload(endpoints: &[String], p: &Printer, a: RunArgs) -> Result<E
         bail!("--read-ratio must be in 0..=1");
     }
     let distribution = a.distribution.unwrap_or(if a.workload == Workload::Custom { Distribution::Uniform } else { Distribution::Zipfian });
-    let client = Arc::new(Client::new(endpoints, ClientOptions::default())?);
+    let target = Target::connect(c.target, endpoints, &c.cf).await?;
     // Inserts (workload e) grow the range: cover twice the loaded keys up front so the
     // zipfian's hot keys stay where they are. Built once, before the clock starts.
     let capacity = if a.workload == Workload::E { c.keys.saturating_mul(2) } else { c.keys };
     let chooser = KeyChooser::new(distribution, capacity);
     let started = Instant::now();
     let plan = Arc::new(Plan {
-        client,
+        target,
         cf: c.cf.clone(),
         keys: c.keys,
         value_size: c.value_size,
@@ -198,6 +204,7 @@ async fn run_workload(endpoints: &[String], p: &Printer, a: RunArgs) -> Result<E
     match p.format {
         Format::Json => {
             let mut report = Map::new();
+            report.insert("target".into(), c.target.name().into());
             report.insert("workload".into(), a.workload.name().into());
             report.insert("distribution".into(), distribution.name().into());
             report.insert("concurrency".into(), c.concurrency.into());
@@ -224,7 +231,8 @@ async fn run_workload(endpoints: &[String], p: &Printer, a: RunArgs) -> Result<E
         }
         Format::Text => {
             println!(
-                "workload {} ({}), {} ops in {:.1} s, concurrency {}, {} keys, {} B values, errors {}",
+                "{}: workload {} ({}), {} ops in {:.1} s, concurrency {}, {} keys, {} B values, errors {}",
+                c.target.name(),
                 a.workload.name(),
                 distribution.name(),
                 total.len(),

@@ -12,9 +12,10 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
-use shoal_client::{Client, ReadConsistency};
+use shoal_client::ReadConsistency;
 
 use super::keygen::KeyChooser;
+use super::target::Target;
 
 /// A YCSB core workload, or `custom` (reads and updates in a given ratio).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -109,7 +110,7 @@ impl Mix {
 
 /// What every worker shares.
 pub struct Plan {
-    pub client: Arc<Client>,
+    pub target: Target,
     pub cf: String,
     /// Keys written by `bench load`: indices `0..keys`.
     pub keys: u64,
@@ -170,6 +171,7 @@ pub fn fill_value(rng: &mut impl RngCore, value: &mut [u8]) {
 pub async fn worker(plan: Arc<Plan>, mut chooser: KeyChooser, mut rng: StdRng) -> Tally {
     let mut tally = Tally::new();
     let mut value = vec![0u8; plan.value_size];
+    let mut conn = plan.target.conn();
     while Instant::now() < plan.until {
         let op = plan.mix.pick(rng.random::<f64>());
         let k = if op == Op::Insert {
@@ -184,12 +186,12 @@ pub async fn worker(plan: Arc<Plan>, mut chooser: KeyChooser, mut rng: StdRng) -
         let scan_len = if op == Op::Scan { rng.random_range(1..=plan.scan_length) } else { 0 };
         let started = Instant::now();
         let res = match op {
-            Op::Read => plan.client.get_with(&plan.cf, &k, plan.consistency).await.map(|v| {
-                tally.reads_not_found += u64::from(v.is_none());
+            Op::Read => conn.get(&plan.cf, &k, plan.consistency).await.map(|found| {
+                tally.reads_not_found += u64::from(!found);
             }),
-            Op::Update | Op::Insert => plan.client.put(&plan.cf, &k, &value).await,
-            Op::Scan => plan.client.scan(&plan.cf, &k, b"", scan_len).await.map(|rows| {
-                tally.scanned_rows += rows.len() as u64;
+            Op::Update | Op::Insert => conn.put(&plan.cf, &k, &value).await,
+            Op::Scan => conn.scan(&plan.cf, &k, scan_len).await.map(|rows| {
+                tally.scanned_rows += rows as u64;
             }),
         };
         let micros = (started.elapsed().as_micros() as u64).clamp(1, 60_000_000);
