@@ -3,7 +3,8 @@
 //! The store is a plain state machine with no threads or sockets: the store loop
 //! ([`super::store_loop`]) — or a test — feeds it Raft messages, client requests and
 //! ticks, then calls [`Store::run_round`], which hands it the Raft messages to
-//! send (a leader's before the round's write, the rest after). Messages are routed to peers by region id; client requests by key, over
+//! send (a leader's before the round's write, the rest after). Messages are
+//! routed to peers by region id; client requests by key, over
 //! the data regions' ranges (the meta group has none: it is reached by id).
 //!
 //! A split is applied by the parent's peer ([`Peer`]); once the round's batches
@@ -731,8 +732,8 @@ impl Store {
         let mut readies = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
         let mut early = Vec::new();
-        // Whether the batch must be synced: a finished snapshot releases its
-        // received files once written, so the peer's new state must be durable.
+        // Whether the batch must be synced (see above). A finished snapshot
+        // must be: its received files are released once the batch is written.
         let mut sync = false;
 
         // Snapshots whose data the applier has put in place: their peers go on.

@@ -25,12 +25,8 @@ impl Peer {
     /// change is in flight, the epoch is stale, the changes do not fit the
     /// region, or the new configuration could not reach a quorum.
     pub fn propose_conf_change(&mut self, cmd: ChangePeersCmd, cb: WriteCallback) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
-            return;
-        }
-        if self.is_applying() {
-            let _ = cb.send(Err(self.applying_error()));
+        if let Err(e) = self.check_can_propose() {
+            let _ = cb.send(Err(e));
             return;
         }
         let cc = match self.check_conf_change(&cmd) {

@@ -173,8 +173,16 @@ impl Peer {
         self.region().peers.iter().find(|p| p.id == id && id != 0).cloned()
     }
 
-    fn applying_error(&self) -> Error {
-        Error::Unavailable(format!("region {} is applying a snapshot on this store", self.region_id()))
+    /// Whether this peer may propose now: it leads, and no snapshot's data is
+    /// going in (entries would wait behind it).
+    fn check_can_propose(&self) -> Result<()> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        if self.is_applying() {
+            return Err(Error::Unavailable(format!("region {} is applying a snapshot on this store", self.region_id())));
+        }
+        Ok(())
     }
 
     fn not_leader(&self) -> Error {
@@ -253,12 +261,8 @@ impl Peer {
     /// Proposes `cmd`; `cb` is answered when it is applied. Refused at once when
     /// this peer is not the leader.
     pub fn propose(&mut self, cmd: &RaftCmd, cb: WriteCallback) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
-            return;
-        }
-        if self.is_applying() {
-            let _ = cb.send(Err(self.applying_error()));
+        if let Err(e) = self.check_can_propose() {
+            let _ = cb.send(Err(e));
             return;
         }
         match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
