@@ -22,6 +22,7 @@ pub struct Metrics {
     /// 1 on the store whose peer leads the region.
     pub region_is_leader: IntGaugeVec,
     pub leader_count: IntGauge,
+    pub asleep_regions: IntGauge,
     pub region_count: IntGauge,
     /// Region logs truncated by log GC.
     pub raft_log_gc: IntCounter,
@@ -85,6 +86,10 @@ impl Metrics {
                 &["region"],
             )?,
             leader_count: IntGauge::new("shoal_store_leaders", "Regions whose leader is on this store")?,
+            asleep_regions: IntGauge::new(
+                "shoal_store_hibernated_regions",
+                "Regions whose peer on this store is asleep (hibernated: not ticking)",
+            )?,
             region_count: IntGauge::new("shoal_store_regions", "Region peers on this store")?,
             raft_log_gc: IntCounter::new("shoal_raft_log_gc_total", "Region logs truncated by log GC")?,
             conf_changes: IntCounterVec::new(
@@ -134,6 +139,7 @@ impl Metrics {
         m.registry.register(Box::new(m.region_term.clone()))?;
         m.registry.register(Box::new(m.region_is_leader.clone()))?;
         m.registry.register(Box::new(m.leader_count.clone()))?;
+        m.registry.register(Box::new(m.asleep_regions.clone()))?;
         m.registry.register(Box::new(m.region_count.clone()))?;
         m.registry.register(Box::new(m.raft_log_gc.clone()))?;
         m.registry.register(Box::new(m.conf_changes.clone()))?;

@@ -226,7 +226,8 @@ fn a_split_applied_in_a_joint_state_is_refused_everywhere() {
     let (_s4, change) = replace_through_joint(&mut c, leader, removed);
     let mut split = propose_split_now(&mut c, leader, 50);
     c.settle();
-    assert!(matches!(answer(change), Ok(CmdResult::ConfChanged(_))));
+    let changed = answer(change);
+    assert!(matches!(changed, Ok(CmdResult::ConfChanged(_))), "the change is applied: {changed:?}");
     assert_refused_in_joint(&mut split);
     c.tick(5);
     for s in c.up() {
@@ -348,7 +349,7 @@ fn snapshot_message(region: &shoal_proto::Region, to: u64, index: u64) -> RaftMe
     snap.mut_metadata().mut_conf_state().voters = vec![to - 100];
     snap.mut_metadata().mut_conf_state().learners = vec![to];
     snap.data = prost::Message::encode_to_vec(&data).into();
-    RaftMessage { region_id: region.id, from_store_id: 1, to_store_id: 4, message: m.write_to_bytes().unwrap() }
+    RaftMessage { region_id: region.id, from_store_id: 1, to_store_id: 4, message: m.write_to_bytes().unwrap(), hibernate: false }
 }
 
 /// Settled (a): two snapshots stepped in one drain were both taken when their

@@ -20,6 +20,7 @@
 //! [`bootstrap`] writes the first state of a new store.
 
 pub mod bootstrap;
+pub mod liveness;
 pub mod logger;
 pub mod peer;
 pub mod peer_storage;

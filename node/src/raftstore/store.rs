@@ -25,9 +25,15 @@
 //! A leader's message to a newer peer id of a region than the one this store
 //! holds also destroys the old one: it was removed, and the region is back.
 //!
-//! Log GC runs every [`GC_INTERVAL_TICKS`] ticks ([`Peer::maybe_compact_log`]).
+//! Idle regions cost nothing: a round visits only the peers handed something
+//! since the last one (the ready set), and a tick only the awake ones; an idle
+//! region hibernates (see the `hibernate` module of [`super::peer`]) and
+//! [`StoreLiveness`] wakes it if a store it has a peer on falls silent.
+//!
+//! Log GC runs every [`GC_INTERVAL_TICKS`] ticks over the awake peers
+//! ([`Peer::maybe_compact_log`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -36,6 +42,7 @@ use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use shoal_proto::{ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
 
+use super::liveness::StoreLiveness;
 use super::peer::{Completions, Peer, ReadCallback, RegionRead, SnapshotDone, SplitDone, WriteCallback};
 use super::peer_storage::{PeerStorage, RAFT_INIT_LOG_TERM};
 use super::snap_applier::SnapApplier;
@@ -51,8 +58,11 @@ use crate::storage::cf::{CF_RAFT_LOG, CF_RAFT_STATE, CF_REGION_META};
 /// First vote requests kept for regions this store does not hold yet; the oldest
 /// are dropped past this many.
 const MAX_PENDING_VOTES: usize = 256;
-/// Ticks between two log GC passes over every peer.
+/// Ticks between two log GC passes over the awake peers.
 pub const GC_INTERVAL_TICKS: u64 = 10;
+/// Ticks between two recomputations of the neighbouring stores (besides
+/// those after peers came or went).
+const NEIGHBOURS_TICKS: u64 = 100;
 
 /// Settings of a store's Raft core.
 #[derive(Clone)]
@@ -84,6 +94,8 @@ pub struct PeerStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub is_leader: bool,
+    /// Asleep: the region was idle and this peer stopped ticking.
+    pub hibernated: bool,
 }
 
 /// What a region's leader tells meta about the region by heartbeat.
@@ -103,6 +115,19 @@ pub struct Store {
     engine: Arc<Engine>,
     /// Region id → this store's peer of it.
     peers: BTreeMap<u64, Peer>,
+    /// Regions whose peer was handed something since the last round: the
+    /// round visits only these (idle regions cost nothing).
+    touched: BTreeSet<u64>,
+    /// Regions whose peer here is not asleep: the ones ticked.
+    awake: BTreeSet<u64>,
+    /// Regions whose peer here leads.
+    leading: BTreeSet<u64>,
+    /// Which neighbouring stores are alive, for the hibernated regions.
+    liveness: StoreLiveness,
+    /// Peers came or went since the neighbours were last computed.
+    neighbours_dirty: bool,
+    /// This tick's store pings, sent with the next round's first messages.
+    pings: Vec<RaftMessage>,
     /// Region start key → region id, to find the region serving a key.
     ranges: BTreeMap<Vec<u8>, u64>,
     /// The meta state machine: empty until this store holds a meta peer.
@@ -143,6 +168,12 @@ impl Store {
             store_id,
             engine: engine.clone(),
             peers: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            awake: BTreeSet::new(),
+            leading: BTreeSet::new(),
+            neighbours_dirty: true,
+            liveness: StoreLiveness::new(store_id, cfg.raft.election_tick as u64),
+            pings: Vec::new(),
             ranges: BTreeMap::new(),
             meta: Arc::new(RwLock::new(MetaState::default())),
             applier: SnapApplier::start(snap.clone(), store_id),
@@ -240,7 +271,9 @@ impl Store {
         if region_id != META_REGION_ID {
             self.ranges.insert(peer.region().start_key.clone(), region_id);
         }
+        peer.set_clock(self.ticks, |_| false);
         self.peers.insert(region_id, peer);
+        self.peer_added(region_id);
         self.metrics.region_count.set(self.peers.len() as i64);
         Ok(())
     }
@@ -250,9 +283,11 @@ impl Store {
     fn create_uninitialized(&mut self, region_id: u64, peer_id: u64) -> Result<()> {
         let storage = PeerStorage::uninitialized(self.engine.clone(), self.snap.clone(), region_id)?;
         let meta = (region_id == META_REGION_ID).then(|| self.meta.clone());
-        let peer = Peer::new(self.store_id, peer_id, storage, meta, &self.cfg.raft, &self.logger)?;
+        let mut peer = Peer::new(self.store_id, peer_id, storage, meta, &self.cfg.raft, &self.logger)?;
         tracing::info!(region = region_id, peer = peer_id, "created an uninitialized peer; waiting for a snapshot");
+        peer.set_clock(self.ticks, |_| false);
         self.peers.insert(region_id, peer);
+        self.peer_added(region_id);
         self.metrics.region_count.set(self.peers.len() as i64);
         Ok(())
     }
@@ -294,6 +329,7 @@ impl Store {
             return Ok(());
         }
         let Some(mut peer) = self.peers.remove(&region_id) else { return Ok(()) };
+        self.peer_removed(region_id);
         if peer.is_applying() {
             // Its data must not be deleted under the applier's feet.
             self.applier.wait_for(region_id)?;
@@ -410,6 +446,30 @@ impl Store {
         Ok(())
     }
 
+    /// A peer was just added: it starts awake, in the next round.
+    fn peer_added(&mut self, region_id: u64) {
+        self.touched.insert(region_id);
+        self.awake.insert(region_id);
+        self.neighbours_dirty = true;
+    }
+
+    fn peer_removed(&mut self, region_id: u64) {
+        self.touched.remove(&region_id);
+        self.awake.remove(&region_id);
+        self.leading.remove(&region_id);
+        self.neighbours_dirty = true;
+    }
+
+    /// This store's peer of `region_id`, about to be handed something: it joins
+    /// the next round, with its clock set to the store's.
+    fn peer_mut(&mut self, region_id: u64) -> Option<&mut Peer> {
+        let peer = self.peers.get_mut(&region_id)?;
+        let (liveness, now) = (&self.liveness, self.ticks);
+        peer.set_clock(now, |store| liveness.is_alive(store, now));
+        self.touched.insert(region_id);
+        Some(peer)
+    }
+
     /// The peer of the region whose range holds `key`.
     fn peer_for_key(&mut self, key: &[u8]) -> Result<&mut Peer> {
         let id = self
@@ -418,7 +478,7 @@ impl Store {
             .next_back()
             .map(|(_, id)| *id)
             .ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
-        let peer = self.peers.get_mut(&id).ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
+        let peer = self.peer_mut(id).ok_or_else(|| Error::RegionNotFound(key.to_vec()))?;
         if peer.is_applying() {
             return Err(Error::Unavailable(format!("region {id} is applying a snapshot on this store")));
         }
@@ -443,6 +503,10 @@ impl Store {
     /// peers never vote: they hold no log, and a vote cast before a split
     /// creates the real peer could be cast twice.
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        self.liveness.heard(msg.from_store_id, self.ticks);
+        if StoreLiveness::is_ping(&msg) {
+            return;
+        }
         let m = match Message::parse_from_bytes(&msg.message) {
             Ok(m) => m,
             Err(e) => {
@@ -492,12 +556,12 @@ impl Store {
         } else {
             None
         };
-        let Some(peer) = self.peers.get_mut(&region_id) else { return };
+        let Some(peer) = self.peer_mut(region_id) else { return };
         if m.to != peer.peer_id() {
             tracing::debug!(region = region_id, to = m.to, mine = peer.peer_id(), "message for another peer of the region");
             return;
         }
-        match peer.step(m, msg.from_store_id) {
+        match peer.step(m, msg.from_store_id, msg.hibernate) {
             Ok(()) => {
                 // The meta group's range is the whole key space, kept apart.
                 if let Some(r) = stepped.filter(|_| region_id != META_REGION_ID) {
@@ -538,7 +602,7 @@ impl Store {
     /// `epoch` (a split check made on an older epoch is refused with
     /// `EpochNotMatch`); `cb` is answered once the split is applied.
     pub fn propose_split(&mut self, region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback) {
-        let Some(peer) = self.peers.get_mut(&region_id).filter(|_| region_id != META_REGION_ID) else {
+        let Some(peer) = self.peer_mut(region_id).filter(|_| region_id != META_REGION_ID) else {
             let _ = cb.send(Err(Error::RegionNotFound(vec![])));
             return;
         };
@@ -563,7 +627,7 @@ impl Store {
     /// Proposes a command to the meta group; refused unless this store's meta
     /// peer leads.
     pub fn propose_meta(&mut self, cmd: MetaCmd, cb: WriteCallback) {
-        let Some(peer) = self.peers.get_mut(&META_REGION_ID) else {
+        let Some(peer) = self.peer_mut(META_REGION_ID) else {
             let _ = cb.send(Err(Error::RegionNotFound(vec![])));
             return;
         };
@@ -574,7 +638,7 @@ impl Store {
     /// Proposes the membership change `cmd` to its region; `cb` is answered once
     /// it is applied, or at once with the reason it is refused.
     pub fn propose_conf_change(&mut self, cmd: ChangePeersCmd, cb: WriteCallback) {
-        match self.peers.get_mut(&cmd.region_id) {
+        match self.peer_mut(cmd.region_id) {
             Some(peer) => peer.propose_conf_change(cmd, cb),
             None => {
                 let _ = cb.send(Err(Error::RegionNotFound(vec![])));
@@ -584,7 +648,7 @@ impl Store {
 
     /// Tells the region's peer how sending a snapshot to `to_peer` ended.
     pub fn report_snapshot(&mut self, region_id: u64, to_peer: u64, ok: bool) {
-        if let Some(peer) = self.peers.get_mut(&region_id) {
+        if let Some(peer) = self.peer_mut(region_id) {
             peer.report_snapshot(to_peer, ok);
         }
     }
@@ -604,6 +668,7 @@ impl Store {
             .partition(|p| p.2);
         for (region, peer_id, _) in empty {
             if let Some(mut peer) = self.peers.remove(&region.id) {
+                self.peer_removed(region.id);
                 peer.fail_all("an idle uninitialized peer was dropped");
                 tracing::info!(region = region.id, peer = peer_id, "dropped an idle uninitialized peer");
             }
@@ -614,7 +679,7 @@ impl Store {
 
     /// Queues a linearizable read of a whole region, by id (the meta group's reads).
     pub fn read_region(&mut self, region_id: u64, cb: ReadCallback) {
-        match self.peers.get_mut(&region_id) {
+        match self.peer_mut(region_id) {
             Some(peer) => peer.read(cb),
             None => {
                 let _ = cb.send(Err(Error::RegionNotFound(vec![])));
@@ -625,7 +690,7 @@ impl Store {
     /// Moves leadership of `region_id` to its peer `to_peer`, if the region still
     /// has `epoch` and this store leads it; otherwise does nothing.
     pub fn transfer_leader(&mut self, region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64) {
-        if let Some(peer) = self.peers.get_mut(&region_id)
+        if let Some(peer) = self.peer_mut(region_id)
             && peer.region().epoch == epoch
             && peer.region().peers.iter().any(|p| p.id == to_peer && !p.is_learner)
         {
@@ -663,42 +728,83 @@ impl Store {
         }
     }
 
-    /// One tick of every peer's logical clock; refreshes the per-region gauges;
-    /// every [`GC_INTERVAL_TICKS`], truncates logs that grew past the limits.
+    /// One tick of the store's clock: every awake peer ticks (and joins the
+    /// next round), asleep ones stand still; neighbours are pinged, and the
+    /// asleep peers of regions with a peer on a store that fell silent are
+    /// woken. Every [`GC_INTERVAL_TICKS`], the awake peers truncate logs that
+    /// grew past the limits and refresh their region's gauges; the neighbours
+    /// are recomputed when peers came or went, and every [`NEIGHBOURS_TICKS`].
     pub fn tick(&mut self) -> Result<()> {
         self.ticks += 1;
-        if self.ticks.is_multiple_of(GC_INTERVAL_TICKS) {
-            let engine = self.engine.clone();
-            let mut wb = engine.batch();
-            let (count, size) = (self.cfg.log_gc_count_limit, self.cfg.log_gc_size_limit);
-            let mut compacted = 0;
-            for peer in self.peers.values_mut() {
-                compacted += peer.maybe_compact_log(count, size, &mut wb)? as u64;
-            }
-            if compacted > 0 {
-                // Only applied entries go: losing this batch in a crash loses nothing.
-                engine.write(wb, false)?;
-                self.metrics.raft_log_gc.inc_by(compacted);
+        let now = self.ticks;
+        if std::mem::take(&mut self.neighbours_dirty) || now.is_multiple_of(NEIGHBOURS_TICKS) {
+            let neighbours = self.peers.values().flat_map(|p| p.region().peers.iter().map(|m| m.store_id)).collect();
+            self.liveness.set_neighbours(neighbours, now);
+        }
+        self.pings = self.liveness.pings();
+        for silent in self.liveness.newly_silent(now) {
+            self.wake_peers_with_store(silent);
+        }
+        let liveness = &self.liveness;
+        for id in &self.awake {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.tick(now, |store| liveness.is_alive(store, now));
+                self.touched.insert(*id);
             }
         }
-        let mut leaders = 0;
-        for peer in self.peers.values_mut() {
-            peer.tick();
-            let region = peer.region_id().to_string();
-            let m = &self.metrics;
+        if now.is_multiple_of(GC_INTERVAL_TICKS) {
+            self.gc_and_gauges()?;
+        }
+        Ok(())
+    }
+
+    /// Log GC and gauges, over the awake peers (an asleep one changes nothing,
+    /// and fell asleep only after a whole GC interval awake and quiet).
+    fn gc_and_gauges(&mut self) -> Result<()> {
+        let engine = self.engine.clone();
+        let mut wb = engine.batch();
+        let (count, size) = (self.cfg.log_gc_count_limit, self.cfg.log_gc_size_limit);
+        let mut compacted = 0;
+        let m = &self.metrics;
+        for id in &self.awake {
+            let Some(peer) = self.peers.get_mut(id) else { continue };
+            compacted += peer.maybe_compact_log(count, size, &mut wb)? as u64;
+            let region = id.to_string();
             m.region_commit_index.with_label_values(&[&region]).set(peer.commit_index() as i64);
             m.region_applied_index.with_label_values(&[&region]).set(peer.applied_index() as i64);
             m.region_term.with_label_values(&[&region]).set(peer.term() as i64);
             m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
-            leaders += peer.is_leader() as i64;
         }
-        self.metrics.leader_count.set(leaders);
+        if compacted > 0 {
+            // Only applied entries go: losing this batch in a crash loses nothing.
+            engine.write(wb, false)?;
+            self.metrics.raft_log_gc.inc_by(compacted);
+        }
+        m.leader_count.set(self.leading.len() as i64);
+        m.asleep_regions.set((self.peers.len() - self.awake.len()) as i64);
         Ok(())
+    }
+
+    /// Wakes this store's asleep peers of every region with a peer on `store`
+    /// (it fell silent: if it held their leader, they must elect another).
+    fn wake_peers_with_store(&mut self, store: u64) {
+        let mut woken = 0;
+        for (id, peer) in self.peers.iter_mut() {
+            if !peer.is_awake() && peer.region().peers.iter().any(|p| p.store_id == store) {
+                let (liveness, now) = (&self.liveness, self.ticks);
+                peer.set_clock(now, |s| liveness.is_alive(s, now));
+                peer.wake();
+                self.touched.insert(*id);
+                self.awake.insert(*id);
+                woken += 1;
+            }
+        }
+        tracing::info!(silent_store = store, woken, "a neighbouring store fell silent; woke the regions with a peer there");
     }
 
     /// Makes this store's peer of `region_id` campaign (tests, or a first leader).
     pub fn campaign(&mut self, region_id: u64) -> Result<()> {
-        self.peers.get_mut(&region_id).ok_or_else(|| Error::RegionNotFound(vec![]))?.campaign()
+        self.peer_mut(region_id).ok_or_else(|| Error::RegionNotFound(vec![]))?.campaign()
     }
 
     /// One round of the Ready loop (see [`Self::run_round`]), returning every
@@ -711,7 +817,7 @@ impl Store {
         Ok(early)
     }
 
-    /// One round of the Ready loop for every peer that has a Ready, in raft-rs's
+    /// One round of the Ready loop for every peer of the ready set that has a Ready, in raft-rs's
     /// documented order, with group commit: the new entries and hard states of all
     /// peers, and what their committed entries write, go to disk in one batch.
     ///
@@ -731,20 +837,25 @@ impl Store {
         let mut wb = engine.batch();
         let mut readies = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
-        let mut early = Vec::new();
         // Whether the batch must be synced (see above). A finished snapshot
         // must be: its received files are released once the batch is written.
         let mut sync = false;
 
+        // Store pings leave with the first messages (see [`StoreLiveness`]).
+        let mut early = std::mem::take(&mut self.pings);
+
         // Snapshots whose data the applier has put in place: their peers go on.
         for (region_id, result) in self.applier.finished() {
             result?; // the engine failed: this store cannot go on
-            if let Some(peer) = self.peers.get_mut(&region_id) {
+            if let Some(peer) = self.peer_mut(region_id) {
                 sync |= peer.is_applying();
                 peer.finish_snapshot(&mut wb, &mut done)?;
             }
         }
-        for (id, peer) in self.peers.iter_mut() {
+        // Only the peers handed something since the last round (the ready set).
+        let round: Vec<u64> = std::mem::take(&mut self.touched).into_iter().collect();
+        for id in &round {
+            let Some(peer) = self.peers.get_mut(id) else { continue };
             peer.flush_reads();
             if !peer.has_ready() {
                 continue;
@@ -774,6 +885,7 @@ impl Store {
             let (applied, failed) = done.fire();
             self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
             self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
+            self.finish_round(&round);
             return Ok(out);
         }
         self.metrics.ready_peers_per_round.observe(readies.len() as f64);
@@ -808,9 +920,7 @@ impl Store {
         let (applied, failed) = done.fire();
         self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
         self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
-        for peer in self.peers.values_mut() {
-            peer.finish_reads();
-        }
+        self.finish_round(&round);
         self.finish_snapshots(snapshots)?;
         self.stepped_snapshots.clear();
         self.finish_splits(splits)?;
@@ -818,6 +928,31 @@ impl Store {
             self.destroy_peer(region_id, peer_id)?;
         }
         Ok(out)
+    }
+
+    /// After a round, for the peers it visited: reads whose index is applied
+    /// are answered, a peer that still has a Ready stays in the ready set, and
+    /// the awake and leading sets follow what the round changed.
+    fn finish_round(&mut self, round: &[u64]) {
+        for id in round {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.finish_reads();
+                if peer.has_ready() {
+                    self.touched.insert(*id);
+                }
+                // A peer changes role or falls asleep only when handed something.
+                if peer.is_asleep() {
+                    self.awake.remove(id);
+                } else {
+                    self.awake.insert(*id);
+                }
+                if peer.is_leader() {
+                    self.leading.insert(*id);
+                } else {
+                    self.leading.remove(id);
+                }
+            }
+        }
     }
 
     /// This store's peer of `region_id` and, if it leads, its view of the
@@ -838,6 +973,7 @@ impl Store {
                 commit_index: p.commit_index(),
                 applied_index: p.applied_index(),
                 is_leader: p.is_leader(),
+                hibernated: p.is_asleep(),
             })
             .collect()
     }

@@ -22,7 +22,7 @@
 //! The meta group's region is reported like any other (placement moves its
 //! peers too) but is never split.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,7 +80,8 @@ impl Heartbeat {
             ticker.tick().await;
             let Ok(info) = self.store.leader_reports().await else { return };
             let reports = info.leaders;
-            estimates.retain(|id, _| reports.iter().any(|r| r.region.id == *id));
+            let led: HashSet<u64> = reports.iter().map(|r| r.region.id).collect();
+            estimates.retain(|id, _| led.contains(id));
 
             let mut checks = 0;
             for r in reports.iter().filter(|r| r.region.id != META_REGION_ID) {

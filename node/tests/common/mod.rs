@@ -61,6 +61,10 @@ pub struct Cluster {
     pub cfg: StoreConfig,
     /// Snapshot messages delivered (their files copied) so far.
     pub snapshots_delivered: usize,
+    /// The network loses every heartbeat that asks a region to sleep.
+    pub lose_hibernate: bool,
+    /// Raft messages sent so far, by region (store pings are region 0).
+    pub raft_messages_sent: std::collections::BTreeMap<u64, u64>,
     /// Where the stores' directories go (default: the system's temp dir).
     dir_base: Option<std::path::PathBuf>,
 }
@@ -156,6 +160,8 @@ impl Cluster {
             empty: HashSet::new(),
             cfg: store_config(),
             snapshots_delivered: 0,
+            raft_messages_sent: Default::default(),
+            lose_hibernate: false,
             dir_base: None,
         }
     }
@@ -207,7 +213,11 @@ impl Cluster {
         let mut msgs: Vec<RaftMessage> = Vec::new();
         let mut snaps: Vec<RaftMessage> = Vec::new();
         for s in self.stores.iter_mut().flatten() {
-            msgs.extend(s.handle_readies().unwrap());
+            let out = s.handle_readies().unwrap();
+            for m in &out {
+                *self.raft_messages_sent.entry(m.region_id).or_default() += 1;
+            }
+            msgs.extend(out);
             snaps.extend(s.take_snapshot_messages());
         }
         for m in snaps {
@@ -221,6 +231,9 @@ impl Cluster {
         }
         for m in due.into_iter().map(|(_, m)| m).chain(msgs) {
             if self.isolated.contains(&m.from_store_id) || self.isolated.contains(&m.to_store_id) || self.lose() {
+                continue;
+            }
+            if self.lose_hibernate && m.hibernate {
                 continue;
             }
             if self.held_for.contains(&m.to_store_id) && !(self.pass_heartbeats && is_heartbeat(&m)) {

@@ -36,6 +36,7 @@ impl Peer {
                 return;
             }
         };
+        self.wake();
         match self.raw_node.propose_conf_change(cmd.encode_to_vec(), cc) {
             Ok(()) => self.track_proposal(cb),
             Err(e) => {

@@ -20,6 +20,7 @@
 //! - [`split`]: applying a split;
 //! - [`snapshot`]: a snapshot received in a Ready, until its data is in place;
 //! - [`log_gc`]: truncating the applied log;
+//! - [`hibernate`]: idle regions stop ticking, and what wakes them;
 //! - [`progress`]: how the leader sees its followers (placement, diagnostics).
 //!
 //! Writes wait in [`Proposals`] under the (index, term) their entry got; when that
@@ -29,6 +30,7 @@
 
 mod apply;
 mod conf_change;
+mod hibernate;
 mod log_gc;
 mod progress;
 mod read;
@@ -44,6 +46,7 @@ use raft::{LightReady, RawNode, SnapshotStatus, StateRole};
 use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region};
 
 pub use apply::{CmdResult, Completions, WriteCallback};
+pub use hibernate::Hibernation;
 pub use read::{ReadCallback, RegionRead};
 pub use snapshot::SnapshotDone;
 pub use split::SplitDone;
@@ -79,7 +82,14 @@ pub struct Peer {
     inflight_reads: HashMap<u64, ReadBatch>,
     ready_reads: Vec<(u64, Vec<ReadCallback>)>,
     next_read_id: u64,
+    /// The store's clock, in ticks, as of this peer's last tick or message
+    /// (an asleep peer is not ticked; the store sets its clock when it wakes).
     ticks: u64,
+    hibernation: Hibernation,
+    /// Ticks this leader's region has been quiet ([`Peer::maybe_hibernate`]).
+    quiet_ticks: u64,
+    /// Whether this round's messages carried the heartbeats that put the region to sleep.
+    asked_to_sleep: bool,
     read_timeout_ticks: u64,
     election_ticks: u64,
 }
@@ -129,6 +139,9 @@ impl Peer {
             ready_reads: Vec::new(),
             next_read_id: 1,
             ticks: 0,
+            hibernation: Hibernation::Awake,
+            quiet_ticks: 0,
+            asked_to_sleep: false,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
             election_ticks: cfg.election_tick as u64,
         })
@@ -199,15 +212,41 @@ impl Peer {
         self.raw_node.store().is_initialized()
     }
 
-    /// Feeds one message from another peer of this region, sent by store `from_store`.
-    pub fn step(&mut self, msg: Message, from_store: u64) -> Result<()> {
+    /// Feeds one message from another peer of this region, sent by store
+    /// `from_store`; `hibernate` marks a leader's heartbeat that asks the
+    /// region to sleep ([`hibernate`]).
+    pub fn step(&mut self, msg: Message, from_store: u64, hibernate: bool) -> Result<()> {
         self.peer_stores.entry(msg.from).or_insert(from_store);
         self.heard_from_at.insert(msg.from, self.ticks);
-        if matches!(msg.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot) {
+        let (m_type, from) = (msg.get_msg_type(), msg.from);
+        if matches!(m_type, MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot) {
             self.heard_leader_at = self.ticks;
         }
+        if self.wakes(&msg, hibernate) {
+            self.wake();
+        }
         self.raw_node.step(msg)?;
+        self.after_step(m_type, from, hibernate);
         Ok(())
+    }
+
+    /// Sets this peer's clock to the store's (`now`, in ticks): an asleep
+    /// peer's clock stood still while the store's went on. While it sleeps,
+    /// its region's peers send it nothing, so what it last heard from them is
+    /// as old as its sleep: the peers on stores still `alive` count as heard
+    /// from now (a store that falls silent wakes the region instead), and so
+    /// does the leader that put it to sleep.
+    pub fn set_clock(&mut self, now: u64, alive: impl Fn(u64) -> bool) {
+        if self.is_asleep() {
+            for (peer, store) in &self.peer_stores {
+                if alive(*store) {
+                    self.heard_from_at.insert(*peer, now);
+                }
+            }
+            // Its leader put it to sleep: the wait for a leader starts now.
+            self.heard_leader_at = now;
+        }
+        self.ticks = self.ticks.max(now);
     }
 
     /// Whether `peer_id` is this peer, or sent it a message within the last
@@ -221,28 +260,36 @@ impl Peer {
     }
 
     /// Whether this peer has heard from no leader for `ticks` ticks (it may have
-    /// been removed from its region while away).
+    /// been removed from its region while away). An asleep peer is not: its
+    /// leader put it to sleep.
     pub fn is_idle(&self, ticks: u64) -> bool {
-        !self.is_leader() && self.ticks.saturating_sub(self.heard_leader_at) > ticks
+        !self.is_leader() && !self.is_asleep() && self.ticks.saturating_sub(self.heard_leader_at) > ticks
     }
 
     /// Tells raft how sending a snapshot to `to_peer` ended.
     pub fn report_snapshot(&mut self, to_peer: u64, ok: bool) {
+        self.wake();
         let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
         self.raw_node.report_snapshot(to_peer, status);
     }
 
-    /// Advances the logical clock: elections, heartbeats, read retries.
-    pub fn tick(&mut self) {
+    /// One tick of the logical clock, the store's tick `now`: elections,
+    /// heartbeats, read retries, and hibernation (only while every peer's
+    /// store is `alive`). Not called while asleep.
+    pub fn tick(&mut self, now: u64, alive: impl Fn(u64) -> bool) {
+        // Before the tick adds its own heartbeats.
+        let quiet = self.is_quiet() && self.region().peers.iter().all(|p| alive(p.store_id));
         self.raw_node.tick();
-        self.ticks += 1;
+        self.ticks = now;
         self.retry_lost_reads();
+        self.maybe_hibernate(quiet);
     }
 
     /// Asks raft to hand leadership to `to` (a voter of this region); ignored
     /// unless this peer leads.
     pub fn transfer_leader(&mut self, to: u64) {
         if self.is_leader() && to != self.peer_id() {
+            self.wake();
             self.raw_node.transfer_leader(to);
         }
     }
@@ -254,6 +301,7 @@ impl Peer {
 
     /// Starts an election now (tests and leader bootstrap).
     pub fn campaign(&mut self) -> Result<()> {
+        self.wake();
         self.raw_node.campaign()?;
         Ok(())
     }
@@ -265,6 +313,7 @@ impl Peer {
             let _ = cb.send(Err(e));
             return;
         }
+        self.wake();
         match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
             Ok(()) => self.track_proposal(cb),
             Err(raft::Error::ProposalDropped) => {
@@ -292,23 +341,26 @@ impl Peer {
     }
 
     /// Stage: messages. Wraps raft messages for the transport, addressed by
-    /// store; snapshots go to `snaps`, which travel on their own stream.
-    pub fn send_messages(&self, msgs: Vec<Message>, out: &mut Vec<RaftMessage>, snaps: &mut Vec<RaftMessage>) {
+    /// store; snapshots go to `snaps`, which travel on their own stream. A
+    /// leader asking its region to sleep marks its heartbeats, and sleeps.
+    pub fn send_messages(&mut self, msgs: Vec<Message>, out: &mut Vec<RaftMessage>, snaps: &mut Vec<RaftMessage>) {
         for m in msgs {
             let Some(to_store) = self.peer_stores.get(&m.to).copied() else {
                 tracing::warn!(region = self.region_id(), to = m.to, "dropping message to a peer not in the region");
                 continue;
             };
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let hibernate = self.hibernate_flag(&m);
             match m.write_to_bytes() {
                 Ok(bytes) => {
-                    let msg =
-                        RaftMessage { region_id: self.region_id(), from_store_id: self.store_id, to_store_id: to_store, message: bytes };
+                    let (region_id, from_store_id) = (self.region_id(), self.store_id);
+                    let msg = RaftMessage { region_id, from_store_id, to_store_id: to_store, message: bytes, hibernate };
                     if is_snapshot { snaps.push(msg) } else { out.push(msg) }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode raft message"),
             }
         }
+        self.after_send();
     }
 
     /// Stage: persist. Adds new entries and the hard state to the round's

@@ -64,6 +64,7 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        self.wake();
         self.queued_reads.push(cb);
     }
 

@@ -127,7 +127,13 @@ fn source(noisy: usize, plain: usize) -> (Node, SnapshotData, RaftMessage) {
     msg.to = 12;
     msg.term = 6;
     msg.set_snapshot(snapshot);
-    let header = RaftMessage { region_id: 2, from_store_id: SENDER, to_store_id: RECEIVER, message: msg.write_to_bytes().unwrap() };
+    let header = RaftMessage {
+        region_id: 2,
+        from_store_id: SENDER,
+        to_store_id: RECEIVER,
+        message: msg.write_to_bytes().unwrap(),
+        hibernate: false,
+    };
     (src, data, header)
 }
 

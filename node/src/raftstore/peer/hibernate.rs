@@ -1,0 +1,151 @@
+//! Hibernation: an idle region stops ticking, so that a store with thousands
+//! of regions spends nothing on those without work (TiKV's hibernate regions).
+//!
+//! A leader counts the ticks its region has been *quiet* ([`Peer::is_quiet`]:
+//! nothing proposed, read or applying, no membership change or leader transfer
+//! under way, every entry committed and applied, every peer matched and heard
+//! from, and every peer's store alive). After one election timeout of quiet it asks to sleep: it pings
+//! its followers, and [`Peer::send_messages`] marks those heartbeats
+//! `hibernate`; once they are sent the leader is [`Hibernation::Asleep`]. A
+//! follower that steps a `hibernate` heartbeat from its leader falls asleep
+//! too. An asleep peer is not ticked: no heartbeats, no election timer.
+//!
+//! Anything that gives the region work wakes it ([`Peer::wake`]): a proposal, a
+//! read, a membership change, a leader transfer, a snapshot report, or any Raft
+//! message other than a hibernating heartbeat or a heartbeat's answer from a
+//! caught-up follower. A leader that wakes pings at once, so that its
+//! followers, woken by that heartbeat, tick again before anything relies on
+//! them.
+//!
+//! A sleeping follower does not notice its leader die, since it runs no election
+//! timer. The store does, through [`crate::raftstore::liveness`]: every store
+//! pings its neighbours each tick, and when one falls silent for an election
+//! timeout the store wakes each peer whose region has a peer there; the
+//! followers then elect as usual, and a cut-off leader steps down by check-quorum.
+
+use raft::prelude::{Message, MessageType};
+
+use super::Peer;
+use crate::meta::META_REGION_ID;
+
+/// Whether a peer ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hibernation {
+    /// Ticking.
+    Awake,
+    /// A leader whose next heartbeats tell its followers to sleep.
+    Asking,
+    /// Not ticking until something wakes it.
+    Asleep,
+}
+
+impl Peer {
+    pub fn is_asleep(&self) -> bool {
+        self.hibernation == Hibernation::Asleep
+    }
+
+    pub fn is_awake(&self) -> bool {
+        self.hibernation == Hibernation::Awake
+    }
+
+    /// Wakes this peer (see the module header). A leader pings its
+    /// followers, which wakes them.
+    pub fn wake(&mut self) {
+        if self.hibernation == Hibernation::Awake {
+            self.quiet_ticks = 0;
+            return;
+        }
+        self.hibernation = Hibernation::Awake;
+        self.quiet_ticks = 0;
+        if self.is_leader() {
+            self.raw_node.ping();
+        }
+    }
+
+    /// After a tick: a leader `quiet` for an election timeout asks its region
+    /// to sleep (a region of one voter and no learner sleeps at once).
+    pub(super) fn maybe_hibernate(&mut self, quiet: bool) {
+        if !quiet {
+            self.quiet_ticks = 0;
+            return;
+        }
+        self.quiet_ticks += 1;
+        if self.quiet_ticks < self.election_ticks {
+            return;
+        }
+        if self.raw_node.raft.prs().iter().count() == 1 {
+            self.hibernation = Hibernation::Asleep;
+        } else {
+            self.hibernation = Hibernation::Asking;
+            self.raw_node.ping();
+        }
+    }
+
+    /// Whether this peer leads a region with nothing to do. The meta group never
+    /// sleeps: it is one region, which every store calls each second.
+    pub(super) fn is_quiet(&self) -> bool {
+        let raft = &self.raw_node.raft;
+        let last = raft.raft_log.last_index();
+        self.is_leader()
+            && self.region_id() != META_REGION_ID
+            && self.proposals.is_empty()
+            && self.queued_reads.is_empty()
+            && self.inflight_reads.is_empty()
+            && self.ready_reads.is_empty()
+            && raft.read_only.pending_read_count() == 0
+            && !self.is_applying()
+            && !self.in_joint()
+            && raft.lead_transferee.is_none()
+            && raft.pending_conf_index <= self.applied_index()
+            && raft.raft_log.committed == last
+            && self.applied_index() == last
+            && !self.raw_node.has_ready()
+            && raft.prs().iter().all(|(id, pr)| pr.matched == last && self.recently_heard(*id))
+    }
+
+    /// Wraps a heartbeat for the transport: while asking to sleep, it carries
+    /// `hibernate`, and sending it puts the leader to sleep.
+    pub(super) fn hibernate_flag(&mut self, m: &Message) -> bool {
+        if self.hibernation == Hibernation::Asking && m.get_msg_type() == MessageType::MsgHeartbeat {
+            self.asked_to_sleep = true;
+            return true;
+        }
+        false
+    }
+
+    /// After a round of sending: a leader whose hibernating heartbeats went out sleeps.
+    pub(super) fn after_send(&mut self) {
+        if std::mem::take(&mut self.asked_to_sleep) && self.hibernation == Hibernation::Asking {
+            self.hibernation = Hibernation::Asleep;
+        }
+    }
+
+    /// Before stepping `m`: whether it wakes this peer. A heartbeat's answer
+    /// does not, from a follower that has the whole log (an asleep leader's
+    /// last heartbeats are answered after it fell asleep); nor does a
+    /// hibernating heartbeat (see [`Self::after_step`]).
+    pub(super) fn wakes(&self, m: &Message, hibernate: bool) -> bool {
+        match m.get_msg_type() {
+            MessageType::MsgHeartbeat => !hibernate,
+            MessageType::MsgHeartbeatResponse => {
+                self.raw_node.raft.prs().get(m.from).is_none_or(|pr| pr.matched < self.raw_node.raft.raft_log.last_index())
+            }
+            _ => true,
+        }
+    }
+
+    /// After stepping `m`: a follower told by its leader to sleep does so,
+    /// unless it waits on something.
+    pub(super) fn after_step(&mut self, m_type: MessageType, from: u64, hibernate: bool) {
+        if hibernate
+            && m_type == MessageType::MsgHeartbeat
+            && !self.is_leader()
+            && from == self.raw_node.raft.leader_id
+            && !self.is_applying()
+            && self.raw_node.raft.raft_log.committed == self.raw_node.raft.raft_log.last_index()
+        {
+            self.hibernation = Hibernation::Asleep;
+            self.quiet_ticks = 0;
+        }
+    }
+}
