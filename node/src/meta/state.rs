@@ -68,6 +68,17 @@ pub struct MetaState {
     by_start: BTreeMap<Vec<u8>, u64>,
     /// The meta group's own region, kept out of the directory.
     meta_region: Option<RegionInfo>,
+    /// Unique to this state's contents: a new one at every load and apply
+    /// (see [`MetaState::generation`]).
+    generation: u64,
+}
+
+/// Generations are unique across every `MetaState` of the process, so that a
+/// state reloaded from a snapshot never reuses one.
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn epoch(r: &RegionInfo) -> RegionEpoch {
@@ -109,7 +120,7 @@ impl MetaState {
 
     /// Reads the state this store has applied.
     pub fn load(engine: &Engine) -> Result<MetaState> {
-        let mut state = MetaState::default();
+        let mut state = MetaState { generation: next_generation(), ..MetaState::default() };
         if let Some(b) = engine.get(CF_META, keys::META_ID_KEY)? {
             state.next_id = MetaIdState::decode(b.as_slice()).map_err(|e| corrupt("id state", e))?.next_id;
         }
@@ -148,6 +159,7 @@ impl MetaState {
 
     /// Applies one committed command: into `wb` and into memory.
     pub fn apply(&mut self, cmd: &MetaCmd, wb: &mut WriteBatch<'_>) -> Result<MetaResult> {
+        self.generation = next_generation();
         match &cmd.cmd {
             Some(meta_cmd::Cmd::AllocIds(count)) => {
                 let count = (*count).max(1) as u64;
@@ -349,6 +361,12 @@ impl MetaState {
         self.stores.get(&id)
     }
 
+    /// Changes whenever the state may have: equal generations mean equal
+    /// contents (what the meta leader's plans cache on).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn next_id(&self) -> u64 {
         self.next_id
     }
@@ -413,6 +431,22 @@ mod tests {
         let reloaded = MetaState::load(&engine).unwrap();
         assert_eq!(ids(&reloaded), vec![2, 7]);
         assert_eq!(reloaded.region_by_key(b"m").unwrap().leader_store_id, 2);
+    }
+
+    #[test]
+    fn every_load_and_apply_gives_the_state_a_new_generation() {
+        let (_dir, engine) = setup();
+        let mut wb = engine.batch();
+        MetaState::write_initial(&mut wb, &[], &[info(2, "", "", 1, 1, 5)], 100).unwrap();
+        engine.write(wb, true).unwrap();
+        let mut state = MetaState::load(&engine).unwrap();
+        let loaded = state.generation();
+        assert_ne!(MetaState::load(&engine).unwrap().generation(), loaded, "a reload (a snapshot) is a new generation");
+        let mut wb = engine.batch();
+        state.apply(&put(vec![info(7, "m", "", 2, 2, 5)]), &mut wb).unwrap();
+        assert_ne!(state.generation(), loaded, "an apply is a new generation");
+        let applied = state.generation();
+        assert_eq!(state.clone().generation(), applied, "the same contents keep theirs");
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         },
         max_store_down_time: cfg.max_store_down_time(),
         view: Arc::new(std::sync::Mutex::new(leader_view::LeaderView::new(cfg.meta_leader_gap()))),
+        directory: Default::default(),
     };
     let admin = admin::AdminService { meta: meta.clone(), cluster_id: ident.cluster_id, lock: Default::default() };
     let heartbeat = tokio::spawn(
