@@ -10,8 +10,9 @@
 //! A write: handler → `StoreHandle::write` → the region's leader peer proposes a
 //! `RaftCmd` → the Ready round sends it to the followers and persists it (one
 //! synced batch for all peers) meanwhile → once a quorum has it on disk, it is
-//! committed → applied into the data CFs with the apply index in one batch
-//! (synced only if it also carries new entries) → the handler is answered.
+//! committed → in the next round, applied into the data CFs with the apply
+//! index in an unsynced batch written before that round's fsync → the handler
+//! is answered.
 //!
 //! A linearizable read: handler → `StoreHandle::read_index` → reads of a round
 //! share one ReadIndex → the leader confirms it still leads with a heartbeat

@@ -817,9 +817,12 @@ impl Store {
         Ok(early)
     }
 
-    /// One round of the Ready loop for every peer of the ready set that has a Ready, in raft-rs's
-    /// documented order, with group commit: the new entries and hard states of all
-    /// peers, and what their committed entries write, go to disk in one batch.
+    /// One round of the Ready loop for every peer of the ready set that has a
+    /// Ready, in raft-rs's documented order, with group commit: the new entries
+    /// and hard states of all peers go to disk in one batch. What their
+    /// committed entries write goes in a batch written just before it,
+    /// unsynced, and their writers are answered then: those entries are on
+    /// this store's disk already, and need not wait for this round's fsync.
     ///
     /// The messages a leader may send before persisting (appends, heartbeats)
     /// are handed to `send_now` before that batch is written, so a follower
@@ -835,6 +838,9 @@ impl Store {
         let mut out = Vec::new();
         let mut done = Completions::default();
         let mut wb = engine.batch();
+        // What the Readies' committed entries write (see below).
+        let mut applied_wb = engine.batch();
+        let mut applied_done = Completions::default();
         let mut readies = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
         // Whether the batch must be synced (see above). A finished snapshot
@@ -845,11 +851,15 @@ impl Store {
         let mut early = std::mem::take(&mut self.pings);
 
         // Snapshots whose data the applier has put in place: their peers go on.
+        // Their entries that waited are applied into `wb`: what they commit
+        // this round must follow them there (see below).
+        let mut finished = BTreeSet::new();
         for (region_id, result) in self.applier.finished() {
             result?; // the engine failed: this store cannot go on
             if let Some(peer) = self.peer_mut(region_id) {
                 sync |= peer.is_applying();
                 peer.finish_snapshot(&mut wb, &mut done)?;
+                finished.insert(region_id);
             }
         }
         // Only the peers handed something since the last round (the ready set).
@@ -866,19 +876,38 @@ impl Store {
                 // (rare): that one finishes first.
                 self.applier.wait_for(*id)?;
                 peer.finish_snapshot(&mut wb, &mut done)?;
+                finished.insert(*id);
                 sync = true;
             }
             peer.send_messages(rd.take_messages(), &mut early, &mut snaps); // 1. a leader's messages, sent before persisting
             sync |= !rd.snapshot().is_empty();
             peer.apply_snapshot(&rd, &mut wb, &mut done)?; // 2. snapshot
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
-            peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?; // 4. committed entries
+            if rd.snapshot().is_empty() && !finished.contains(id) {
+                peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
+                peer.record_commit_of_applied(&mut applied_wb)?;
+            } else {
+                // After a snapshot (or the entries that waited for one) in
+                // `wb`: in the same batch, which they must follow.
+                peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?;
+            }
             sync |= peer.persist(&rd, &mut wb)?; // 5. entries and hard state
             readies.push((*id, rd));
         }
         if !early.is_empty() {
             send_now(early);
         }
+        // Committed entries are in this store's log already (raft-rs hands out
+        // only persisted ones): their effects need not wait for this round's
+        // fsync. Written first, unsynced (re-applied from the log after a
+        // crash), and their writers answered now.
+        if !applied_wb.is_empty() {
+            engine.write(applied_wb, false)?;
+        }
+        let (applied, failed) = applied_done.answer();
+        self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
+        self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
+        done.absorb(applied_done);
         if readies.is_empty() && wb.is_empty() {
             self.snap_out = snaps;
             self.stepped_snapshots.clear();

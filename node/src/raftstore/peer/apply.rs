@@ -5,9 +5,12 @@
 //! epoch version no longer matches, or whose keys left the region, is refused
 //! on every replica alike. Membership changes apply in [`super::conf_change`].
 //!
-//! Effects go into the round's write batch with the new applied index; the
-//! writers are answered, and new regions, snapshots and peers to destroy are
-//! handled by the store, only once that batch is on disk ([`Completions`]).
+//! Effects go into a write batch with the new applied index; the writers are
+//! answered, and new regions, snapshots and peers to destroy are handled by the
+//! store, only once that batch is written ([`Completions`]). The store writes the
+//! entries a Ready commits in a batch of their own, unsynced, before the round's
+//! synced batch of new entries, and answers their writers right then: they are
+//! durable in the log already, and must not wait for another round's fsync.
 
 use prost::Message as _;
 use raft::prelude::{Entry, EntryType};
@@ -54,9 +57,15 @@ pub struct Completions {
 
 impl Completions {
     /// Answers every writer; returns how many writes were applied and how many failed.
-    pub fn fire(self) -> (u64, u64) {
+    pub fn fire(mut self) -> (u64, u64) {
+        self.answer()
+    }
+
+    /// Answers the writers waiting so far (the rest stays for the store);
+    /// returns how many writes were applied and how many failed.
+    pub fn answer(&mut self) -> (u64, u64) {
         let (mut applied, mut failed) = (0, 0);
-        for (cb, res) in self.writes {
+        for (cb, res) in self.writes.drain(..) {
             if res.is_ok() {
                 applied += 1
             } else {
@@ -66,11 +75,22 @@ impl Completions {
         }
         (applied, failed)
     }
+
+    /// Takes over what `other` still holds for the store.
+    pub fn absorb(&mut self, other: Completions) {
+        self.writes.extend(other.writes);
+        self.splits.extend(other.splits);
+        self.snapshots.extend(other.snapshots);
+        self.released.extend(other.released);
+        self.destroys.extend(other.destroys);
+    }
 }
 
 impl Peer {
     /// Stage: committed entries. Applies them to the data column families, with the
     /// new applied index, in `wb`; their writers are answered once `wb` is written.
+    /// raft-rs hands out only entries this store has persisted, so `wb` may be
+    /// written before the round's new entries are (see [`Self::record_commit_of_applied`]).
     pub fn apply_committed(&mut self, entries: Vec<Entry>, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
         if let Some(a) = self.applying.as_mut() {
             // Their writes must land after the snapshot's data, not under it.
@@ -94,6 +114,18 @@ impl Peer {
             self.proposals.applied(entry.index, entry.term, result, &mut done.writes);
         }
         self.raw_node.mut_store().set_applied(last, wb)
+    }
+
+    /// Puts the commit index in `wb` if what was applied into it went past the
+    /// one on disk: an applied index must never be durable ahead of the commit
+    /// index (raft-rs refuses to start so), and this batch is written before
+    /// the round's hard state.
+    pub fn record_commit_of_applied(&mut self, wb: &mut WriteBatch<'_>) -> Result<()> {
+        let applied = self.raw_node.store().applied_index();
+        if applied > self.raw_node.store().commit_index() {
+            self.raw_node.mut_store().set_commit(applied, wb)?;
+        }
+        Ok(())
     }
 
     /// Applies one command into `wb`. Returns the outcome for its writer: a
