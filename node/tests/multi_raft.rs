@@ -397,7 +397,14 @@ fn a_follower_down_during_a_split_catches_up_and_holds_both_halves() {
     c.restart(follower);
     let parent = c.region(follower, FIRST_REGION_ID).unwrap();
     assert!(parent.end_key.is_empty() && c.region(follower, RIGHT).is_none(), "the follower restarts unsplit");
-    c.tick(5);
+    // The right half's leader may reach the follower before the split does;
+    // then the follower's new peer is seeded by a snapshot (made off the
+    // store thread): wait for it.
+    c.tick_until("the follower catches up on both halves", |c| {
+        [FIRST_REGION_ID, RIGHT]
+            .iter()
+            .all(|r| common::try_status_of(c.store(follower), *r).is_some_and(|p| p.applied_index == c.applied(leader, *r)))
+    });
     assert_split_at_m(&mut c, follower);
     for region in [FIRST_REGION_ID, RIGHT] {
         assert_eq!(c.applied(follower, region), c.applied(leader, region), "region {region} caught up");

@@ -21,6 +21,7 @@
 //! [`bootstrap`] writes the first state of a new store.
 
 pub mod bootstrap;
+pub mod entry_cache;
 pub mod liveness;
 pub mod logger;
 pub mod peer;

@@ -4,7 +4,8 @@
 //! descriptor and apply state in `region_meta` (layouts in [`crate::keys`]). The
 //! struct also keeps the small parts in memory (hard state, last index and term,
 //! apply state) so that raft-rs's frequent `first_index`/`last_index`/`term` calls
-//! do not touch the disk.
+//! do not touch the disk, and the log's unapplied tail ([`EntryCache`]), from
+//! which raft-rs's reads of recent entries are served.
 //!
 //! Writes never go to the engine directly: [`PeerStorage::append`],
 //! [`PeerStorage::set_hard_state`] and [`PeerStorage::set_applied`] add to a
@@ -37,6 +38,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use shoal_proto::{PeerState, RaftApplyState, RaftLocalState, Region, RegionLocalState, SnapshotData};
 
+use super::entry_cache::EntryCache;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::snap::SnapManager;
@@ -59,6 +61,8 @@ pub struct PeerStorage {
     last_term: u64,
     /// Approximate bytes of the entries in the log (since the last truncation).
     log_bytes: u64,
+    /// The unapplied tail of the log, so that raft-rs rarely reads it back.
+    cache: EntryCache,
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
@@ -109,7 +113,17 @@ impl PeerStorage {
         // commit index persisted in the hard state, never the other way round.
         raft_state.commit = raft_state.commit.max(apply_state.applied_index);
         let conf_state = crate::snap::conf_state_of(&region_state, &region)?;
-        let mut storage = PeerStorage { engine, snap, region, conf_state, raft_state, apply_state, last_term: 0, log_bytes: 0 };
+        let mut storage = PeerStorage {
+            engine,
+            snap,
+            region,
+            conf_state,
+            raft_state,
+            apply_state,
+            last_term: 0,
+            log_bytes: 0,
+            cache: EntryCache::default(),
+        };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index {
             storage.apply_state.truncated_term
         } else {
@@ -136,6 +150,7 @@ impl PeerStorage {
             apply_state: RaftApplyState::default(),
             last_term: 0,
             log_bytes: 0,
+            cache: EntryCache::default(),
         })
     }
 
@@ -233,11 +248,14 @@ impl PeerStorage {
         if first.index <= self.apply_state.truncated_index {
             return Err(Error::Internal(format!("append at {} before the log start {}", first.index, self.first())));
         }
+        let mut sizes = Vec::with_capacity(entries.len());
         for e in entries {
             let bytes = e.write_to_bytes().map_err(|e| Error::Internal(e.to_string()))?;
             wb.put(CF_RAFT_LOG, &keys::raft_log_key(self.region.id, e.index), &bytes)?;
             self.log_bytes += bytes.len() as u64;
+            sizes.push(bytes.len() as u64);
         }
+        self.cache.append(entries, &sizes);
         if last.index < self.raft_state.last_index {
             // A new leader overwrote our tail: drop what is beyond its log.
             let from = keys::raft_log_key(self.region.id, last.index + 1);
@@ -307,6 +325,7 @@ impl PeerStorage {
         self.log_bytes = self.log_bytes.saturating_sub(self.log_bytes.saturating_mul(removed) / count.max(1));
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
+        self.cache.compact_to(index);
         wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
         Ok(())
     }
@@ -333,6 +352,7 @@ impl PeerStorage {
         self.raft_state.commit = self.raft_state.commit.max(meta.index);
         self.raft_state.term = self.raft_state.term.max(meta.term);
         self.last_term = meta.term;
+        self.cache.clear();
         self.log_bytes = 0;
         self.apply_state = RaftApplyState { applied_index: meta.index, truncated_index: meta.index, truncated_term: meta.term };
 
@@ -375,6 +395,7 @@ impl PeerStorage {
     /// the data those entries wrote.
     pub fn set_applied(&mut self, index: u64, wb: &mut WriteBatch<'_>) -> Result<()> {
         self.apply_state.applied_index = index;
+        self.cache.compact_to(index);
         wb.put(CF_REGION_META, &keys::apply_state_key(self.region.id), &self.apply_state.encode_to_vec())?;
         Ok(())
     }
@@ -394,6 +415,9 @@ impl raft::Storage for PeerStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
+        if let Some(cached) = self.cache.entries(low, high, max_size) {
+            return Ok(cached);
+        }
         let start = keys::raft_log_key(self.region.id, low);
         let end = keys::raft_log_key(self.region.id, high);
         let mut entries = Vec::with_capacity((high - low) as usize);
@@ -438,6 +462,9 @@ impl raft::Storage for PeerStorage {
         }
         if idx == self.raft_state.last_index {
             return Ok(self.last_term);
+        }
+        if let Some(term) = self.cache.term(idx) {
+            return Ok(term);
         }
         self.read_entry(idx).map(|e| e.term).map_err(storage_err)
     }

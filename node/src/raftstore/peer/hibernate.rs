@@ -4,18 +4,22 @@
 //! A leader counts the ticks its region has been *quiet* ([`Peer::is_quiet`]:
 //! nothing proposed, read or applying, no membership change or leader transfer
 //! under way, every entry committed and applied, every peer matched and heard
-//! from, and every peer's store alive). After one election timeout of quiet it asks to sleep: it pings
-//! its followers, and [`Peer::send_messages`] marks those heartbeats
-//! `hibernate`; once they are sent the leader is [`Hibernation::Asleep`]. A
+//! from, and every peer's store alive). After a heartbeat interval of quiet it
+//! asks to sleep: it pings its followers, and [`Peer::send_messages`] marks
+//! those heartbeats `hibernate`; once they are sent the leader is
+//! [`Hibernation::Asleep`]. A
 //! follower that steps a `hibernate` heartbeat from its leader falls asleep
 //! too. An asleep peer is not ticked: no heartbeats, no election timer.
 //!
 //! Anything that gives the region work wakes it ([`Peer::wake`]): a proposal, a
 //! read, a membership change, a leader transfer, a snapshot report, or any Raft
 //! message other than a hibernating heartbeat or a heartbeat's answer from a
-//! caught-up follower. A leader that wakes pings at once, so that its
-//! followers, woken by that heartbeat, tick again before anything relies on
-//! them.
+//! caught-up follower. Whatever woke a leader makes it message its followers
+//! (an append, a ReadIndex heartbeat, a vote), and that wakes them.
+//!
+//! Sleeping early is cheap and staying awake is not: an awake region sends a
+//! heartbeat round every heartbeat interval, so with writes spread over
+//! thousands of regions most of the Raft traffic would be idle heartbeats.
 //!
 //! A sleeping follower does not notice its leader die, since it runs no election
 //! timer. The store does, through [`crate::raftstore::liveness`]: every store
@@ -48,21 +52,13 @@ impl Peer {
         self.hibernation == Hibernation::Awake
     }
 
-    /// Wakes this peer (see the module header). A leader pings its
-    /// followers, which wakes them.
+    /// Wakes this peer (see the module header).
     pub fn wake(&mut self) {
-        if self.hibernation == Hibernation::Awake {
-            self.quiet_ticks = 0;
-            return;
-        }
         self.hibernation = Hibernation::Awake;
         self.quiet_ticks = 0;
-        if self.is_leader() {
-            self.raw_node.ping();
-        }
     }
 
-    /// After a tick: a leader `quiet` for an election timeout asks its region
+    /// After a tick: a leader `quiet` for a heartbeat interval asks its region
     /// to sleep (a region of one voter and no learner sleeps at once).
     pub(super) fn maybe_hibernate(&mut self, quiet: bool) {
         if !quiet {
@@ -70,7 +66,7 @@ impl Peer {
             return;
         }
         self.quiet_ticks += 1;
-        if self.quiet_ticks < self.election_ticks {
+        if self.quiet_ticks < self.hibernate_after_ticks {
             return;
         }
         if self.raw_node.raft.prs().iter().count() == 1 {

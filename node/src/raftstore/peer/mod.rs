@@ -86,8 +86,10 @@ pub struct Peer {
     /// (an asleep peer is not ticked; the store sets its clock when it wakes).
     ticks: u64,
     hibernation: Hibernation,
-    /// Ticks this leader's region has been quiet ([`Peer::maybe_hibernate`]).
+    /// Ticks this leader's region has been quiet ([`Peer::maybe_hibernate`]),
+    /// and how many make it sleep (a heartbeat interval).
     quiet_ticks: u64,
+    hibernate_after_ticks: u64,
     /// Whether this round's messages carried the heartbeats that put the region to sleep.
     asked_to_sleep: bool,
     read_timeout_ticks: u64,
@@ -141,6 +143,7 @@ impl Peer {
             ticks: 0,
             hibernation: Hibernation::Awake,
             quiet_ticks: 0,
+            hibernate_after_ticks: cfg.heartbeat_tick.max(1) as u64,
             asked_to_sleep: false,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
             election_ticks: cfg.election_tick as u64,
