@@ -6,7 +6,7 @@
 # seconds, and meanwhile samples all three shoal-node processes with
 # `perf record --call-graph dwarf` for PROFILE_SECS seconds (after 2 s of warm-up).
 # The samples are folded with inferno (`cargo install inferno`) into OUT.svg, one
-# flame graph of all threads of all three nodes.
+# flame graph of all threads of all three nodes (frames under 0.1% left out).
 #
 # Usage: scripts/flamegraph.sh OUT [bench run args...]
 #   e.g. scripts/flamegraph.sh docs/flamegraphs/put-c16 --workload custom --read-ratio 0 --concurrency 16
@@ -45,6 +45,6 @@ sleep 2
 perf record -q -F "$freq" --call-graph dwarf,16384 -p "$pids" -o "$work/perf.data" -- sleep "$secs" 2>/dev/null
 wait "$bench"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"$work/folded"
-inferno-flamegraph --title "shoal-node x3: bench run $*" <"$work/folded" >"$out.svg"
+inferno-flamegraph --minwidth 0.1 --title "shoal-node x3: bench run $*" <"$work/folded" >"$out.svg"
 cat "$work/bench.txt"
 echo "wrote $out.svg"

@@ -102,7 +102,8 @@ async fn status_endpoints_and_metrics_are_valid() {
     let status = cluster.nodes[0].status.clone();
     let (code, body) = shoal_tests::try_http("PUT", &status, "/failpoints/slow-sync?ms=100", Duration::from_secs(10)).await.unwrap();
     assert_eq!((code, body.as_str()), (404, "failpoints are off: start the node with --enable-failpoints\n"));
-    // Per-region gauges refresh on every Raft tick (100 ms).
+    // Per-region gauges refresh when a peer changes role or falls asleep, and
+    // every 10 Raft ticks (1 s) while it is awake.
     let status_addr = cluster.nodes[leader].status.clone();
     let metrics = shoal_tests::wait_for(Duration::from_secs(10), "leader gauges on /metrics", || {
         let addr = status_addr.clone();

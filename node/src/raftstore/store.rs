@@ -64,6 +64,15 @@ pub const GC_INTERVAL_TICKS: u64 = 10;
 /// those after peers came or went).
 const NEIGHBOURS_TICKS: u64 = 100;
 
+/// Sets the per-region gauges to what `peer` knows now.
+fn refresh_gauges(m: &Metrics, peer: &Peer) {
+    let region = peer.region_id().to_string();
+    m.region_commit_index.with_label_values(&[&region]).set(peer.commit_index() as i64);
+    m.region_applied_index.with_label_values(&[&region]).set(peer.applied_index() as i64);
+    m.region_term.with_label_values(&[&region]).set(peer.term() as i64);
+    m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
+}
+
 /// Settings of a store's Raft core.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -769,11 +778,7 @@ impl Store {
         for id in &self.awake {
             let Some(peer) = self.peers.get_mut(id) else { continue };
             compacted += peer.maybe_compact_log(count, size, &mut wb)? as u64;
-            let region = id.to_string();
-            m.region_commit_index.with_label_values(&[&region]).set(peer.commit_index() as i64);
-            m.region_applied_index.with_label_values(&[&region]).set(peer.applied_index() as i64);
-            m.region_term.with_label_values(&[&region]).set(peer.term() as i64);
-            m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
+            refresh_gauges(m, peer);
         }
         if compacted > 0 {
             // Only applied entries go: losing this batch in a crash loses nothing.
@@ -970,15 +975,17 @@ impl Store {
                     self.touched.insert(*id);
                 }
                 // A peer changes role or falls asleep only when handed something.
-                if peer.is_asleep() {
-                    self.awake.remove(id);
+                // Its gauges are refreshed then too (and every GC interval
+                // while awake), so that an asleep region's stay true.
+                let fell_asleep = if peer.is_asleep() {
+                    self.awake.remove(id)
                 } else {
                     self.awake.insert(*id);
-                }
-                if peer.is_leader() {
-                    self.leading.insert(*id);
-                } else {
-                    self.leading.remove(id);
+                    false
+                };
+                let role_changed = if peer.is_leader() { self.leading.insert(*id) } else { self.leading.remove(id) };
+                if fell_asleep || role_changed {
+                    refresh_gauges(&self.metrics, peer);
                 }
             }
         }
