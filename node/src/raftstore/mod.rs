@@ -18,6 +18,11 @@
 //! share one ReadIndex → the leader confirms it still leads with a heartbeat
 //! round → once the peer has applied the read index the handler reads RocksDB.
 //!
+//! Idle regions hibernate: a quiet region's peers stop ticking and a round
+//! visits only the peers with work, so thousands of regions cost little when
+//! idle; [`liveness`] wakes a region whose peer's store falls silent. The
+//! [`entry_cache`] keeps each log's unapplied tail in memory.
+//!
 //! [`bootstrap`] writes the first state of a new store.
 
 pub mod bootstrap;
