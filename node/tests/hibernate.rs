@@ -30,13 +30,20 @@ fn wait_asleep(c: &mut Cluster) {
     panic!("the region never fell asleep everywhere: asleep on {:?}", asleep_on(c, FIRST_REGION_ID));
 }
 
-#[test]
-fn an_idle_region_sleeps_everywhere_and_sends_nothing_until_a_write_wakes_it() {
+/// Three stores whose first region holds `key` = `value` and then falls
+/// asleep everywhere; returns them and the leader's store.
+fn asleep_after_writing(key: &str, value: &str) -> (Cluster, u64) {
     let mut c = Cluster::new(3);
     let leader = c.wait_leader(FIRST_REGION_ID);
-    ok(c.write(leader, put("a", "1")));
+    ok(c.write(leader, put(key, value)));
     assert!(asleep_on(&mut c, FIRST_REGION_ID).is_empty(), "a region that just wrote is awake");
     wait_asleep(&mut c);
+    (c, leader)
+}
+
+#[test]
+fn an_idle_region_sleeps_everywhere_and_sends_nothing_until_a_write_wakes_it() {
+    let (mut c, leader) = asleep_after_writing("a", "1");
 
     let sent = |c: &Cluster| c.raft_messages_sent.get(&FIRST_REGION_ID).copied();
     let (before, pings) = (sent(&c), c.raft_messages_sent.get(&0).copied());
@@ -58,10 +65,7 @@ fn an_idle_region_sleeps_everywhere_and_sends_nothing_until_a_write_wakes_it() {
 
 #[test]
 fn a_linearizable_read_on_a_sleeping_leader_is_answered() {
-    let mut c = Cluster::new(3);
-    let leader = c.wait_leader(FIRST_REGION_ID);
-    ok(c.write(leader, put("k", "v")));
-    wait_asleep(&mut c);
+    let (mut c, leader) = asleep_after_writing("k", "v");
     let mut rx = c.read(leader, "k");
     c.settle();
     let read = rx.try_recv().expect("answered without ticking").expect("read allowed");
@@ -70,9 +74,7 @@ fn a_linearizable_read_on_a_sleeping_leader_is_answered() {
 
 #[test]
 fn a_leader_transfer_wakes_the_region_and_moves_leadership() {
-    let mut c = Cluster::new(3);
-    let leader = c.wait_leader(FIRST_REGION_ID);
-    wait_asleep(&mut c);
+    let (mut c, leader) = asleep_after_writing("before", "transfer");
     let to = (1..=3).find(|&s| s != leader).unwrap();
     let to_peer = c.region(to, FIRST_REGION_ID).unwrap().peers.iter().find(|p| p.store_id == to).unwrap().id;
     let epoch = c.region(leader, FIRST_REGION_ID).unwrap().epoch;
@@ -83,11 +85,7 @@ fn a_leader_transfer_wakes_the_region_and_moves_leadership() {
 
 #[test]
 fn when_a_sleeping_leaders_store_dies_the_followers_elect_another() {
-    let mut c = Cluster::new(3);
-    let leader = c.wait_leader(FIRST_REGION_ID);
-    ok(c.write(leader, put("before", "1")));
-    wait_asleep(&mut c);
-
+    let (mut c, leader) = asleep_after_writing("before", "1");
     c.crash(leader);
     // Asleep followers run no election timer: only the stores' liveness
     // (pings) can tell them that the leader's store is gone.
@@ -107,9 +105,7 @@ fn when_a_sleeping_leaders_store_dies_the_followers_elect_another() {
 
 #[test]
 fn an_isolated_sleeping_leader_steps_down_and_the_majority_elects() {
-    let mut c = Cluster::new(3);
-    let leader = c.wait_leader(FIRST_REGION_ID);
-    wait_asleep(&mut c);
+    let (mut c, leader) = asleep_after_writing("before", "isolation");
     c.isolated.insert(leader);
     c.tick_until("the majority elects and the cut-off leader steps down", |c| {
         let all = c.leaders(FIRST_REGION_ID);

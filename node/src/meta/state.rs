@@ -407,12 +407,17 @@ mod tests {
         (dir, engine)
     }
 
-    #[test]
-    fn a_split_replaces_its_parent_and_survives_a_reload() {
-        let (_dir, engine) = setup();
+    /// Bootstraps a directory of one region (2, the whole key space) in `engine`.
+    fn write_one_region(engine: &Engine) {
         let mut wb = engine.batch();
         MetaState::write_initial(&mut wb, &[], &[info(2, "", "", 1, 1, 5)], 100).unwrap();
         engine.write(wb, true).unwrap();
+    }
+
+    #[test]
+    fn a_split_replaces_its_parent_and_survives_a_reload() {
+        let (_dir, engine) = setup();
+        write_one_region(&engine);
         let mut state = MetaState::load(&engine).unwrap();
         assert_eq!(state.region_by_key(b"anything").unwrap().region.as_ref().unwrap().id, 2);
 
@@ -436,9 +441,7 @@ mod tests {
     #[test]
     fn every_load_and_apply_gives_the_state_a_new_generation() {
         let (_dir, engine) = setup();
-        let mut wb = engine.batch();
-        MetaState::write_initial(&mut wb, &[], &[info(2, "", "", 1, 1, 5)], 100).unwrap();
-        engine.write(wb, true).unwrap();
+        write_one_region(&engine);
         let mut state = MetaState::load(&engine).unwrap();
         let loaded = state.generation();
         assert_ne!(MetaState::load(&engine).unwrap().generation(), loaded, "a reload (a snapshot) is a new generation");

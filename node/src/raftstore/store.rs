@@ -767,8 +767,9 @@ impl Store {
         Ok(())
     }
 
-    /// Log GC and gauges, over the awake peers (an asleep one changes nothing,
-    /// and fell asleep only after a whole GC interval awake and quiet).
+    /// Log GC and gauges, over the awake peers: an asleep one changes
+    /// nothing (its gauges were refreshed as it fell asleep; a log that grew
+    /// past the limits just before is truncated once the region wakes).
     fn gc_and_gauges(&mut self) -> Result<()> {
         let engine = self.engine.clone();
         let mut wb = engine.batch();
@@ -793,18 +794,29 @@ impl Store {
     /// Wakes this store's asleep peers of every region with a peer on `store`
     /// (it fell silent: if it held their leader, they must elect another).
     fn wake_peers_with_store(&mut self, store: u64) {
-        let mut woken = 0;
-        for (id, peer) in self.peers.iter_mut() {
-            if !peer.is_awake() && peer.region().peers.iter().any(|p| p.store_id == store) {
-                let (liveness, now) = (&self.liveness, self.ticks);
-                peer.set_clock(now, |s| liveness.is_alive(s, now));
+        let sleeping: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.is_awake() && p.region().peers.iter().any(|m| m.store_id == store))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &sleeping {
+            if let Some(peer) = self.peer_mut(*id) {
                 peer.wake();
-                self.touched.insert(*id);
-                self.awake.insert(*id);
-                woken += 1;
             }
+            self.awake.insert(*id);
         }
-        tracing::info!(silent_store = store, woken, "a neighbouring store fell silent; woke the regions with a peer there");
+        tracing::info!(
+            silent_store = store,
+            woken = sleeping.len(),
+            "a neighbouring store fell silent; woke the regions with a peer there"
+        );
+    }
+
+    /// Counts the writes a round answered, by outcome.
+    fn count_answered(&self, (applied, failed): (u64, u64)) {
+        self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
+        self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
     }
 
     /// Makes this store's peer of `region_id` campaign (tests, or a first leader).
@@ -909,16 +921,12 @@ impl Store {
         if !applied_wb.is_empty() {
             engine.write(applied_wb, false)?;
         }
-        let (applied, failed) = applied_done.answer();
-        self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
-        self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
+        self.count_answered(applied_done.answer());
         done.absorb(applied_done);
         if readies.is_empty() && wb.is_empty() {
             self.snap_out = snaps;
             self.stepped_snapshots.clear();
-            let (applied, failed) = done.fire();
-            self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
-            self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
+            self.count_answered(done.fire());
             self.finish_round(&round);
             return Ok(out);
         }
@@ -951,9 +959,7 @@ impl Store {
         for key in std::mem::take(&mut done.released) {
             self.snap.release_received(&key);
         }
-        let (applied, failed) = done.fire();
-        self.metrics.raft_proposals.with_label_values(&["applied"]).inc_by(applied);
-        self.metrics.raft_proposals.with_label_values(&["failed"]).inc_by(failed);
+        self.count_answered(done.fire());
         self.finish_round(&round);
         self.finish_snapshots(snapshots)?;
         self.stepped_snapshots.clear();

@@ -7,9 +7,9 @@
 //! from, and every peer's store alive). After a heartbeat interval of quiet it
 //! asks to sleep: it pings its followers, and [`Peer::send_messages`] marks
 //! those heartbeats `hibernate`; once they are sent the leader is
-//! [`Hibernation::Asleep`]. A
-//! follower that steps a `hibernate` heartbeat from its leader falls asleep
-//! too. An asleep peer is not ticked: no heartbeats, no election timer.
+//! [`Hibernation::Asleep`]. A follower that steps a `hibernate` heartbeat from
+//! its leader falls asleep too. An asleep peer is not ticked: no heartbeats, no
+//! election timer.
 //!
 //! Anything that gives the region work wakes it ([`Peer::wake`]): a proposal, a
 //! read, a membership change, a leader transfer, a snapshot report, or any Raft

@@ -46,7 +46,7 @@ use raft::{LightReady, RawNode, SnapshotStatus, StateRole};
 use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region};
 
 pub use apply::{CmdResult, Completions, WriteCallback};
-pub use hibernate::Hibernation;
+use hibernate::Hibernation;
 pub use read::{ReadCallback, RegionRead};
 pub use snapshot::SnapshotDone;
 pub use split::SplitDone;
