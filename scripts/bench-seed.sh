@@ -6,7 +6,8 @@
 # Usage: scripts/bench-seed.sh [BIN_DIR] (default $CARGO_TARGET_DIR/release, else target/release).
 # Env: BENCH_BASE_PORT (27000), BENCH_SEED_MIB (1024), BENCH_VALUE_SIZE (16384), BENCH_CONCURRENCY (16),
 #      BENCH_NODE_ARGS extra node flags for all four nodes
-#      (e.g. "--snapshot-max-bytes-per-sec=0" to lift the default 100 MiB/s limit).
+#      (e.g. "--snapshot-max-bytes-per-sec=0" to lift the default 100 MiB/s limit),
+#      BENCH_LOG_DIR where to keep the nodes' logs (default: deleted with the data).
 # Prints the load, then the seeding time, regions and bytes moved and MB/s.
 set -euo pipefail
 bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
@@ -29,6 +30,7 @@ cleanup() {
   [ -n "$n4" ] && kill -TERM "$n4" 2>/dev/null && wait "$n4" 2>/dev/null
   kill -TERM $pg 2>/dev/null
   wait $pg 2>/dev/null
+  if [ -n "${BENCH_LOG_DIR:-}" ]; then mkdir -p "$BENCH_LOG_DIR" && cp "$data"/*.log "$data"/*.out "$BENCH_LOG_DIR"/ 2>/dev/null; fi
   rm -rf "$data"
 }
 trap cleanup EXIT
@@ -38,7 +40,15 @@ ctl() { "$bin/shoalctl" --endpoints "$eps" "$@"; }
 
 echo "== load $keys keys of $vsize B ($mib MiB)"
 ctl bench load --keys "$keys" --value-size "$vsize" --concurrency "${BENCH_CONCURRENCY:-16}"
-sleep 3 # let the last splits land
+# Let the last splits land and the load's compactions finish: the nodes idle
+# (under 5% of a core together over a second), at most two minutes.
+node_pids=$(pgrep -f -- "--data-dir $data/n" | tr '\n' ' ')
+cpu_ticks() { for p in $node_pids; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+hz=$(getconf CLK_TCK)
+for _ in $(seq 1 120); do
+  a=$(cpu_ticks); sleep 1; b=$(cpu_ticks)
+  [ $((b - a)) -lt $((hz / 20)) ] && break
+done
 echo "regions: $(ctl region list | tail -n +2 | wc -l)"
 ctl store list
 
@@ -56,20 +66,41 @@ echo "n4 registered as store $id"
 
 start=$(date +%s.%N)
 ctl store join "$id"
+to_move=0
+# Polled with shoalctl and grep only: a python per poll cost a tenth of the two cores.
 while :; do
-  state=$(ctl store status "$id" --output json | python3 -c "import json,sys; print(json.load(sys.stdin)['state'])")
-  [ "$state" = up ] && break
-  sleep 0.5
+  status=$(ctl store status "$id" --output json)
+  moving=$(grep -o '"bytes_to_move": *[0-9]*' <<<"$status" | grep -o '[0-9]*$' || echo 0)
+  [ "${moving:-0}" -gt "$to_move" ] && to_move=$moving
+  grep -q '"state": *"up"' <<<"$status" && break
+  sleep 0.2
 done
 end=$(date +%s.%N)
 ctl store list
 received=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshot_bytes_total\{direction="received"\}/ {print $2}')
 applied=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshots_total\{event="applied"\}/ {print $2}')
 ctl store status "$id"
-python3 - "$start" "$end" "${received:-0}" "${applied:-0}" <<'EOF'
+python3 - "$start" "$end" "${received:-0}" "${applied:-0}" "$to_move" <<'EOF'
 import sys
-start, end, received, applied = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+start, end, received, applied, moved = (float(a) for a in sys.argv[1:6])
 secs = end - start
 print(f"seeded store: {secs:.1f} s from join to up; {int(applied)} snapshots applied; "
-      f"{received / 1e6:.1f} MB received on the wire; {received / 1e6 / secs:.1f} MB/s")
+      f"{moved / 1e6:.1f} MB of region data to move at the join: {moved / 1e6 / secs:.1f} MB/s of region data; "
+      f"{received / 1e6:.1f} MB received on the wire: {received / 1e6 / secs:.1f} MB/s")
 EOF
+# Per stage, from the four nodes' histograms: how many snapshots, how long each took.
+for n in 0 1 2 3; do
+  if [ "$n" = 3 ]; then url="http://$n4_status/metrics"; else url="http://127.0.0.1:$((port + 2 * n + 1))/metrics"; fi
+  curl -s "$url"
+done | python3 -c '
+import re, sys
+sums, counts = {}, {}
+for line in sys.stdin:
+    m = re.match(r"shoal_snapshot_duration_seconds_(sum|count)\{stage=\"(\w+)\"\} (\S+)", line)
+    if m:
+        d = sums if m[1] == "sum" else counts
+        d[m[2]] = d.get(m[2], 0.0) + float(m[3])
+for stage in sorted(sums):
+    n = counts.get(stage, 0)
+    print(f"  {stage}: {int(n)} snapshots, {sums[stage]:.2f} s in all, {sums[stage] / max(n, 1) * 1000:.0f} ms each")
+'

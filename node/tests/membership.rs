@@ -225,3 +225,40 @@ fn a_second_learner_gets_a_snapshot_that_includes_it() {
     }
     assert_eq!(voters(&c.region(s5, R).unwrap()), vec![1, 2, 3]);
 }
+
+/// Whether `n` was notified since it was last looked at (takes the permit).
+fn notified(n: &tokio::sync::Notify) -> bool {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let wait = std::pin::pin!(n.notified());
+    matches!(wait.poll(&mut Context::from_waker(Waker::noop())), Poll::Ready(()))
+}
+
+#[test]
+fn a_learner_reported_pending_asks_for_a_heartbeat_once_it_has_caught_up() {
+    let mut c = Cluster::with_log_gc(3, 20);
+    let leader = c.wait_leader(R);
+    write_keys(&mut c, leader, 0..100);
+    c.tick(20);
+    let new_store = c.add_empty_store();
+    c.crash(new_store);
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, 1000, new_store)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+    let wanted = c.store(leader).heartbeat_wanted();
+    let pending = |c: &mut Cluster| c.store(leader).leader_reports().into_iter().find(|r| r.region.id == R).unwrap().pending_peers;
+    assert_eq!(pending(&mut c), vec![1000], "the unreachable learner is reported pending");
+    c.tick(5);
+    assert!(!notified(&wanted), "nobody caught up yet");
+
+    c.restart(new_store);
+    c.tick_until("the learner to be seeded", |c| c.value(new_store, "k00099").is_some());
+    c.tick(3);
+    assert!(notified(&wanted), "the seeded learner did not ask for an early heartbeat");
+    assert!(!notified(&wanted), "asked once");
+    assert!(pending(&mut c).is_empty());
+    // With nothing reported pending, rounds ask for nothing.
+    write_keys(&mut c, leader, 100..110);
+    c.tick(3);
+    assert!(!notified(&wanted));
+}

@@ -21,7 +21,9 @@
 //!    JOINING stores up to their share;
 //! 3. balances leaders: while the store with the most leaders has more than
 //!    `tolerance` above the one with the fewest, it moves one of its regions'
-//!    leadership to a voter on the other, at most `max_transfers` per plan.
+//!    leadership to a voter on the other, at most `max_transfers` per plan;
+//!    never of a region with a learner or a pending peer (a new leader would
+//!    generate and send its snapshot again).
 //!
 //! Repairs and region moves together make at most `max_ops` orders per plan.
 //! New peer ids are not chosen here: an [`Change::AddLearner`] names the store,
@@ -60,7 +62,7 @@ pub struct PlacementConfig {
 
 impl Default for PlacementConfig {
     fn default() -> Self {
-        PlacementConfig { replication_factor: 3, max_transfers: 4, tolerance: 1, max_ops: 8, max_snapshots_per_store: 2 }
+        PlacementConfig { replication_factor: 3, max_transfers: 4, tolerance: 1, max_ops: 8, max_snapshots_per_store: 4 }
     }
 }
 
@@ -195,13 +197,29 @@ pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
         out.changes.push(PeerOrder { region_id, epoch: region_epoch(info), leader_store: info.leader_store_id, changes });
     }
 
-    balance_leaders(&mut m, regions, &skip, cfg, &mut out);
+    balance_leaders(&mut m, regions, cluster.pending, &skip, cfg, &mut out);
     out.seeded = balance::seeded(&m, &directory, &touched, cfg);
     out
 }
 
-/// Leader balance over good stores, for regions not otherwise ordered.
-fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>, cfg: &PlacementConfig, out: &mut Plan) {
+/// Whether a region is in the middle of seeding or catching up a peer: a
+/// learner, or a peer its leader reports pending. Its leadership stays put: a
+/// new leader would generate and send the snapshot again.
+fn catching_up(info: &RegionInfo, pending: &HashMap<u64, HashSet<u64>>) -> bool {
+    let Some(r) = info.region.as_ref() else { return false };
+    r.peers.iter().any(|p| p.is_learner) || pending.get(&r.id).is_some_and(|p| !p.is_empty())
+}
+
+/// Leader balance over good stores, for regions not otherwise ordered and not
+/// catching a peer up.
+fn balance_leaders(
+    m: &mut Model,
+    regions: &[RegionInfo],
+    pending: &HashMap<u64, HashSet<u64>>,
+    skip: &HashSet<usize>,
+    cfg: &PlacementConfig,
+    out: &mut Plan,
+) {
     let mut leaders: BTreeMap<u64, usize> = m.good_stores().map(|s| (s, m.leader_count(s))).collect();
     let mut moved: HashSet<usize> = HashSet::new();
     let mut made = 0;
@@ -226,7 +244,7 @@ fn balance_leaders(m: &mut Model, regions: &[RegionInfo], skip: &HashSet<usize>,
                 }
                 let candidate = regions.iter().enumerate().find_map(|(i, info)| {
                     let r = info.region.as_ref()?;
-                    if info.leader_store_id != hi || skip.contains(&i) || moved.contains(&i) {
+                    if info.leader_store_id != hi || skip.contains(&i) || moved.contains(&i) || catching_up(info, pending) {
                         return None;
                     }
                     let to = r.peers.iter().find(|p| p.store_id == lo && !p.is_learner)?;
@@ -321,6 +339,20 @@ mod tests {
         assert_eq!(p.transfers.len(), 4, "max_transfers caps one plan");
         assert!(p.transfers.iter().all(|t| t.region_id != 2), "cooling region moved");
         assert!(!p.transfers.iter().any(|t| t.region_id == 1 && t.to.store_id == 2), "learner chosen as leader");
+    }
+
+    #[test]
+    fn leadership_of_a_region_catching_a_peer_up_stays_put() {
+        // Store 1 leads all six; regions 1-3 have a learner or a pending peer.
+        let stores: BTreeMap<u64, StoreState> = [1, 2, 3, 4].into_iter().map(|s| (s, StoreState::Up)).collect();
+        let mut regions: Vec<RegionInfo> = (1..=6).map(|id| region(id, 1, &[1, 2, 3])).collect();
+        regions[0].region.as_mut().unwrap().peers.push(Peer { id: 104, store_id: 4, is_learner: true });
+        let pending: HashMap<u64, HashSet<u64>> = [(2, [202].into()), (3, [303].into()), (4, HashSet::new())].into();
+        // Leader moves only (no repair or region move may take a region first).
+        let cfg = PlacementConfig { max_transfers: 100, max_ops: 0, ..Default::default() };
+        let p = super::plan(&Cluster { stores: &stores, regions: &regions, pending: &pending, cooling: &HashMap::new() }, &cfg);
+        let moved: BTreeSet<u64> = p.transfers.iter().map(|t| t.region_id).collect();
+        assert!(!moved.is_empty() && moved.iter().all(|r| *r >= 4), "moved {moved:?}");
     }
 
     #[test]

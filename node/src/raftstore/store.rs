@@ -41,6 +41,7 @@ use std::time::Instant;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use shoal_proto::{ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
+use tokio::sync::Notify;
 
 use super::liveness::StoreLiveness;
 use super::peer::{Completions, Peer, ReadCallback, RegionRead, SnapshotDone, SplitDone, WriteCallback};
@@ -161,6 +162,8 @@ pub struct Store {
     cfg: StoreConfig,
     logger: slog::Logger,
     metrics: Arc<Metrics>,
+    /// Wakes the heartbeat task early: a peer reported pending caught up.
+    heartbeat_wanted: Arc<Notify>,
 }
 
 impl Store {
@@ -195,6 +198,7 @@ impl Store {
             cfg: cfg.clone(),
             logger: logger.clone(),
             metrics,
+            heartbeat_wanted: Arc::new(Notify::new()),
         };
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();
@@ -229,6 +233,13 @@ impl Store {
 
     pub fn snap_manager(&self) -> &Arc<SnapManager> {
         &self.snap
+    }
+
+    /// Notified when placement should hear from this store before the next
+    /// heartbeat is due: a peer it reported pending (a learner being seeded, a
+    /// follower being caught up) has caught up.
+    pub fn heartbeat_wanted(&self) -> Arc<Notify> {
+        self.heartbeat_wanted.clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -655,6 +666,14 @@ impl Store {
         }
     }
 
+    /// A snapshot of `region_id` was generated: its leader sends it to the
+    /// followers waiting for one now, not at their next heartbeat answer.
+    pub fn snapshot_generated(&mut self, region_id: u64) {
+        if let Some(peer) = self.peer_mut(region_id) {
+            peer.send_waiting_snapshots();
+        }
+    }
+
     /// Tells the region's peer how sending a snapshot to `to_peer` ended.
     pub fn report_snapshot(&mut self, region_id: u64, to_peer: u64, ok: bool) {
         if let Some(peer) = self.peer_mut(region_id) {
@@ -716,7 +735,8 @@ impl Store {
             .filter(|p| p.is_leader())
             .map(|p| {
                 let (written_bytes, written_keys) = p.take_written();
-                LeaderReport { region: p.region().clone(), term: p.term(), written_bytes, written_keys, pending_peers: p.pending_peers() }
+                let pending_peers = p.report_pending_peers();
+                LeaderReport { region: p.region().clone(), term: p.term(), written_bytes, written_keys, pending_peers }
             })
             .collect()
     }
@@ -992,6 +1012,9 @@ impl Store {
                 let role_changed = if peer.is_leader() { self.leading.insert(*id) } else { self.leading.remove(id) };
                 if fell_asleep || role_changed {
                     refresh_gauges(&self.metrics, peer);
+                }
+                if peer.caught_up_since_report() {
+                    self.heartbeat_wanted.notify_one();
                 }
             }
         }

@@ -42,6 +42,7 @@ pub enum StoreMsg {
     ChangePeers { cmd: ChangePeersCmd, cb: WriteCallback },
     DestroyPeer { region_id: u64, peer_id: u64 },
     SnapshotStatus { region_id: u64, to_peer: u64, ok: bool },
+    SnapshotGenerated { region_id: u64 },
     LeaderReports { cb: oneshot::Sender<HeartbeatInfo> },
     Status { cb: oneshot::Sender<Vec<PeerStatus>> },
     Shutdown,
@@ -188,6 +189,10 @@ pub fn spawn(
     snap_outbox: tokio::sync::mpsc::UnboundedSender<RaftMessage>,
 ) -> (StoreHandle, JoinHandle<Result<()>>) {
     let (tx, rx) = mpsc::channel();
+    let generated = tx.clone();
+    store.snap_manager().on_generated(Box::new(move |region_id| {
+        let _ = generated.send(StoreMsg::SnapshotGenerated { region_id });
+    }));
     let pending = Arc::new(AtomicUsize::new(0));
     let counter = pending.clone();
     let thread = std::thread::Builder::new()
@@ -234,6 +239,7 @@ fn run(
                 StoreMsg::ChangePeers { cmd, cb } => store.propose_conf_change(cmd, cb),
                 StoreMsg::DestroyPeer { region_id, peer_id } => store.destroy_peer(region_id, peer_id)?,
                 StoreMsg::SnapshotStatus { region_id, to_peer, ok } => store.report_snapshot(region_id, to_peer, ok),
+                StoreMsg::SnapshotGenerated { region_id } => store.snapshot_generated(region_id),
                 StoreMsg::LeaderReports { cb } => {
                     let idle = store.idle_peers();
                     let _ = cb.send(HeartbeatInfo { leaders: store.leader_reports(), idle });

@@ -1,8 +1,11 @@
 //! The store's heartbeat task: reports to meta, checks for splits, and carries
 //! out placement orders.
 //!
-//! Every `--heartbeat-interval-ms` it asks the store loop for the data regions
-//! this store leads (with the bytes written since the last round), then:
+//! Every `--heartbeat-interval-ms`, and sooner when something placement waits
+//! for has happened (a membership change it ordered was applied, or a peer
+//! reported pending caught up: [`Heartbeat::wanted`], at most every twentieth
+//! of the interval), it asks the store loop for the regions this store leads
+//! (with the bytes written since the last round), then:
 //!
 //! 1. split check — a region is measured ([`split_check::check`], off the store
 //!    thread) when it is new to this task, its epoch changed, or enough was
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use shoal_proto::{
     HeartbeatRequest, IdlePeer, Operator, Region, RegionEpoch, RegionReport, SplitCmd, StoreInfo, StoreMeta, StoreStats, operator,
 };
+use tokio::sync::Notify;
 
 use super::meta_client::MetaClient;
 use super::registry::StoreRegistry;
@@ -40,6 +44,12 @@ use crate::raftstore::bootstrap;
 use crate::raftstore::split_check::{self, SplitConfig};
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
+
+/// The shortest time between two heartbeats, however often one is asked for
+/// early: a twentieth of the interval.
+fn min_gap(interval: Duration) -> Duration {
+    interval / 20
+}
 
 /// Longest wait for a proposed split to apply: a region without quorum never
 /// applies it, and the store's heartbeats must go on.
@@ -53,6 +63,8 @@ pub struct Heartbeat {
     pub me: StoreMeta,
     pub meta: MetaClient,
     pub interval: Duration,
+    /// Asks for a heartbeat before the interval is up (see [`min_gap`]).
+    pub wanted: Arc<Notify>,
     pub split: SplitConfig,
     pub metrics: Arc<Metrics>,
     pub data_dir: PathBuf,
@@ -77,7 +89,10 @@ impl Heartbeat {
         let mut estimates: HashMap<u64, Estimate> = HashMap::new();
         let mut last = Instant::now();
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.wanted.notified() => tokio::time::sleep_until((last + min_gap(self.interval)).into()).await,
+            }
             let Ok(info) = self.store.leader_reports().await else { return };
             let reports = info.leaders;
             let led: HashSet<u64> = reports.iter().map(|r| r.region.id).collect();
@@ -148,7 +163,7 @@ impl Heartbeat {
                 }
             }
             Some(operator::Kind::ChangePeers(changes)) => {
-                let (store, metrics) = (self.store.clone(), self.metrics.clone());
+                let (store, metrics, wanted) = (self.store.clone(), self.metrics.clone(), self.wanted.clone());
                 tokio::spawn(async move {
                     let outcome = store.change_peers(op.region_id, op.epoch, changes.clone()).await;
                     let label = match &outcome {
@@ -157,6 +172,9 @@ impl Heartbeat {
                         Err(_) => "refused",
                     };
                     metrics.conf_changes.with_label_values(&[label]).inc();
+                    if outcome.is_ok() {
+                        wanted.notify_one();
+                    }
                     match outcome {
                         Ok(_) => tracing::info!(region = op.region_id, ?changes, "membership change applied"),
                         Err(e) => tracing::info!(region = op.region_id, error = %e, "membership change not done"),

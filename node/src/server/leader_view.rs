@@ -18,13 +18,15 @@ use shoal_proto::{RegionEpoch, StoreState, StoreStats};
 use crate::meta::placement::Cooldown;
 
 /// How long a region that was just ordered to move is left alone (unless its
-/// epoch changes first).
+/// epoch or its leader changes first).
 pub const COOLDOWN: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 struct Cooling {
     at: Instant,
     epoch: RegionEpoch,
+    /// The store that led the region when it was ordered.
+    leader_store: u64,
     cooldown: Cooldown,
 }
 
@@ -113,14 +115,18 @@ impl LeaderView {
         &self.pending
     }
 
-    pub fn cool(&mut self, region_id: u64, epoch: RegionEpoch, cooldown: Cooldown, now: Instant) {
-        self.cooling.insert(region_id, Cooling { at: now, epoch, cooldown });
+    /// Leaves `region_id`, ordered under `epoch` while `leader_store` led it,
+    /// alone for a while.
+    pub fn cool(&mut self, region_id: u64, epoch: RegionEpoch, leader_store: u64, cooldown: Cooldown, now: Instant) {
+        self.cooling.insert(region_id, Cooling { at: now, epoch, leader_store, cooldown });
     }
 
-    /// Regions still cooling: ordered less than [`COOLDOWN`] ago, and with the
-    /// epoch they were ordered under (`epoch_of` gives the directory's).
-    pub fn cooling(&mut self, now: Instant, epoch_of: impl Fn(u64) -> Option<RegionEpoch>) -> HashMap<u64, Cooldown> {
-        self.cooling.retain(|id, c| now.saturating_duration_since(c.at) < COOLDOWN && epoch_of(*id) == Some(c.epoch));
+    /// Regions still cooling: ordered less than [`COOLDOWN`] ago, with the
+    /// epoch and the leader they were ordered under (`current` gives the
+    /// directory's). A leader change ends it: a transfer is done, and a
+    /// membership order to the old leader can no longer be carried out.
+    pub fn cooling(&mut self, now: Instant, current: impl Fn(u64) -> Option<(RegionEpoch, u64)>) -> HashMap<u64, Cooldown> {
+        self.cooling.retain(|id, c| now.saturating_duration_since(c.at) < COOLDOWN && current(*id) == Some((c.epoch, c.leader_store)));
         self.cooling.iter().map(|(id, c)| (*id, c.cooldown)).collect()
     }
 }
@@ -153,16 +159,23 @@ mod tests {
     }
 
     #[test]
-    fn cooling_ends_with_time_or_a_new_epoch() {
+    fn cooling_ends_with_time_a_new_epoch_or_a_new_leader() {
         let t0 = Instant::now();
         let mut v = LeaderView::default();
         let e1 = RegionEpoch { conf_ver: 1, version: 1 };
         let e2 = RegionEpoch { conf_ver: 2, version: 1 };
-        v.cool(5, e1, Cooldown { adds_learner_on: Some(4) }, t0);
-        v.cool(6, e1, Cooldown::default(), t0);
-        let epochs = |id: u64| Some(if id == 5 { e1 } else { e2 });
+        v.cool(5, e1, 1, Cooldown { adds_learner_on: Some(4) }, t0);
+        v.cool(6, e1, 1, Cooldown::default(), t0);
+        v.cool(7, e1, 1, Cooldown::default(), t0);
+        let epochs = |id: u64| {
+            Some(match id {
+                5 => (e1, 1),
+                6 => (e2, 1),
+                _ => (e1, 2),
+            })
+        };
         let c = v.cooling(t0 + Duration::from_secs(1), epochs);
-        assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![5], "region 6 changed epoch");
+        assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![5], "region 6 changed epoch, region 7 leader");
         assert_eq!(c[&5].adds_learner_on, Some(4));
         assert!(v.cooling(t0 + COOLDOWN, epochs).is_empty());
     }

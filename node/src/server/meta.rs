@@ -328,8 +328,13 @@ impl MetaService {
                 let n = stores.values().filter(|s| **s == state).count();
                 self.metrics.stores.with_label_values(&[state_label(state)]).set(n as i64);
             }
-            let epoch_of = |id: u64| regions.iter().find_map(|r| r.region.as_ref().filter(|r| r.id == id).and_then(|r| r.epoch));
-            let cooling = view.cooling(now, epoch_of);
+            let current = |id: u64| {
+                regions.iter().find_map(|r| {
+                    let region = r.region.as_ref().filter(|region| region.id == id)?;
+                    Some((region.epoch?, r.leader_store_id))
+                })
+            };
+            let cooling = view.cooling(now, current);
             let cluster = Cluster { stores: &stores, regions: &regions, pending: view.pending(), cooling: &cooling };
             let plan = placement::plan(&cluster, &self.placement);
             let changes: Vec<_> = plan.changes.iter().filter(|c| c.leader_store == store_id).cloned().collect();
@@ -341,10 +346,10 @@ impl MetaService {
                     Change::AddLearner { store_id } => Some(*store_id),
                     _ => None,
                 });
-                view.cool(c.region_id, c.epoch, Cooldown { adds_learner_on }, now);
+                view.cool(c.region_id, c.epoch, c.leader_store, Cooldown { adds_learner_on }, now);
             }
             for t in &transfers {
-                view.cool(t.region_id, t.epoch, Cooldown::default(), now);
+                view.cool(t.region_id, t.epoch, t.from_store, Cooldown::default(), now);
             }
             (plan, changes, transfers)
         };

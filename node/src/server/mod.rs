@@ -109,6 +109,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let meta_state = store.meta();
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let (snap_tx, mut snap_rx) = tokio::sync::mpsc::unbounded_channel::<shoal_proto::RaftMessage>();
+    let heartbeat_wanted = store.heartbeat_wanted();
     let (handle, store_thread) = store_loop::spawn(store, cfg.raft_tick(), outbox_tx, snap_tx);
     let transport = tokio::spawn(transport::run_transport(outbox_rx, registry.clone(), metrics.clone()));
     // Snapshots travel on their own stream; how each send ended goes back to
@@ -172,6 +173,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             },
             meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
             interval: cfg.heartbeat_interval(),
+            wanted: heartbeat_wanted,
             split: SplitConfig { split_size: cfg.region_split_size, split_keys: cfg.region_split_keys },
             metrics: metrics.clone(),
             data_dir: cfg.data_dir.clone(),

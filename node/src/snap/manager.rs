@@ -4,7 +4,9 @@
 //! store thread) only looks at memory: it returns a ready snapshot that is new
 //! enough, or queues the region for the generator thread (at most one job per
 //! region) and returns `None`. The generator runs [`SnapManager::generate`],
-//! then collects garbage; it also wakes every [`GC_INTERVAL`] to collect.
+//! tells the store ([`SnapManager::on_generated`]: raft-rs would otherwise ask
+//! again only at the follower's next heartbeat answer), then collects garbage;
+//! it also wakes every [`GC_INTERVAL`] to collect.
 //!
 //! Lifetime of generated snapshots: a send pins its snapshot with
 //! [`SnapManager::hold`] (a [`SnapshotHold`]); unpinned ones are deleted when a
@@ -57,6 +59,9 @@ struct GeneratedSnap {
     holds: usize,
 }
 
+/// Called with a region id when its snapshot is ready.
+pub type OnGenerated = Box<dyn Fn(u64) + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     generated: HashMap<u64, Vec<GeneratedSnap>>,
@@ -76,6 +81,7 @@ pub struct SnapManager {
     seq: std::sync::atomic::AtomicU64,
     /// Failpoint: while set, applies wait (see [`SnapManager::hold_applies`]).
     pub(super) apply_gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    on_generated: Mutex<Option<OnGenerated>>,
 }
 
 /// While alive, snapshot applies on this store wait; dropping it lets them go.
@@ -147,10 +153,16 @@ impl SnapManager {
             jobs: Mutex::new(tx),
             seq: Default::default(),
             apply_gate: Arc::default(),
+            on_generated: Mutex::new(None),
         });
         let weak = Arc::downgrade(&mgr);
         std::thread::Builder::new().name("snap-gen".into()).spawn(move || generator(weak, rx))?;
         Ok(mgr)
+    }
+
+    /// Calls `f` with the region id each time a generation succeeds.
+    pub fn on_generated(&self, f: OnGenerated) {
+        *lock(&self.on_generated) = Some(f);
     }
 
     /// The snapshot directory.
@@ -353,10 +365,16 @@ fn generator(mgr: Weak<SnapManager>, jobs: Receiver<u64>) {
         let Some(mgr) = mgr.upgrade() else { return };
         match job {
             Ok(region_id) => {
-                if let Err(e) = mgr.generate(region_id) {
-                    tracing::warn!(region_id, error = %e, "snapshot generation failed");
-                }
+                let generated = mgr.generate(region_id);
                 lock(&mgr.state).generating.remove(&region_id);
+                match generated {
+                    Ok(_) => {
+                        if let Some(f) = lock(&mgr.on_generated).as_ref() {
+                            f(region_id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(region_id, error = %e, "snapshot generation failed"),
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,

@@ -31,7 +31,7 @@ mod generate;
 pub mod manager;
 pub mod recv;
 
-pub use manager::{SnapManager, SnapshotHold};
+pub use manager::{OnGenerated, SnapManager, SnapshotHold};
 pub use recv::Receiving;
 
 use protobuf::Message as _;

@@ -74,6 +74,9 @@ pub struct Peer {
     /// Bytes and keys written by applied commands since the last heartbeat.
     written_bytes: u64,
     written_keys: u64,
+    /// Peers last reported as not caught up; one that catches up asks for an
+    /// early heartbeat ([`Peer::caught_up_since_report`]).
+    reported_pending: Vec<u64>,
     raw_node: RawNode<PeerStorage>,
     /// A snapshot whose data is being applied off the store thread.
     applying: Option<ApplyingSnapshot>,
@@ -133,6 +136,7 @@ impl Peer {
             meta,
             written_bytes: 0,
             written_keys: 0,
+            reported_pending: Vec::new(),
             raw_node,
             applying: None,
             proposals: Proposals::default(),
