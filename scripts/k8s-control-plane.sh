@@ -152,12 +152,25 @@ all_running() {
 }
 
 # launch DIR NAME ARGS...: starts $BIN/NAME in the background, detached from our
-# stdio (a caller reading our output must see EOF when we exit).
+# stdio (a caller reading our output must see EOF when we exit). The background job
+# is a fork of this shell, then nohup, and only then NAME; live_pid knows a
+# component by its command line, so launch returns once the job has become NAME (or
+# has exited). Otherwise a loaded machine shows wait_for a fork not yet exec'd, and
+# a component that is starting passes for one that died (CI saw this).
 launch() {
-  local dir="$1" name="$2"
+  local dir="$1" name="$2" pid argv0 state give_up
   shift 2
   nohup "$BIN/$name" "$@" </dev/null >"$dir/$name.log" 2>&1 &
-  echo $! >"$dir/$name.pid"
+  pid=$!
+  give_up=$((SECONDS + 30))
+  while ((SECONDS < give_up)); do
+    state="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)"
+    [ -n "$state" ] && [ "$state" != Z ] || break # gone, or exited and not yet reaped
+    argv0="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)"
+    [ "${argv0##*/}" = "$name" ] && break
+    sleep 0.02
+  done
+  echo "$pid" >"$dir/$name.pid"
 }
 
 cmd_stop() {
