@@ -2,7 +2,10 @@
 //! `tolerance` regions above the least loaded good one, a region of the first
 //! gets a learner on the second; its promotion later removes the extra voter
 //! from the most loaded store (see `repair`). This is also how a JOINING store
-//! is seeded, a few learners at a time (`max_snapshots_per_store`).
+//! is seeded, a few learners at a time (`max_snapshots_per_store`). While the
+//! least loaded stores are at that limit, nothing moves to a store more loaded
+//! than they are: the others do not trade regions among themselves while a
+//! joining store is seeded.
 
 use std::collections::HashSet;
 
@@ -25,8 +28,14 @@ pub(super) struct Move {
 pub(super) fn next_move(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>, cfg: &PlacementConfig) -> Option<Move> {
     let mut high: Vec<u64> = m.good_stores().collect();
     high.sort_by_key(|s| (std::cmp::Reverse(m.count(*s)), *s));
-    let mut low: Vec<u64> = m.good_stores().filter(|s| m.seeding(*s) < cfg.max_snapshots_per_store).collect();
+    let mut low: Vec<u64> = m.good_stores().collect();
     low.sort_by_key(|s| (m.count(*s), *s));
+    // A store at its learner limit stops the list: moving a region to a store
+    // more loaded than it would only trade regions among the others while it
+    // is seeded (and later move them back).
+    if let Some(busy) = low.iter().position(|s| m.seeding(*s) >= cfg.max_snapshots_per_store) {
+        low.truncate(busy);
+    }
     for &from in &high {
         for &to in &low {
             if m.count(from) <= m.count(to) + cfg.tolerance {

@@ -183,6 +183,9 @@ fn a_joining_store_is_seeded_a_few_at_a_time_up_to_its_share_then_marked_done() 
     let mut seeded_at = None;
     for _ in 0..200 {
         let p = sim.step();
+        let elsewhere: Vec<&PeerOrder> =
+            p.changes.iter().filter(|c| c.changes.iter().any(|x| matches!(x, Change::AddLearner { store_id } if *store_id != 4))).collect();
+        assert!(elsewhere.is_empty(), "the old stores trade no regions while store 4 is seeded: {elsewhere:?}");
         if !p.seeded.is_empty() {
             assert_eq!(p.seeded, vec![4]);
             seeded_at = Some(sim.rounds);
