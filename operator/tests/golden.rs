@@ -94,3 +94,32 @@ fn a_changed_node_file_changes_the_pod_template() {
     scaled.spec.replicas = 7;
     assert_eq!(hash(&kvc), hash(&scaled), "scaling must not roll the pods");
 }
+
+/// Prometheus Operator's rule: a ServiceMonitor's `matchLabels` selects every
+/// Service carrying all of them; each selected Service's endpoints are scraped.
+#[test]
+fn the_service_monitor_selects_exactly_one_service_per_store() {
+    let kvc = fixture();
+    let c = build(&BuildInput { kvc: &kvc, names: Names::of(&kvc), sts_replicas: 5, initial_members: 5, bootstrapped: false });
+    let sm = c.service_monitor.expect("monitoring is enabled in the fixture");
+    let selector = sm["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels");
+    let selected: Vec<&str> = [&c.peer_service, &c.client_service]
+        .into_iter()
+        .filter(|s| {
+            let labels = s.metadata.labels.as_ref().expect("labels");
+            selector.iter().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        })
+        .map(|s| s.metadata.name.as_deref().expect("name"))
+        .collect();
+    assert_eq!(selected, vec!["demo-peer"], "exactly the peer Service, which lists every pod once");
+    let peer = c.peer_service.spec.as_ref().expect("spec");
+    assert_eq!(peer.publish_not_ready_addresses, Some(true), "a store that is not ready is scraped too");
+    let port = sm["spec"]["endpoints"][0]["port"].as_str().expect("port");
+    assert!(peer.ports.as_ref().expect("ports").iter().any(|p| p.name.as_deref() == Some(port)), "the peer Service has the {port} port");
+    assert_eq!(sm["spec"]["jobLabel"], "app.kubernetes.io/name");
+    assert_eq!(
+        c.peer_service.metadata.labels.as_ref().unwrap()["app.kubernetes.io/name"],
+        "shoal",
+        "job=\"shoal\", as monitoring/ expects"
+    );
+}

@@ -1,9 +1,15 @@
 //! The optional `monitoring.coreos.com/v1` ServiceMonitor (Prometheus
-//! Operator) scraping every store's `/metrics` through the client Service.
-//! There is no Rust type for it in k8s-openapi, so it is built as JSON.
+//! Operator) scraping every store's `/metrics` once: it selects only the peer
+//! Service (label [`SERVICE_LABEL`]` = peer`), which lists every pod, ready or
+//! not; the client Service carries the same app labels and, selected too, would
+//! scrape each store twice. Its targets get `job="shoal"` (the Services'
+//! `app.kubernetes.io/name`), the job the alert rules and dashboard in
+//! `monitoring/` expect. There is no Rust type for it in k8s-openapi, so it is
+//! built as JSON.
 
 use serde_json::{Value, json};
 
+use super::names::SERVICE_LABEL;
 use super::{BuildInput, meta};
 
 pub const API_VERSION: &str = "monitoring.coreos.com/v1";
@@ -24,7 +30,8 @@ pub fn service_monitor(input: &BuildInput<'_>) -> Option<Value> {
         "kind": KIND,
         "metadata": metadata,
         "spec": {
-            "selector": { "matchLabels": input.names.labels() },
+            "jobLabel": "app.kubernetes.io/name",
+            "selector": { "matchLabels": input.names.service_labels("peer") },
             "namespaceSelector": { "matchNames": [input.names.namespace] },
             "endpoints": [endpoint],
         },

@@ -15,6 +15,9 @@ pub const GRPC_PORT: i32 = 20160;
 pub const STATUS_PORT: i32 = 20180;
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "shoal-operator";
+/// Label telling the peer Service (`peer`) from the client one (`client`); the
+/// ServiceMonitor selects `peer`, which lists every pod, ready or not, once.
+pub const SERVICE_LABEL: &str = "shoal.dev/service";
 /// Where a pod's volume is mounted, and the data directory inside it.
 pub const DATA_MOUNT: &str = "/var/lib/shoal";
 pub const DATA_DIR: &str = "/var/lib/shoal/data";
@@ -106,6 +109,14 @@ impl Names {
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels();
         labels.insert("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into());
+        labels
+    }
+
+    /// Labels of one of the two Services: `labels()` and [`SERVICE_LABEL`] =
+    /// `kind` (`peer` or `client`), so that a selector can tell them apart.
+    pub fn service_labels(&self, kind: &str) -> BTreeMap<String, String> {
+        let mut labels = self.labels();
+        labels.insert(SERVICE_LABEL.into(), kind.into());
         labels
     }
 }

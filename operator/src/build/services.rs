@@ -19,10 +19,11 @@ fn ports() -> Vec<ServicePort> {
     vec![port("grpc", GRPC_PORT), port("status", STATUS_PORT)]
 }
 
-/// `<name>-peer`: headless, for `<pod>.<name>-peer.<ns>.svc`.
+/// `<name>-peer`: headless, for `<pod>.<name>-peer.<ns>.svc`; Prometheus
+/// scrapes the stores through it (a store that is not ready is scraped too).
 pub fn peer_service(input: &BuildInput<'_>) -> Service {
     Service {
-        metadata: meta(input, input.names.peer_service(), input.names.labels()),
+        metadata: meta(input, input.names.peer_service(), input.names.service_labels("peer")),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
@@ -34,10 +35,10 @@ pub fn peer_service(input: &BuildInput<'_>) -> Service {
     }
 }
 
-/// `<name>`: what clients (and Prometheus) connect to.
+/// `<name>`: what clients connect to (ready pods only).
 pub fn client_service(input: &BuildInput<'_>) -> Service {
     Service {
-        metadata: meta(input, input.names.client_service(), input.names.labels()),
+        metadata: meta(input, input.names.client_service(), input.names.service_labels("client")),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(input.names.selector_labels()),
