@@ -1,5 +1,20 @@
 //! Prometheus metrics of one store, in a registry of its own (so several stores
 //! can live in one test process). Served as text on the status address.
+//!
+//! [`Metrics`] holds what the store's code updates as it works; two collectors
+//! read the rest when scraped: [`engine::EngineCollector`] (`shoal_engine_*`,
+//! RocksDB's sizes, files, stalls and block cache) and
+//! [`process::ProcessCollector`] (`process_*`). Gauges that only the meta
+//! leader knows (`shoal_stores`, `shoal_placement_under_replicated_regions`)
+//! are cleared on every other store when scraped, so that a sum or max over
+//! the cluster sees one current value. `docs/OPERATIONS.md` lists them all.
+
+pub mod engine;
+pub mod process;
+
+use std::sync::Arc;
+
+use crate::storage::Engine;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -49,6 +64,17 @@ pub struct Metrics {
     pub snapshot_duration: HistogramVec,
     /// Stores by shown state (DOWN included), as the meta leader last planned.
     pub stores: IntGaugeVec,
+    /// 1 on the store whose peer leads the meta region (placement runs there).
+    pub meta_leader: IntGauge,
+    /// Times a region peer on this store became leader.
+    pub leader_changes: IntCounter,
+    /// Elections started by region peers on this store (became candidate).
+    pub elections: IntCounter,
+    /// The data directory's file system, as of the last heartbeat.
+    pub capacity_bytes: IntGauge,
+    pub available_bytes: IntGauge,
+    /// Bytes the engine holds (SST files and memtables), as of the last heartbeat.
+    pub used_bytes: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -128,6 +154,12 @@ impl Metrics {
                 &["stage"],
             )?,
             stores: IntGaugeVec::new(Opts::new("shoal_stores", "Stores by state, as the meta leader last planned"), &["state"])?,
+            meta_leader: IntGauge::new("shoal_meta_leader", "1 on the store that leads the meta region (and runs placement)")?,
+            leader_changes: IntCounter::new("shoal_raft_leader_changes_total", "Times a region peer on this store became leader")?,
+            elections: IntCounter::new("shoal_raft_elections_total", "Elections started by region peers on this store")?,
+            capacity_bytes: IntGauge::new("shoal_store_capacity_bytes", "Size of the data directory's file system")?,
+            available_bytes: IntGauge::new("shoal_store_available_bytes", "Bytes free for the store on the data directory's file system")?,
+            used_bytes: IntGauge::new("shoal_store_used_bytes", "Bytes the store's engine holds (SST files and memtables)")?,
             registry,
         };
         m.registry.register(Box::new(m.grpc_requests.clone()))?;
@@ -153,11 +185,27 @@ impl Metrics {
         m.registry.register(Box::new(m.snapshot_bytes.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         m.registry.register(Box::new(m.stores.clone()))?;
+        m.registry.register(Box::new(m.meta_leader.clone()))?;
+        m.registry.register(Box::new(m.leader_changes.clone()))?;
+        m.registry.register(Box::new(m.elections.clone()))?;
+        m.registry.register(Box::new(m.capacity_bytes.clone()))?;
+        m.registry.register(Box::new(m.available_bytes.clone()))?;
+        m.registry.register(Box::new(m.used_bytes.clone()))?;
+        m.registry.register(Box::new(process::ProcessCollector::new()?))?;
         Ok(m)
+    }
+
+    /// Adds the engine's `shoal_engine_*` metrics, read when scraped.
+    pub fn watch_engine(&self, engine: Arc<Engine>) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(engine::EngineCollector::new(engine)?))
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        if self.meta_leader.get() != 1 {
+            self.stores.reset();
+            self.under_replicated_regions.set(0);
+        }
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "cannot encode metrics");

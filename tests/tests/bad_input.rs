@@ -128,6 +128,47 @@ async fn status_endpoints_and_metrics_are_valid() {
 
     shoal_tests::promtool_check(&metrics).unwrap_or_else(|e| panic!("{e}"));
 
+    // Read when scraped: the engine's column families and levels, the process.
+    for name in [
+        "shoal_engine_sst_files{cf=\"default\",level=\"6\"}",
+        "shoal_engine_sst_bytes{cf=\"raft_log\"}",
+        "shoal_engine_pending_compaction_bytes{cf=\"default\"}",
+        "shoal_engine_write_stopped 0",
+        "shoal_engine_block_cache_hits_total",
+        "process_start_time_seconds",
+    ] {
+        assert!(metrics.contains(name), "/metrics has {name}");
+    }
+    let memtable = cluster.metric(leader, "shoal_engine_memtable_bytes", &[("cf", "default")]).await.expect("memtable bytes");
+    assert!(memtable > 0.0, "the put is in the default CF's memtable ({memtable} B)");
+    let rss = cluster.metric(leader, "process_resident_memory_bytes", &[]).await.expect("rss");
+    assert!(rss > 10e6, "a node's resident memory is read from /proc ({rss} B)");
+    assert!(cluster.metric(leader, "process_open_fds", &[]).await.expect("fds") >= 10.0, "RocksDB's files and sockets are open");
+    // Set at each heartbeat; the meta leader alone reports the stores.
+    let capacity = shoal_tests::wait_for(Duration::from_secs(10), "capacity on /metrics", || async {
+        cluster.metric(leader, "shoal_store_capacity_bytes", &[]).await.filter(|c| *c > 0.0)
+    })
+    .await;
+    let available = cluster.metric(leader, "shoal_store_available_bytes", &[]).await.expect("available");
+    assert!(available > 0.0 && available <= capacity, "available {available} of {capacity}");
+    let meta = cluster.meta_leader().await;
+    let up = shoal_tests::wait_for(Duration::from_secs(10), "stores on the meta leader's /metrics", || async {
+        cluster.metric(meta, "shoal_stores", &[("state", "up")]).await.filter(|n| *n == 3.0)
+    })
+    .await;
+    assert_eq!(up, 3.0);
+    let mut meta_leaders = 0.0;
+    let mut elected = 0.0;
+    for i in 0..3 {
+        meta_leaders += cluster.metric_or_zero(i, "shoal_meta_leader", &[]).await;
+        elected += cluster.metric_or_zero(i, "shoal_raft_leader_changes_total", &[]).await;
+        if i != meta {
+            assert_eq!(cluster.metric(i, "shoal_stores", &[]).await, None, "node {i} does not lead meta: no store counts");
+        }
+    }
+    assert_eq!(meta_leaders, 1.0, "one store leads meta");
+    assert!(elected >= 2.0, "the meta region and region 2 each elected a leader ({elected})");
+
     // A node that lost its peers is not ready, but still healthy.
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for &i in &others {

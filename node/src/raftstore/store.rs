@@ -74,6 +74,15 @@ fn refresh_gauges(m: &Metrics, peer: &Peer) {
     m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
 }
 
+/// Drops the per-region series of a region whose peer left this store (a
+/// stale `shoal_region_is_leader` of 1 would hide a region without a leader).
+fn forget_gauges(m: &Metrics, region_id: u64) {
+    let region = region_id.to_string();
+    for g in [&m.region_commit_index, &m.region_applied_index, &m.region_term, &m.region_is_leader] {
+        let _ = g.remove_label_values(&[&region]);
+    }
+}
+
 /// Settings of a store's Raft core.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -478,6 +487,7 @@ impl Store {
         self.awake.remove(&region_id);
         self.leading.remove(&region_id);
         self.neighbours_dirty = true;
+        forget_gauges(&self.metrics, region_id);
     }
 
     /// This store's peer of `region_id`, about to be handed something: it joins
@@ -807,6 +817,7 @@ impl Store {
             self.metrics.raft_log_gc.inc_by(compacted);
         }
         m.leader_count.set(self.leading.len() as i64);
+        m.meta_leader.set(self.leading.contains(&META_REGION_ID) as i64);
         m.asleep_regions.set((self.peers.len() - self.awake.len()) as i64);
         Ok(())
     }
@@ -919,6 +930,9 @@ impl Store {
             peer.send_messages(rd.take_messages(), &mut early, &mut snaps); // 1. a leader's messages, sent before persisting
             sync |= !rd.snapshot().is_empty();
             peer.apply_snapshot(&rd, &mut wb, &mut done)?; // 2. snapshot
+            if rd.ss().is_some_and(|ss| ss.raft_state == raft::StateRole::Candidate) {
+                self.metrics.elections.inc();
+            }
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
             if rd.snapshot().is_empty() && !finished.contains(id) {
                 peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
@@ -1012,6 +1026,9 @@ impl Store {
                 let role_changed = if peer.is_leader() { self.leading.insert(*id) } else { self.leading.remove(id) };
                 if fell_asleep || role_changed {
                     refresh_gauges(&self.metrics, peer);
+                }
+                if role_changed && peer.is_leader() {
+                    self.metrics.leader_changes.inc();
                 }
                 if peer.caught_up_since_report() {
                     self.heartbeat_wanted.notify_one();

@@ -231,10 +231,14 @@ impl Heartbeat {
             Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize),
             Err(_) => (0, 0),
         };
+        let used = self.engine.approximate_used_bytes();
+        self.metrics.capacity_bytes.set(capacity as i64);
+        self.metrics.available_bytes.set(available as i64);
+        self.metrics.used_bytes.set(used as i64);
         StoreStats {
             capacity_bytes: capacity,
             available_bytes: available,
-            used_bytes: self.engine.approximate_used_bytes(),
+            used_bytes: used,
             region_count: 0, // meta counts regions from its directory
             leader_count: leaders as u64,
             last_heartbeat_ms: 0,

@@ -99,6 +99,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let registry = StoreRegistry::new(stores);
 
     let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
+    metrics.watch_engine(engine.clone()).map_err(|e| Error::Internal(format!("metrics: {e}")))?;
     let snap = SnapManager::open(&cfg.data_dir.join("snap"), engine.clone(), metrics.clone())?;
     let store_cfg = StoreConfig {
         log_gc_count_limit: cfg.raft_log_gc_count_limit,

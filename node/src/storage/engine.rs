@@ -53,7 +53,42 @@ pub struct Engine {
     /// The slow-disk failpoint: microseconds every synced write waits before
     /// it is written (0: off). Set only through [`Engine::set_sync_delay`].
     sync_delay_us: AtomicU64,
+    /// The options the DB was opened with: they hold its statistics (tickers).
+    db_opts: Options,
 }
+
+/// One column family's numbers, read from RocksDB's properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CfStats {
+    pub name: String,
+    /// Bytes in live SST files.
+    pub sst_bytes: u64,
+    /// Bytes in memtables (active and immutable).
+    pub memtable_bytes: u64,
+    /// Bytes compaction estimates it has to rewrite to bring levels in shape.
+    pub pending_compaction_bytes: u64,
+    /// SST files at each level, L0 first.
+    pub files_per_level: Vec<u64>,
+    /// Bytes of block cache this column family's table reader holds.
+    pub block_cache_bytes: u64,
+}
+
+/// The engine's health at one moment: what `/metrics` shows as `shoal_engine_*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub cfs: Vec<CfStats>,
+    /// Writes stopped (too many L0 files, memtables or pending compaction bytes).
+    pub write_stopped: bool,
+    /// The rate writes are slowed to while delayed (0: not delayed).
+    pub delayed_write_rate: u64,
+    /// Cumulative, since the engine opened.
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    pub stall_micros: u64,
+}
+
+/// Levels RocksDB has by default (L0..L6).
+const LEVELS: usize = 7;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +125,9 @@ impl Engine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // Tickers only (block cache hits, stalls): no timers on the write path.
+        db_opts.enable_statistics();
+        db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
 
         let mut configured: Vec<CfConfig> = user_cfs.to_vec();
         if !configured.iter().any(|c| c.name == CF_DEFAULT) {
@@ -118,7 +156,7 @@ impl Engine {
             .collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
-        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options, sync_delay_us: AtomicU64::new(0) })
+        Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options, sync_delay_us: AtomicU64::new(0), db_opts })
     }
 
     /// The user column families, `default` first.
@@ -173,6 +211,34 @@ impl Engine {
             }
         }
         total
+    }
+
+    /// Every column family's sizes and file counts, and the DB's write
+    /// stalls and block cache counters (a few property reads per family).
+    pub fn stats(&self) -> EngineStats {
+        let int = |h: &rocksdb::ColumnFamily, prop: &str| self.db.property_int_value_cf(h, prop).ok().flatten().unwrap_or(0);
+        let mut cfs = Vec::new();
+        for name in self.user_cfs.iter().map(String::as_str).chain(INTERNAL_CFS) {
+            let Ok(h) = self.handle(name) else { continue };
+            cfs.push(CfStats {
+                name: name.to_string(),
+                sst_bytes: int(h, "rocksdb.total-sst-files-size"),
+                memtable_bytes: int(h, "rocksdb.cur-size-all-mem-tables"),
+                pending_compaction_bytes: int(h, "rocksdb.estimate-pending-compaction-bytes"),
+                files_per_level: (0..LEVELS).map(|l| int(h, &format!("rocksdb.num-files-at-level{l}"))).collect(),
+                block_cache_bytes: int(h, "rocksdb.block-cache-usage"),
+            });
+        }
+        let db_int = |prop: &str| self.db.property_int_value(prop).ok().flatten().unwrap_or(0);
+        use rocksdb::statistics::Ticker;
+        EngineStats {
+            cfs,
+            write_stopped: db_int("rocksdb.is-write-stopped") != 0,
+            delayed_write_rate: db_int("rocksdb.actual-delayed-write-rate"),
+            block_cache_hits: self.db_opts.get_ticker_count(Ticker::BlockCacheHit),
+            block_cache_misses: self.db_opts.get_ticker_count(Ticker::BlockCacheMiss),
+            stall_micros: self.db_opts.get_ticker_count(Ticker::StallMicros),
+        }
     }
 
     /// Starts an empty batch of writes against this engine.

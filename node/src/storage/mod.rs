@@ -8,4 +8,4 @@
 pub mod cf;
 mod engine;
 
-pub use engine::{Engine, EngineError, EngineSnapshot, WriteBatch};
+pub use engine::{CfStats, Engine, EngineError, EngineSnapshot, EngineStats, WriteBatch};

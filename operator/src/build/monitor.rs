@@ -1,6 +1,6 @@
 //! The optional `monitoring.coreos.com/v1` ServiceMonitor (Prometheus
 //! Operator) scraping every store's `/metrics` once: it selects only the peer
-//! Service (label [`SERVICE_LABEL`]` = peer`), which lists every pod, ready or
+//! Service (label [`SERVICE_LABEL`](super::names::SERVICE_LABEL)` = peer`), which lists every pod, ready or
 //! not; the client Service carries the same app labels and, selected too, would
 //! scrape each store twice. Its targets get `job="shoal"` (the Services'
 //! `app.kubernetes.io/name`), the job the alert rules and dashboard in
@@ -9,7 +9,6 @@
 
 use serde_json::{Value, json};
 
-use super::names::SERVICE_LABEL;
 use super::{BuildInput, meta};
 
 pub const API_VERSION: &str = "monitoring.coreos.com/v1";
