@@ -7,8 +7,17 @@
 //! | `shoal_operator_reconcile_duration_seconds` | how long a round took |
 //! | `shoal_operator_membership_operations_total{operation,outcome}` | join, drain, remove, delete_volume: `ok`, `refused` or `error` |
 //! | `shoal_operator_leader` | 1 while this replica holds the leader Lease |
+//! | `shoal_operator_cluster_desired_stores{namespace,cluster}` | `spec.replicas` |
+//! | `shoal_operator_cluster_up_stores{namespace,cluster}` | stores Up, as last observed |
+//! | `shoal_operator_cluster_progressing{namespace,cluster}` | 1 while a scaling or roll is under way (condition `Progressing`) |
+//! | `shoal_operator_cluster_degraded{namespace,cluster}` | 1 while the condition `Degraded` is true |
+//!
+//! The per-cluster gauges are set at the end of every round and dropped when
+//! the cluster is deleted.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::crd::KvClusterStatus;
 
 pub struct Metrics {
     registry: Registry,
@@ -17,6 +26,10 @@ pub struct Metrics {
     pub duration: Histogram,
     pub operations: IntCounterVec,
     pub leader: IntGauge,
+    pub desired_stores: IntGaugeVec,
+    pub up_stores: IntGaugeVec,
+    pub progressing: IntGaugeVec,
+    pub degraded: IntGaugeVec,
 }
 
 impl Metrics {
@@ -39,7 +52,33 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Metrics { registry, reconciles, errors, duration, operations, leader })
+        let per_cluster = |name: &str, help: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["namespace", "cluster"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let desired_stores = per_cluster("shoal_operator_cluster_desired_stores", "Stores the KvCluster asks for (spec.replicas)")?;
+        let up_stores = per_cluster("shoal_operator_cluster_up_stores", "Stores Up in the KvCluster, as last observed")?;
+        let progressing = per_cluster("shoal_operator_cluster_progressing", "1 while the KvCluster's condition Progressing is true")?;
+        let degraded = per_cluster("shoal_operator_cluster_degraded", "1 while the KvCluster's condition Degraded is true")?;
+        Ok(Metrics { registry, reconciles, errors, duration, operations, leader, desired_stores, up_stores, progressing, degraded })
+    }
+
+    /// Sets the per-cluster gauges from the status a round wrote.
+    pub fn observe_cluster(&self, namespace: &str, cluster: &str, desired: i32, status: &KvClusterStatus) {
+        let labels = [namespace, cluster];
+        let condition = |t: &str| status.conditions.iter().any(|c| c.type_ == t && c.status == "True") as i64;
+        self.desired_stores.with_label_values(&labels).set(desired.into());
+        self.up_stores.with_label_values(&labels).set(status.stores.iter().filter(|s| s.state == "Up").count() as i64);
+        self.progressing.with_label_values(&labels).set(condition("Progressing"));
+        self.degraded.with_label_values(&labels).set(condition("Degraded"));
+    }
+
+    /// Drops the gauges of a deleted cluster.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
+        for g in [&self.desired_stores, &self.up_stores, &self.progressing, &self.degraded] {
+            let _ = g.remove_label_values(&[namespace, cluster]);
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -130,6 +130,7 @@ async fn report_failure(kvc: &KvCluster, ctx: &Context, err: &Error) {
         }
     };
     let st = status::degraded(&latest, &names, kvc.metadata.generation, reason, &message, Timestamp::now());
+    ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
     if let Err(e) = api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await {
         tracing::warn!(error = %e, "cannot report a failed round in the status");
     }
@@ -143,6 +144,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
 
     if let Err(invalid) = validate(&kvc) {
         let st = status::invalid(&previous, &names, generation, &invalid.0, Timestamp::now());
+        ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
         api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
         publish(ctx, &kvc, EventType::Warning, "InvalidSpec", "Validate", invalid.0.clone()).await;
         return Err(invalid.into());
@@ -191,6 +193,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         now: Timestamp::now(),
     };
     let st = status::status(&outcome);
+    ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
     api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
     if let Some(e) = failure {
         return Err(e);
@@ -203,6 +206,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
 /// volumes are kept, since they hold the data.
 async fn cleanup(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     let names = Names::of(&kvc);
+    ctx.metrics.forget_cluster(&names.namespace, &names.cluster);
     let note = format!(
         "deleting cluster {}; its volumes are kept: kubectl delete pvc -n {} -l {}",
         names.cluster,

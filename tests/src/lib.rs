@@ -19,6 +19,7 @@
 //!
 //! [`k8s`] runs tests on a real Kubernetes control plane with our own node
 //! agent; [`kvcluster`] reads the status and Events of the `KvCluster` they drive.
+//! [`prometheus`] runs a real Prometheus server and asks it over its HTTP API.
 
 pub mod bank;
 pub mod ctl;
@@ -27,6 +28,7 @@ pub mod kvcluster;
 pub mod linearizability;
 pub mod nemesis;
 pub mod netns;
+pub mod prometheus;
 pub mod rng;
 pub mod writers;
 
@@ -103,7 +105,7 @@ where
 }
 
 /// Kills the child with SIGKILL when the parent (the test) dies.
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     #[allow(unsafe_code)]
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

@@ -126,7 +126,11 @@ fn strings(v: &Value) -> Vec<&str> {
     v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}"))).collect()).unwrap_or_default()
 }
 
-const VALUE_SETS: [&[&str]; 2] = [&[], &["watchNamespace=apps", "serviceMonitor.enabled=true", "replicaCount=2"]];
+const VALUE_SETS: [&[&str]; 2] =
+    [&[], &["watchNamespace=apps", "serviceMonitor.enabled=true", "prometheusRule.enabled=true", "replicaCount=2"]];
+
+/// Kinds of the Prometheus Operator (custom resources, not in kubernetes-validate's schemas).
+const MONITORING_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 
 #[test]
 fn helm_lint_strict_passes() {
@@ -149,9 +153,9 @@ fn helm_lint_strict_passes() {
 fn render_and_validate(sets: &[&str]) -> Vec<Value> {
     let rendered = template(sets);
     let docs = yaml_docs(&rendered);
-    let (monitors, builtin): (Vec<&Value>, Vec<&Value>) = docs.iter().partition(|d| kind(d) == "ServiceMonitor");
+    let (monitors, builtin): (Vec<&Value>, Vec<&Value>) = docs.iter().partition(|d| MONITORING_KINDS.contains(&kind(d)));
     for m in &monitors {
-        assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1", "ServiceMonitor apiVersion");
+        assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1", "{} apiVersion", kind(m));
     }
     // JSON is YAML: one JSON document per `---`.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -240,6 +244,14 @@ fn rendered_manifests_pass_kubernetes_validate() {
     for (k, v) in selector {
         assert_eq!(&svc["metadata"]["labels"][k], v, "the ServiceMonitor selects the metrics Service by {k}");
     }
+    assert_eq!(sm["spec"]["jobLabel"], "app.kubernetes.io/name");
+    assert_eq!(svc["metadata"]["labels"]["app.kubernetes.io/name"], "shoal-operator", "job=\"shoal-operator\", as the alerts expect");
+    // The PrometheusRule carries monitoring/alerts.yaml's groups, unchanged
+    // (Helm does not expand the rules' own {{ $labels }} templates).
+    let rule = one_of_kind(&docs, "PrometheusRule");
+    let alerts = yaml_file(&root().join("monitoring/alerts.yaml"));
+    assert_eq!(rule["spec"]["groups"], alerts[0]["groups"], "the PrometheusRule's groups are monitoring/alerts.yaml's");
+    assert!(rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"].as_str().is_some_and(|s| s.contains("{{ $labels.instance }}")));
 }
 
 #[test]

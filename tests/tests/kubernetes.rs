@@ -113,6 +113,19 @@ fn helm_install_apply_scale_out_and_in() {
         let mut phases = BTreeSet::new();
         let st = wait_status(&kvcs, Duration::from_secs(120), "3 stores up", &mut phases, |s| settled(s, 3)).await;
         eprintln!("bootstrapped: {}", summary(&st));
+        // The operator's own metrics (its pod's address, the chart's port):
+        // valid exposition, and this cluster's gauges as its status says.
+        let gauges = [("namespace", NS), ("cluster", "demo")];
+        let metrics = wait_until(Duration::from_secs(30), Duration::from_millis(200), "the operator's cluster gauges", || async {
+            let text = operator_metrics(&env).await?;
+            let up = shoal_tests::parse_metric(&text, "shoal_operator_cluster_up_stores", &gauges);
+            if up == Some(3.0) { Ok(text) } else { Err(format!("up stores {up:?}")) }
+        })
+        .await;
+        shoal_tests::promtool_check(&metrics).unwrap_or_else(|e| panic!("operator: {e}"));
+        assert_eq!(shoal_tests::parse_metric(&metrics, "shoal_operator_cluster_desired_stores", &gauges), Some(3.0));
+        assert_eq!(shoal_tests::parse_metric(&metrics, "shoal_operator_cluster_degraded", &gauges), Some(0.0));
+        assert!(shoal_tests::parse_metric(&metrics, "shoal_operator_reconciles_total", &[("result", "ok")]).unwrap_or(0.0) >= 1.0);
         let table = env.kubectl_ok(&["get", "kvc", "-n", NS]);
         let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
         assert_eq!(header, ["NAME", "REPLICAS", "READY", "PHASE", "AGE"], "kubectl get kvc:\n{table}");
@@ -193,6 +206,20 @@ fn helm_install_apply_scale_out_and_in() {
         assert!(stderr.contains("replicas must be at least replicationFactor"), "kubectl scale --replicas=2: {stderr}");
         assert_eq!(kvcs.get("demo").await.expect("get").spec.replicas, 3);
     });
+}
+
+/// The operator pod's `/metrics` (port `metrics`, 8080 in the chart).
+async fn operator_metrics(env: &Env) -> Result<String, String> {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), OPERATOR_NS);
+    let list = pods.list(&Default::default()).await.map_err(|e| e.to_string())?;
+    let ip = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.name.as_deref().is_some_and(|n| n.starts_with("shoal-operator")))
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .ok_or("no operator pod with an address")?;
+    let (code, body) = shoal_tests::try_http_get(&format!("{ip}:8080"), "/metrics", Duration::from_secs(5)).await?;
+    if code == 200 { Ok(body) } else { Err(format!("operator /metrics: HTTP {code}")) }
 }
 
 /// Applies the example cluster and waits until its 3 stores are up.
