@@ -126,8 +126,16 @@ fn strings(v: &Value) -> Vec<&str> {
     v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}"))).collect()).unwrap_or_default()
 }
 
-const VALUE_SETS: [&[&str]; 2] =
-    [&[], &["watchNamespace=apps", "serviceMonitor.enabled=true", "prometheusRule.enabled=true", "replicaCount=2"]];
+const VALUE_SETS: [&[&str]; 2] = [
+    &[],
+    &[
+        "watchNamespace=apps",
+        "serviceMonitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "grafanaDashboard.enabled=true",
+        "replicaCount=2",
+    ],
+];
 
 /// Kinds of the Prometheus Operator (custom resources, not in kubernetes-validate's schemas).
 const MONITORING_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
@@ -252,6 +260,13 @@ fn rendered_manifests_pass_kubernetes_validate() {
     let alerts = yaml_file(&root().join("monitoring/alerts.yaml"));
     assert_eq!(rule["spec"]["groups"], alerts[0]["groups"], "the PrometheusRule's groups are monitoring/alerts.yaml's");
     assert!(rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"].as_str().is_some_and(|s| s.contains("{{ $labels.instance }}")));
+    // The dashboard ConfigMap, labelled for the Grafana sidecar, holds monitoring/dashboard.json.
+    let dashboard = one_of_kind(&docs, "ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value = serde_json::from_str(dashboard["data"]["shoal.json"].as_str().expect("shoal.json")).expect("the dashboard is JSON");
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("monitoring/dashboard.json")).expect("dashboard.json")).expect("JSON");
+    assert_eq!(json, file, "the ConfigMap's dashboard is monitoring/dashboard.json");
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! Monitoring end to end: the alert rules of `monitoring/` pass `promtool`
-//! (syntax and unit tests), name only metrics that Shoal defines, and match the
-//! Helm chart's copy; and a real Prometheus (Debian's) scraping a 3-node
-//! cluster under load, with those rules loaded, sees every store serve
-//! requests, leader counts that sum to the region count, every rule evaluated
-//! without error, and `ShoalStoreDown` fire for the store that was SIGKILLed
-//! (its `for:` shortened to 3 s in the test's copy).
+//! (syntax and unit tests); the rules and the Grafana dashboard name only
+//! metrics that Shoal defines and match the Helm chart's copies; and a real
+//! Prometheus (Debian's) scraping a 3-node cluster under load, with those rules
+//! loaded, sees every store serve requests, leader counts that sum to the
+//! region count, every rule evaluated without error, every dashboard query
+//! parse (and the stores' panels show data), and `ShoalStoreDown` fire for the
+//! store that was SIGKILLed (its `for:` shortened to 3 s in the test's copy).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -54,8 +55,25 @@ fn sources(dir: &Path, out: &mut String) {
     }
 }
 
+/// Every panel query of the dashboard (`monitoring/dashboard.json`).
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("monitoring/dashboard.json")).expect("dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A dashboard query as Prometheus can run it: Grafana's variables filled in.
+fn runnable(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5s").replace("$instance", ".*")
+}
+
 #[test]
-fn alert_rules_pass_promtool_name_only_real_metrics_and_match_the_chart() {
+fn alert_rules_and_dashboard_pass_promtool_name_only_real_metrics_and_match_the_chart() {
     let dir = repo().join("monitoring");
     let check = promtool(&["check", "rules", "alerts.yaml"], &dir);
     assert!(check.contains("SUCCESS: 11 rules found"), "{check}");
@@ -75,6 +93,26 @@ fn alert_rules_pass_promtool_name_only_real_metrics_and_match_the_chart() {
     assert!(named.len() >= 12, "metric names found in the rules: {named:?}");
     for name in named.iter().filter(|n| *n != "up") {
         assert!(code.contains(&format!("\"{name}\"")), "the rules use {name}, which neither the node nor the operator defines");
+    }
+
+    // The dashboard: the chart's copy, and only metrics that exist (a
+    // histogram's series are its name and _bucket).
+    let dashboard = std::fs::read_to_string(dir.join("dashboard.json")).expect("dashboard.json");
+    let chart = std::fs::read_to_string(repo().join("charts/shoal-operator/files/dashboard.json")).expect("the chart's copy");
+    assert!(
+        chart == dashboard,
+        "charts/shoal-operator/files/dashboard.json differs: cp monitoring/dashboard.json charts/shoal-operator/files/"
+    );
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 30, "{} dashboard queries", exprs.len());
+    for expr in &exprs {
+        for name in metric_names(expr).iter().filter(|n| *n != "up") {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(
+                code.contains(&format!("\"{base}\"")),
+                "the dashboard uses {name}, which neither the node nor the operator defines: {expr}"
+            );
+        }
     }
 }
 
@@ -159,6 +197,21 @@ async fn prometheus_scrapes_every_store_and_fires_store_down() {
         if rules.len() == 11 && bad.is_empty() { Ok(()) } else { Err(format!("{} rules, not ok: {bad:?}", rules.len())) }
     })
     .await;
+    // Every dashboard query parses; those on the stores' metrics show data
+    // (errors and snapshots may rightly have none; there is no operator here).
+    wait_until(Duration::from_secs(30), Duration::from_millis(500), "every store panel with data", || async {
+        let mut empty = Vec::new();
+        for expr in dashboard_exprs() {
+            let samples = prom.query(&runnable(&expr)).await?;
+            let may_be_empty = expr.contains("shoal_operator_") || expr.contains("code!=\"OK\"") || expr.contains("shoal_snapshots_total");
+            if samples.is_empty() && !may_be_empty {
+                empty.push(expr);
+            }
+        }
+        if empty.is_empty() { Ok(()) } else { Err(format!("no data for {empty:?}")) }
+    })
+    .await;
+
     let firing: Vec<_> =
         prom.alerts().await.expect("alerts").into_iter().filter(|a| a["labels"]["alertname"] == "ShoalStoreDown").collect();
     assert!(firing.is_empty(), "ShoalStoreDown before any store went down: {firing:?}");
