@@ -37,6 +37,8 @@ pub struct Metrics {
     /// 1 on the store whose peer leads the region.
     pub region_is_leader: IntGaugeVec,
     pub leader_count: IntGauge,
+    /// Region peers on this store that are learners (being seeded).
+    pub learner_count: IntGauge,
     pub asleep_regions: IntGauge,
     pub region_count: IntGauge,
     /// Region logs truncated by log GC.
@@ -45,6 +47,13 @@ pub struct Metrics {
     pub conf_changes: IntCounterVec,
     /// Duration of the store loop's synced write (group commit) per round.
     pub wal_sync_duration: Histogram,
+    /// Duration of a store loop round that had Readies to handle (persist,
+    /// send, apply, advance), the synced write included.
+    pub round_duration: Histogram,
+    /// Raft messages received from other stores, by outcome: `received`
+    /// (handed to the store loop), `misrouted` (meant for another store),
+    /// `refused` (the store loop has stopped).
+    pub raft_messages_received: IntCounterVec,
     /// How many peers had a Ready in one store loop round.
     pub ready_peers_per_round: Histogram,
     /// Splits this store proposed as a region leader, by outcome.
@@ -60,6 +69,8 @@ pub struct Metrics {
     pub snapshots: IntCounterVec,
     /// Snapshot bytes on the wire (compressed chunk payloads), by direction: `sent`, `received`.
     pub snapshot_bytes: IntCounterVec,
+    /// Snapshots being sent or received now, by stage: `send`, `receive`.
+    pub snapshots_in_flight: IntGaugeVec,
     /// Snapshot durations by stage: `generate`, `send`, `receive`, `apply`.
     pub snapshot_duration: HistogramVec,
     /// Stores by shown state (DOWN included), as the meta leader last planned.
@@ -112,6 +123,7 @@ impl Metrics {
                 &["region"],
             )?,
             leader_count: IntGauge::new("shoal_store_leaders", "Regions whose leader is on this store")?,
+            learner_count: IntGauge::new("shoal_store_learners", "Region peers on this store that are learners (being seeded)")?,
             asleep_regions: IntGauge::new(
                 "shoal_store_hibernated_regions",
                 "Regions whose peer on this store is asleep (hibernated: not ticking)",
@@ -125,6 +137,14 @@ impl Metrics {
             wal_sync_duration: Histogram::with_opts(
                 HistogramOpts::new("shoal_wal_sync_duration_seconds", "Duration of the store loop's synced RocksDB write per round")
                     .buckets(latency_buckets()),
+            )?,
+            round_duration: Histogram::with_opts(
+                HistogramOpts::new("shoal_store_round_duration_seconds", "Duration of a store loop round that handled Readies")
+                    .buckets(latency_buckets()),
+            )?,
+            raft_messages_received: IntCounterVec::new(
+                Opts::new("shoal_raft_messages_received_total", "Raft messages received from other stores, by outcome"),
+                &["outcome"],
             )?,
             ready_peers_per_round: Histogram::with_opts(
                 HistogramOpts::new("shoal_store_ready_peers_per_round", "Peers with a Ready per store loop round")
@@ -147,6 +167,10 @@ impl Metrics {
             snapshot_bytes: IntCounterVec::new(
                 Opts::new("shoal_snapshot_bytes_total", "Snapshot bytes on the wire, by direction"),
                 &["direction"],
+            )?,
+            snapshots_in_flight: IntGaugeVec::new(
+                Opts::new("shoal_snapshots_in_flight", "Snapshots being sent or received now, by stage"),
+                &["stage"],
             )?,
             snapshot_duration: HistogramVec::new(
                 HistogramOpts::new("shoal_snapshot_duration_seconds", "Duration of snapshot stages, by stage")
@@ -171,11 +195,14 @@ impl Metrics {
         m.registry.register(Box::new(m.region_term.clone()))?;
         m.registry.register(Box::new(m.region_is_leader.clone()))?;
         m.registry.register(Box::new(m.leader_count.clone()))?;
+        m.registry.register(Box::new(m.learner_count.clone()))?;
         m.registry.register(Box::new(m.asleep_regions.clone()))?;
         m.registry.register(Box::new(m.region_count.clone()))?;
         m.registry.register(Box::new(m.raft_log_gc.clone()))?;
         m.registry.register(Box::new(m.conf_changes.clone()))?;
         m.registry.register(Box::new(m.wal_sync_duration.clone()))?;
+        m.registry.register(Box::new(m.round_duration.clone()))?;
+        m.registry.register(Box::new(m.raft_messages_received.clone()))?;
         m.registry.register(Box::new(m.ready_peers_per_round.clone()))?;
         m.registry.register(Box::new(m.region_splits.clone()))?;
         m.registry.register(Box::new(m.heartbeats.clone()))?;
@@ -183,6 +210,7 @@ impl Metrics {
         m.registry.register(Box::new(m.under_replicated_regions.clone()))?;
         m.registry.register(Box::new(m.snapshots.clone()))?;
         m.registry.register(Box::new(m.snapshot_bytes.clone()))?;
+        m.registry.register(Box::new(m.snapshots_in_flight.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         m.registry.register(Box::new(m.stores.clone()))?;
         m.registry.register(Box::new(m.meta_leader.clone()))?;

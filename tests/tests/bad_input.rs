@@ -134,6 +134,8 @@ async fn status_endpoints_and_metrics_are_valid() {
         "shoal_engine_sst_bytes{cf=\"raft_log\"}",
         "shoal_engine_pending_compaction_bytes{cf=\"default\"}",
         "shoal_engine_write_stopped 0",
+        "shoal_store_round_duration_seconds_count",
+        "shoal_store_learners 0",
         "shoal_engine_block_cache_hits_total",
         "process_start_time_seconds",
     ] {
@@ -167,6 +169,9 @@ async fn status_endpoints_and_metrics_are_valid() {
         }
     }
     assert_eq!(meta_leaders, 1.0, "one store leads meta");
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    let received = cluster.metric_or_zero(follower, "shoal_raft_messages_received_total", &[("outcome", "received")]).await;
+    assert!(received > 0.0, "a follower counts the Raft messages it received ({received})");
     assert!(elected >= 2.0, "the meta region and region 2 each elected a leader ({elected})");
 
     // A node that lost its peers is not ready, but still healthy.

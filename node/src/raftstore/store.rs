@@ -818,6 +818,9 @@ impl Store {
         }
         m.leader_count.set(self.leading.len() as i64);
         m.meta_leader.set(self.leading.contains(&META_REGION_ID) as i64);
+        let me = self.store_id;
+        let learners = self.peers.values().filter(|p| p.region().peers.iter().any(|x| x.store_id == me && x.is_learner)).count();
+        m.learner_count.set(learners as i64);
         m.asleep_regions.set((self.peers.len() - self.awake.len()) as i64);
         Ok(())
     }
@@ -882,6 +885,7 @@ impl Store {
     /// without a sync — its entries are durable in a quorum's logs and are
     /// applied again after a crash. Returns the messages to send once written.
     pub fn run_round(&mut self, send_now: &mut dyn FnMut(Vec<RaftMessage>)) -> Result<Vec<RaftMessage>> {
+        let round_started = Instant::now();
         let engine = self.engine.clone();
         let mut out = Vec::new();
         let mut done = Completions::default();
@@ -1001,6 +1005,7 @@ impl Store {
         for (region_id, peer_id) in destroys {
             self.destroy_peer(region_id, peer_id)?;
         }
+        self.metrics.round_duration.observe(round_started.elapsed().as_secs_f64());
         Ok(out)
     }
 

@@ -183,7 +183,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .run(),
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let raft = transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx, snap };
+    let raft =
+        transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx, snap, metrics: metrics.clone() };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
 
     // The store loop ending on its own (an engine failure) stops the node too.

@@ -42,6 +42,7 @@ pub struct RaftService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Where received snapshot files go.
     pub snap: Arc<SnapManager>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[tonic::async_trait]
@@ -58,10 +59,17 @@ impl Raft for RaftService {
                 _ = shutdown.wait_for(|down| *down) => break,
             };
             let (mine, misrouted): (Vec<_>, Vec<_>) = batch.messages.into_iter().partition(|m| m.to_store_id == self.store_id);
+            let received = &self.metrics.raft_messages_received;
             if !misrouted.is_empty() {
+                received.with_label_values(&["misrouted"]).inc_by(misrouted.len() as u64);
                 tracing::warn!(count = misrouted.len(), to = misrouted[0].to_store_id, "dropping raft messages meant for another store");
             }
-            self.store.raft_messages(mine).map_err(|e| Status::unavailable(e.to_string()))?;
+            let count = mine.len() as u64;
+            if let Err(e) = self.store.raft_messages(mine) {
+                received.with_label_values(&["refused"]).inc_by(count);
+                return Err(Status::unavailable(e.to_string()));
+            }
+            received.with_label_values(&["received"]).inc_by(count);
         }
         Ok(Response::new(RaftDone {}))
     }

@@ -114,7 +114,10 @@ where
     tokio::spawn(async move {
         let metrics = mgr.metrics().clone();
         let key = rx.key();
+        let in_flight = metrics.snapshots_in_flight.with_label_values(&["receive"]);
+        in_flight.inc();
         let result = take_chunks(stream, rx, &mgr, shutdown).await;
+        in_flight.dec();
         let result = match result {
             Ok(()) => sink.deliver(header).map_err(|e| Status::unavailable(format!("store loop: {e}"))),
             Err(e) => Err(e),

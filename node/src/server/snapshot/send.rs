@@ -114,7 +114,10 @@ pub async fn send_snapshot(
     msg: RaftMessage,
 ) -> Result<SendOutcome> {
     let started = Instant::now();
+    let in_flight = metrics.snapshots_in_flight.with_label_values(&["send"]);
+    in_flight.inc();
     let result = send_with_retries(mgr, registry, metrics, cfg, limiter, &msg).await;
+    in_flight.dec();
     match &result {
         Ok(outcome) => {
             metrics.snapshots.with_label_values(&["sent"]).inc();
