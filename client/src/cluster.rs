@@ -139,7 +139,7 @@ pub fn status_json(s: &StoreStatus) -> Value {
     })
 }
 
-fn state(s: i32) -> String {
+pub(crate) fn state(s: i32) -> String {
     match StoreState::try_from(s) {
         Ok(StoreState::Up) => "up".into(),
         Ok(StoreState::Pending) => "pending".into(),
@@ -194,6 +194,7 @@ pub fn store_json(d: &StoreDetail) -> Value {
         ("available_bytes", st.available_bytes),
         ("used_bytes", st.used_bytes),
         ("last_heartbeat_ms", st.last_heartbeat_ms),
+        ("requests_total", st.requests_total),
     ] {
         v[k] = json!(n);
     }
@@ -206,7 +207,7 @@ fn key_cell(p: &Printer, key: &[u8], empty: &str) -> String {
 }
 
 /// Bytes in binary units, for people.
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -280,7 +281,7 @@ fn print_table(headers: &[&str], right: &[bool], rows: Vec<Vec<String>>) {
     print!("{}", table(headers, right, &rows));
 }
 
-fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -9,8 +9,10 @@ mod commands;
 mod output;
 mod playground;
 mod process;
+mod watch;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -68,8 +70,19 @@ enum Command {
         #[arg(long, default_value = "default")]
         cf: String,
     },
-    /// Show stores, regions and their leaders.
-    Status,
+    /// Show stores, regions and their leaders (each store's own view); with
+    /// --watch, the stores as meta knows them with request rates, refreshed.
+    Status {
+        /// Refresh every --interval seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two frames of --watch.
+        #[arg(long, default_value_t = 2.0, requires = "watch")]
+        interval: f64,
+        /// Stop --watch after this many frames.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+    },
     /// The region directory (from the Meta service).
     #[command(subcommand)]
     Region(cluster::RegionCommand),
@@ -98,7 +111,11 @@ fn main() -> ExitCode {
             Command::Get { key, cf, stale } => commands::get(&cli.endpoints, &fmt, &cf, &key, stale).await,
             Command::Delete { key, cf } => commands::delete(&cli.endpoints, &fmt, &cf, &key).await,
             Command::Scan { start, end, limit, cf } => commands::scan(&cli.endpoints, &fmt, &cf, &start, &end, limit).await,
-            Command::Status => commands::status(&cli.endpoints, &fmt).await,
+            Command::Status { watch: false, .. } => commands::status(&cli.endpoints, &fmt).await,
+            Command::Status { watch: true, interval, count } => match Duration::try_from_secs_f64(interval) {
+                Ok(every) if interval >= 0.1 => watch::run(&cli.endpoints, &fmt, every, count).await,
+                _ => Err(anyhow::anyhow!("--interval must be at least 0.1 seconds, not {interval}")),
+            },
             Command::Region(cmd) => cluster::region(&cli.endpoints, &fmt, cmd).await,
             Command::Store(cmd) => cluster::store(&cli.endpoints, &fmt, cmd).await,
             Command::Playground(args) => playground::run(args).await,

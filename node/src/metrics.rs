@@ -223,6 +223,13 @@ impl Metrics {
         Ok(m)
     }
 
+    /// gRPC requests served since start, every method and code together.
+    pub fn requests_total(&self) -> u64 {
+        use prometheus::core::Collector as _;
+        let families = self.grpc_requests.collect();
+        families.iter().flat_map(|f| f.get_metric()).map(|m| m.get_counter().get_value() as u64).sum()
+    }
+
     /// Adds the engine's `shoal_engine_*` metrics, read when scraped.
     pub fn watch_engine(&self, engine: Arc<Engine>) -> Result<(), prometheus::Error> {
         self.registry.register(Box::new(engine::EngineCollector::new(engine)?))

@@ -335,3 +335,47 @@ fn playground_survives_a_node_killed_and_restarts_it() {
     }
     pg.stop();
 }
+
+/// `status --watch`: frame after frame of the stores as meta knows them; under
+/// load, the store that leads the only data region shows a request rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_shows_stores_and_request_rates() {
+    let cluster = Cluster::start(3, &["--heartbeat-interval-ms", "300"]).await;
+    let eps = cluster.endpoints();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (cluster.client(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.put("default", format!("w{}", i % 100).as_bytes(), b"v").await;
+                i += 1;
+            }
+        })
+    };
+    let watch = {
+        let eps = eps.clone();
+        tokio::task::spawn_blocking(move || shoalctl(&eps, &["status", "--watch", "--interval", "1", "--count", "4"]))
+    };
+    let o = watch.await.expect("shoalctl");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.await;
+    let text = stdout(&o);
+    assert!(o.status.success(), "status --watch: {text}{}", String::from_utf8_lossy(&o.stderr));
+    let frames: Vec<&str> = text.split("stores, as the meta leader knows them").skip(1).collect();
+    assert_eq!(frames.len(), 4, "four frames:\n{text}");
+    let last: Vec<Vec<&str>> = frames[3].lines().skip(2).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(last.len(), 3, "three stores in the last frame:\n{}", frames[3]);
+    assert!(last.iter().all(|row| row[3] == "up"), "every store up:\n{}", frames[3]);
+    let rates: Vec<f64> = last.iter().filter_map(|row| row[8].parse().ok()).collect();
+    assert_eq!(rates.len(), 3, "every store has a rate after three heartbeats:\n{}", frames[3]);
+    assert!(rates.iter().any(|r| *r > 10.0), "the region leader's store serves the writes:\n{}", frames[3]);
+
+    // JSON: one object per frame, with the counter behind the rate.
+    let o = shoalctl(&eps, &["--output", "json", "status", "--watch", "--interval", "0.5", "--count", "2"]);
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).expect("a JSON frame")).collect();
+    assert_eq!(lines.len(), 2, "{}", stdout(&o));
+    assert!(lines[1]["stores"].as_array().expect("stores").iter().all(|s| s["requests_total"].as_u64().is_some()));
+    let o = shoalctl(&eps, &["status", "--interval", "1"]);
+    assert!(!o.status.success(), "--interval without --watch is refused");
+}

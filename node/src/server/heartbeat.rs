@@ -242,6 +242,7 @@ impl Heartbeat {
             region_count: 0, // meta counts regions from its directory
             leader_count: leaders as u64,
             last_heartbeat_ms: 0,
+            requests_total: self.metrics.requests_total(),
         }
     }
 }
