@@ -50,6 +50,10 @@ pub struct Metrics {
     /// Duration of a store loop round that had Readies to handle (persist,
     /// send, apply, advance), the synced write included.
     pub round_duration: Histogram,
+    /// Time a round spent applying committed entries (steps 4 and 8 of the
+    /// Ready round, their engine writes included); rounds that applied nothing
+    /// are not observed.
+    pub apply_duration: Histogram,
     /// Raft messages received from other stores, by outcome: `received`
     /// (handed to the store loop), `misrouted` (meant for another store),
     /// `refused` (the store loop has stopped).
@@ -142,6 +146,10 @@ impl Metrics {
                 HistogramOpts::new("shoal_store_round_duration_seconds", "Duration of a store loop round that handled Readies")
                     .buckets(latency_buckets()),
             )?,
+            apply_duration: Histogram::with_opts(
+                HistogramOpts::new("shoal_apply_duration_seconds", "Time a store loop round spent applying committed entries")
+                    .buckets(latency_buckets()),
+            )?,
             raft_messages_received: IntCounterVec::new(
                 Opts::new("shoal_raft_messages_received_total", "Raft messages received from other stores, by outcome"),
                 &["outcome"],
@@ -203,6 +211,7 @@ impl Metrics {
         m.registry.register(Box::new(m.wal_sync_duration.clone()))?;
         m.registry.register(Box::new(m.round_duration.clone()))?;
         m.registry.register(Box::new(m.raft_messages_received.clone()))?;
+        m.registry.register(Box::new(m.apply_duration.clone()))?;
         m.registry.register(Box::new(m.ready_peers_per_round.clone()))?;
         m.registry.register(Box::new(m.region_splits.clone()))?;
         m.registry.register(Box::new(m.heartbeats.clone()))?;

@@ -135,6 +135,7 @@ async fn status_endpoints_and_metrics_are_valid() {
         "shoal_engine_pending_compaction_bytes{cf=\"default\"}",
         "shoal_engine_write_stopped 0",
         "shoal_store_round_duration_seconds_count",
+        "shoal_apply_duration_seconds_count",
         "shoal_store_learners 0",
         "shoal_engine_block_cache_hits_total",
         "process_start_time_seconds",

@@ -36,7 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
@@ -886,6 +886,8 @@ impl Store {
     /// applied again after a crash. Returns the messages to send once written.
     pub fn run_round(&mut self, send_now: &mut dyn FnMut(Vec<RaftMessage>)) -> Result<Vec<RaftMessage>> {
         let round_started = Instant::now();
+        // Time spent applying committed entries this round (steps 4 and 8).
+        let mut apply_time = Duration::ZERO;
         let engine = self.engine.clone();
         let mut out = Vec::new();
         let mut done = Completions::default();
@@ -939,8 +941,10 @@ impl Store {
             }
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
             if rd.snapshot().is_empty() && !finished.contains(id) {
+                let applying = Instant::now();
                 peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
                 peer.record_commit_of_applied(&mut applied_wb)?;
+                apply_time += applying.elapsed();
             } else {
                 // After a snapshot (or the entries that waited for one) in
                 // `wb`: in the same batch, which they must follow.
@@ -956,8 +960,11 @@ impl Store {
         // only persisted ones): their effects need not wait for this round's
         // fsync. Written first, unsynced (re-applied from the log after a
         // crash), and their writers answered now.
-        if !applied_wb.is_empty() {
+        let mut applied_any = !applied_wb.is_empty();
+        if applied_any {
+            let writing = Instant::now();
             engine.write(applied_wb, false)?;
+            apply_time += writing.elapsed();
         }
         self.count_answered(applied_done.answer());
         done.absorb(applied_done);
@@ -966,6 +973,9 @@ impl Store {
             self.stepped_snapshots.clear();
             self.count_answered(done.fire());
             self.finish_round(&round);
+            if applied_any {
+                self.metrics.apply_duration.observe(apply_time.as_secs_f64());
+            }
             return Ok(out);
         }
         self.metrics.ready_peers_per_round.observe(readies.len() as f64);
@@ -978,6 +988,7 @@ impl Store {
         }
 
         let mut apply_wb = engine.batch();
+        let applying = Instant::now();
         for (id, rd) in readies {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
             let mut rd = rd;
@@ -989,6 +1000,11 @@ impl Store {
         // durable in the log and are applied again after a crash.
         if !apply_wb.is_empty() {
             engine.write(apply_wb, false)?;
+            applied_any = true;
+        }
+        apply_time += applying.elapsed();
+        if applied_any {
+            self.metrics.apply_duration.observe(apply_time.as_secs_f64());
         }
         self.snap_out = snaps;
         let splits = std::mem::take(&mut done.splits);
