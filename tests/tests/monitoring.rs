@@ -126,7 +126,10 @@ fn rules_with_short_store_down() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_every_store_and_fires_store_down() {
-    let mut cluster = Cluster::start(3, &["--region-split-keys", "64", "--heartbeat-interval-ms", "500"]).await;
+    // Small regions, checked often: a split check runs once a sixteenth of the
+    // split size (4 KiB here) was written to a region since its last check.
+    let mut cluster =
+        Cluster::start(3, &["--region-split-keys", "64", "--region-split-size", "65536", "--heartbeat-interval-ms", "500"]).await;
     let client = Arc::new(cluster.client());
     // Enough keys for several regions, whose leaders placement spreads.
     for i in 0..1_500u32 {
