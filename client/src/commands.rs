@@ -9,8 +9,20 @@ use shoal_client::{Client, ClientOptions, ReadConsistency};
 
 use crate::output::{Format, Printer};
 
+/// TLS settings from the global `--cacert`/`--cert`/`--key`, set once in `main`.
+static TLS: std::sync::OnceLock<shoal_client::ClientTls> = std::sync::OnceLock::new();
+
+pub(crate) fn use_tls(tls: shoal_client::ClientTls) {
+    let _ = TLS.set(tls);
+}
+
+/// The options every command's client uses: the defaults, with TLS if asked.
+pub(crate) fn client_options() -> ClientOptions {
+    ClientOptions { tls: TLS.get().cloned(), ..ClientOptions::default() }
+}
+
 pub(crate) fn connect(endpoints: &[String]) -> Result<Client> {
-    Ok(Client::new(endpoints, ClientOptions::default())?)
+    Ok(Client::new(endpoints, client_options())?)
 }
 
 pub async fn put(endpoints: &[String], p: &Printer, cf: &str, key: &str, value: &str) -> Result<ExitCode> {

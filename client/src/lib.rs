@@ -87,7 +87,7 @@ pub use shoal_proto::{
     Mutation, Peer, ReadConsistency, Region, RegionEpoch, RegionInfo, RegisterStoreResponse, StatusResponse, StoreDetail, StoreMeta,
     StoreState, StoreStats, StoreStatus, mutation,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use cache::RegionCache;
 pub use meta::{META_RETRY_AFTER, RegionLocation};
@@ -117,6 +117,9 @@ pub enum ClientError {
     OutcomeUnknown(String),
     #[error("bad endpoint {0:?}: {1}")]
     BadEndpoint(String, String),
+    /// The TLS files could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A [`Client::batch_write`] spanning regions stopped part way: the
     /// mutations in `applied` were applied, the group in `failed` failed with
     /// `error` (applied or not as that error says: with
@@ -140,6 +143,44 @@ pub struct ClientOptions {
     /// Time one attempt may take.
     pub attempt_timeout: Duration,
     pub connect_timeout: Duration,
+    /// TLS towards every store (`None`: plaintext).
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings of a client: the CA that signed the stores' certificates and,
+/// for mutual TLS, the client's own certificate and key (PEM).
+#[derive(Clone)]
+pub struct ClientTls {
+    ca_pem: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA file and, if given, the client certificate and key files
+    /// (both or neither).
+    pub fn from_files(ca: &std::path::Path, cert: Option<&std::path::Path>, key: Option<&std::path::Path>) -> Result<ClientTls> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ClientError::Tls(format!("cannot read {}: {e}", p.display())));
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => return Err(ClientError::Tls("a client certificate needs its key, and a key its certificate".into())),
+        };
+        Ok(ClientTls { ca_pem: read(ca)?, identity })
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -150,6 +191,7 @@ impl Default for ClientOptions {
             deadline: Duration::from_secs(20),
             attempt_timeout: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -178,8 +220,11 @@ impl Client {
     /// A client for the cluster reachable at `endpoints` (`HOST:PORT`). Connects
     /// lazily, on first use (which must be inside a Tokio runtime).
     pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client> {
-        let endpoints: Vec<String> =
-            endpoints.iter().map(|e| e.trim().trim_start_matches("http://").to_string()).filter(|e| !e.is_empty()).collect();
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.trim().trim_start_matches("http://").trim_start_matches("https://").to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new(), "no endpoints given".into()));
         }
@@ -205,7 +250,11 @@ impl Client {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| ClientError::BadEndpoint(addr.into(), e.to_string()))?;
+        let bad = |e: tonic::transport::Error| ClientError::BadEndpoint(addr.into(), e.to_string());
+        let ep = match &self.opts.tls {
+            None => Endpoint::from_shared(format!("http://{addr}")).map_err(bad)?,
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}")).and_then(|ep| ep.tls_config(tls.config())).map_err(bad)?,
+        };
         let channel = ep.connect_timeout(self.opts.connect_timeout).tcp_nodelay(true).connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 `get` of a missing key; 2 any error.
 
 mod bench;
+mod certs;
 mod cluster;
 mod commands;
 mod output;
@@ -30,6 +31,15 @@ struct Cli {
     /// Keys and values are hex, on input and output (for binary data).
     #[arg(long, global = true)]
     hex: bool,
+    /// TLS: the CA certificate (PEM) that signed the nodes' certificates.
+    #[arg(long = "cacert", id = "tls_cacert", global = true, env = "SHOAL_CACERT", value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate (PEM), for nodes that ask for one.
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "SHOAL_CERT", value_name = "FILE", requires = "tls_cacert")]
+    cert: Option<std::path::PathBuf>,
+    /// TLS: the private key (PEM) of --cert.
+    #[arg(long = "key", id = "tls_key", global = true, env = "SHOAL_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,6 +115,15 @@ fn main() -> ExitCode {
         }
     };
     let fmt = output::Printer { format: cli.output, hex: cli.hex };
+    if let Some(ca) = &cli.cacert {
+        match shoal_client::ClientTls::from_files(ca, cli.cert.as_deref(), cli.tls_key.as_deref()) {
+            Ok(tls) => commands::use_tls(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Put { key, value, cf } => commands::put(&cli.endpoints, &fmt, &cf, &key, &value).await,

@@ -10,6 +10,10 @@
 //! reported with the end of its log, and the others go on serving. With
 //! `--restart` it is started again on its data directory, after a pause that
 //! doubles while it keeps dying (1 s up to 30 s).
+//!
+//! With `--tls`, [`certs::create`] makes a throwaway CA and certificates; the
+//! nodes run mutual TLS with Admin calls allowed to the CLI's certificate, and
+//! a `tls: ca=... cert=... key=...` line after `ready:` names the CLI's files.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,10 +21,10 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use shoal_client::{Client, ClientOptions};
+use shoal_client::{Client, ClientOptions, ClientTls};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::process;
+use crate::{certs, process};
 
 #[derive(clap::Args)]
 pub struct PlaygroundArgs {
@@ -43,6 +47,11 @@ pub struct PlaygroundArgs {
     /// Start a node that dies again, on its data directory.
     #[arg(long)]
     restart: bool,
+    /// Mutual TLS everywhere: a throwaway CA and certificates (in the data
+    /// directory's `tls/`) for the nodes and for shoalctl, whose files are
+    /// printed on a `tls:` line after `ready:`.
+    #[arg(long)]
+    tls: bool,
 }
 
 struct Node {
@@ -68,6 +77,8 @@ const STABLE_FOR: Duration = Duration::from_secs(60);
 struct Playground {
     nodes: Vec<Node>,
     _temp: Option<tempfile::TempDir>,
+    /// With `--tls`: the certificates.
+    certs: Option<certs::PlaygroundCerts>,
     binary: PathBuf,
 }
 
@@ -138,7 +149,16 @@ fn start(args: &PlaygroundArgs) -> Result<Playground> {
         check_port_free(*s)?;
     }
     let initial: Vec<String> = ports.iter().enumerate().map(|(i, (g, _))| format!("n{}=127.0.0.1:{g}", i + 1)).collect();
-    let mut pg = Playground { nodes: Vec::new(), _temp: temp, binary: binary.clone() };
+    let certs = if args.tls { Some(certs::create(&root.join("tls"))?) } else { None };
+    let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(c) = &certs {
+        for (flag, path) in [("--cert-file", &c.node_cert), ("--key-file", &c.node_key), ("--trusted-ca-file", &c.ca)] {
+            tls_args.push(flag.into());
+            tls_args.push(path.into());
+        }
+        tls_args.extend(["--client-cert-auth".into(), "--admin-allowed-cn".into(), certs::CLI_CN.into()]);
+    }
+    let mut pg = Playground { nodes: Vec::new(), _temp: temp, certs, binary: binary.clone() };
     for (i, (g, s)) in ports.iter().enumerate() {
         let name = format!("n{}", i + 1);
         let log = root.join(format!("{name}.log"));
@@ -154,6 +174,7 @@ fn start(args: &PlaygroundArgs) -> Result<Playground> {
             "--initial-cluster".into(),
             initial.join(",").into(),
         ];
+        node_args.extend(tls_args.iter().cloned());
         node_args.extend(args.node_args.iter().map(Into::into));
         let child = spawn_node(&binary, &node_args, &log)?;
         pg.nodes.push(Node {
@@ -212,7 +233,11 @@ impl Playground {
 /// linearizable read through the client succeeds.
 async fn wait_ready(pg: &mut Playground, timeout: Duration) -> Result<()> {
     let endpoints: Vec<String> = pg.nodes.iter().map(|n| n.grpc.clone()).collect();
-    let client = Client::new(&endpoints, ClientOptions { deadline: Duration::from_secs(2), ..Default::default() })?;
+    let tls = match &pg.certs {
+        Some(c) => Some(ClientTls::from_files(&c.ca, Some(&c.cli_cert), Some(&c.cli_key))?),
+        None => None,
+    };
+    let client = Client::new(&endpoints, ClientOptions { deadline: Duration::from_secs(2), tls, ..Default::default() })?;
     let deadline = Instant::now() + timeout;
     loop {
         for n in &mut pg.nodes {
@@ -252,6 +277,9 @@ pub async fn run(args: PlaygroundArgs) -> Result<ExitCode> {
     }
     let endpoints: Vec<&str> = pg.nodes.iter().map(|n| n.grpc.as_str()).collect();
     println!("ready: endpoints={}", endpoints.join(","));
+    if let Some(c) = &pg.certs {
+        println!("tls: ca={} cert={} key={}", c.ca.display(), c.cli_cert.display(), c.cli_key.display());
+    }
     for n in &pg.nodes {
         println!("metrics: http://{}/metrics ({})", n.status, n.name);
     }
@@ -259,7 +287,16 @@ pub async fn run(args: PlaygroundArgs) -> Result<ExitCode> {
         println!("node: {} pid={} grpc={}", n.name, n.child.as_ref().map_or(0, Child::id), n.grpc);
     }
     println!("logs: {}", pg.nodes[0].log.parent().map(|p| p.display().to_string()).unwrap_or_default());
-    println!("try: shoalctl --endpoints {} put hello world", endpoints.join(","));
+    match &pg.certs {
+        None => println!("try: shoalctl --endpoints {} put hello world", endpoints.join(",")),
+        Some(c) => println!(
+            "try: shoalctl --endpoints {} --cacert {} --cert {} --key {} put hello world",
+            endpoints.join(","),
+            c.ca.display(),
+            c.cli_cert.display(),
+            c.cli_key.display()
+        ),
+    }
     println!("press Ctrl-C to stop");
     let mut check = tokio::time::interval(Duration::from_millis(200));
     let mut started = vec![Instant::now(); pg.nodes.len()];

@@ -139,6 +139,28 @@ pub struct NodeArgs {
     /// Most learners placement seeds (by snapshot) on one store at once.
     #[arg(long)]
     pub placement_max_snapshots_per_store: Option<usize>,
+    /// TLS certificate (PEM, chain first) of the gRPC port; also this store's
+    /// client certificate towards other stores. With --key-file.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the other stores' and the clients'
+    /// certificates; also used to verify the stores this one connects to.
+    #[arg(long)]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse, at the TLS handshake, clients without a certificate signed by --trusted-ca-file.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// Common Name of a client certificate allowed to call the Admin service's
+    /// operator calls (join, drain, cancel-drain, remove, status); repeatable.
+    /// Without it, any client the handshake accepted may.
+    #[arg(long = "admin-allowed-cn", value_name = "CN")]
+    pub admin_allowed_cn: Vec<String>,
+    /// Seconds between two checks of the certificate files for a change.
+    #[arg(long)]
+    pub tls_reload_interval_secs: Option<u64>,
     /// Fault tests only: lets the status port's `/failpoints/…` endpoints slow
     /// the disk down. Never in production.
     #[arg(long)]
@@ -206,6 +228,13 @@ pub struct NodeConfig {
     pub placement_max_snapshots_per_store: usize,
     /// Serve the status port's `/failpoints/…` endpoints (fault tests only).
     pub enable_failpoints: bool,
+    /// TLS on the gRPC port and towards other stores (see `server::tls`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+    pub admin_allowed_cn: Vec<String>,
+    pub tls_reload_interval_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -241,6 +270,12 @@ impl Default for NodeConfig {
             max_store_down_time_secs: 1_800,
             placement_max_snapshots_per_store: 4,
             enable_failpoints: false,
+            cert_file: None,
+            key_file: None,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            admin_allowed_cn: Vec::new(),
+            tls_reload_interval_secs: 10,
         }
     }
 }
@@ -264,6 +299,16 @@ impl NodeConfig {
         set!(snapshot_chunk_size, snapshot_max_bytes_per_sec);
         set!(max_store_down_time_secs, placement_max_snapshots_per_store);
         cfg.enable_failpoints |= args.enable_failpoints;
+        set!(tls_reload_interval_secs);
+        for (field, arg) in
+            [(&mut cfg.cert_file, args.cert_file), (&mut cfg.key_file, args.key_file), (&mut cfg.trusted_ca_file, args.trusted_ca_file)]
+        {
+            if arg.is_some() {
+                *field = arg;
+            }
+        }
+        cfg.client_cert_auth |= args.client_cert_auth;
+        cfg.admin_allowed_cn.extend(args.admin_allowed_cn);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -305,7 +350,47 @@ impl NodeConfig {
         in_range("snapshot-chunk-size", self.snapshot_chunk_size as u64, 1 << 20, 4 << 20)?;
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
+        in_range("tls-reload-interval-secs", self.tls_reload_interval_secs, 1, 3600)?;
+        self.check_tls()?;
         self.check_membership()
+    }
+
+    /// The TLS flags make sense together.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |s: &str| Err(ConfigError::Invalid(s.into()));
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return invalid("--cert-file needs --key-file"),
+            (None, Some(_)) => return invalid("--key-file needs --cert-file"),
+            _ => {}
+        }
+        let tls = self.cert_file.is_some();
+        if !tls && (self.trusted_ca_file.is_some() || self.client_cert_auth || !self.admin_allowed_cn.is_empty()) {
+            return invalid("--trusted-ca-file, --client-cert-auth and --admin-allowed-cn need --cert-file and --key-file");
+        }
+        if self.client_cert_auth && self.trusted_ca_file.is_none() {
+            return invalid("--client-cert-auth needs --trusted-ca-file");
+        }
+        if !self.admin_allowed_cn.is_empty() && !self.client_cert_auth {
+            return invalid("--admin-allowed-cn needs --client-cert-auth (callers must present certificates)");
+        }
+        if self.admin_allowed_cn.iter().any(|cn| cn.is_empty()) {
+            return invalid("--admin-allowed-cn must not be empty");
+        }
+        Ok(())
+    }
+
+    pub fn tls_reload_interval(&self) -> Duration {
+        Duration::from_secs(self.tls_reload_interval_secs)
+    }
+
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::server::tls::TlsFiles> {
+        Some(crate::server::tls::TlsFiles {
+            cert: self.cert_file.clone()?,
+            key: self.key_file.clone()?,
+            trusted_ca: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+        })
     }
 
     /// The membership flags make sense: state `new` without `--join` needs
@@ -547,5 +632,48 @@ mod tests {
         assert_eq!((cfg.snapshot_chunk_size, cfg.snapshot_max_bytes_per_sec), (4 << 20, 0));
         assert!(parse(&["--name", "a", "--snapshot-chunk-size", "1048575"]).is_err(), "under 1 MiB");
         assert!(parse(&["--name", "a", "--snapshot-chunk-size", "4194305"]).is_err(), "over 4 MiB");
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let plain = parse(&["--name", "a"]).unwrap();
+        assert_eq!(plain.tls_files(), None);
+        let tls =
+            parse(&["--name", "a", "--cert-file", "c.pem", "--key-file", "k.pem", "--trusted-ca-file", "ca.pem", "--client-cert-auth"])
+                .unwrap();
+        let files = tls.tls_files().expect("TLS on");
+        assert_eq!(
+            (files.cert.to_str(), files.trusted_ca.as_deref().and_then(|p| p.to_str()), files.client_cert_auth),
+            (Some("c.pem"), Some("ca.pem"), true)
+        );
+        let admin = [
+            "--name",
+            "a",
+            "--cert-file",
+            "c",
+            "--key-file",
+            "k",
+            "--trusted-ca-file",
+            "ca",
+            "--client-cert-auth",
+            "--admin-allowed-cn",
+            "shoal-operator",
+            "--admin-allowed-cn",
+            "ops",
+        ];
+        assert_eq!(parse(&admin).unwrap().admin_allowed_cn, vec!["shoal-operator", "ops"]);
+        for (args, why) in [
+            (&["--name", "a", "--cert-file", "c"][..], "--cert-file needs --key-file"),
+            (&["--name", "a", "--key-file", "k"][..], "--key-file needs --cert-file"),
+            (&["--name", "a", "--client-cert-auth"][..], "need --cert-file"),
+            (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--client-cert-auth"][..], "needs --trusted-ca-file"),
+            (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--admin-allowed-cn", "x"][..], "needs --client-cert-auth"),
+            (&["--name", "a", "--tls-reload-interval-secs", "0"][..], "tls-reload-interval-secs"),
+        ] {
+            match parse(args) {
+                Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{args:?}: {m}"),
+                other => panic!("{args:?} accepted: {other:?}"),
+            }
+        }
     }
 }

@@ -24,6 +24,10 @@ pub enum Error {
     /// replication factor, removing a store that still holds peers); nothing changed.
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// The caller may not make this call (an Admin call from a certificate
+    /// not on `--admin-allowed-cn`).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// This store's peer is not the region's leader; `leader` is the last known one.
     #[error("region {region_id}: not leader")]
     NotLeader { region_id: u64, leader: Option<Peer> },

@@ -79,6 +79,13 @@ pub struct Metrics {
     pub snapshot_duration: HistogramVec,
     /// Stores by shown state (DOWN included), as the meta leader last planned.
     pub stores: IntGaugeVec,
+    /// TLS certificate reloads, by outcome: `ok`, `error` (old files kept).
+    pub tls_reloads: IntCounterVec,
+    /// TLS handshakes that failed or timed out on the gRPC port.
+    pub tls_handshake_failures: IntCounter,
+    /// Admin calls refused because the caller's certificate is not on
+    /// `--admin-allowed-cn`.
+    pub admin_denied: IntCounter,
     /// 1 on the store whose peer leads the meta region (placement runs there).
     pub meta_leader: IntGauge,
     /// Times a region peer on this store became leader.
@@ -186,6 +193,15 @@ impl Metrics {
                 &["stage"],
             )?,
             stores: IntGaugeVec::new(Opts::new("shoal_stores", "Stores by state, as the meta leader last planned"), &["state"])?,
+            tls_reloads: IntCounterVec::new(Opts::new("shoal_tls_reloads_total", "TLS certificate reloads, by outcome"), &["outcome"])?,
+            tls_handshake_failures: IntCounter::new(
+                "shoal_tls_handshake_failures_total",
+                "TLS handshakes on the gRPC port that failed or timed out",
+            )?,
+            admin_denied: IntCounter::new(
+                "shoal_admin_denied_total",
+                "Admin calls refused: the caller's certificate is not on --admin-allowed-cn",
+            )?,
             meta_leader: IntGauge::new("shoal_meta_leader", "1 on the store that leads the meta region (and runs placement)")?,
             leader_changes: IntCounter::new("shoal_raft_leader_changes_total", "Times a region peer on this store became leader")?,
             elections: IntCounter::new("shoal_raft_elections_total", "Elections started by region peers on this store")?,
@@ -222,6 +238,9 @@ impl Metrics {
         m.registry.register(Box::new(m.snapshots_in_flight.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         m.registry.register(Box::new(m.stores.clone()))?;
+        m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry.register(Box::new(m.tls_handshake_failures.clone()))?;
+        m.registry.register(Box::new(m.admin_denied.clone()))?;
         m.registry.register(Box::new(m.meta_leader.clone()))?;
         m.registry.register(Box::new(m.leader_changes.clone()))?;
         m.registry.register(Box::new(m.elections.clone()))?;

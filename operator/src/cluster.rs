@@ -20,6 +20,7 @@ pub fn client(endpoints: &[String]) -> Result<Client> {
         deadline: Duration::from_secs(10),
         attempt_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_secs(1),
+        tls: None,
     };
     Ok(Client::new(endpoints, opts)?)
 }

@@ -19,7 +19,8 @@
 //!
 //! [`k8s`] runs tests on a real Kubernetes control plane with our own node
 //! agent; [`kvcluster`] reads the status and Events of the `KvCluster` they drive.
-//! [`prometheus`] runs a real Prometheus server and asks it over its HTTP API.
+//! [`prometheus`] runs a real Prometheus server and asks it over its HTTP API;
+//! [`pki`] makes throwaway CAs and certificates for the TLS tests.
 
 pub mod bank;
 pub mod ctl;
@@ -28,6 +29,7 @@ pub mod kvcluster;
 pub mod linearizability;
 pub mod nemesis;
 pub mod netns;
+pub mod pki;
 pub mod prometheus;
 pub mod rng;
 pub mod writers;
@@ -38,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_client::{Client, ClientOptions, StatusResponse};
+use shoal_client::{Client, ClientOptions, ClientTls, StatusResponse};
 
 pub use ctl::{CtlOutput, StoreView, shoalctl, shoalctl_with_timeout};
 
@@ -228,6 +230,8 @@ pub struct Cluster {
     node_args: Vec<String>,
     /// The nodes' network namespaces, if started by [`Cluster::start_partitionable`].
     pub network: Option<std::sync::Arc<netns::Network>>,
+    /// TLS of the harness's own clients, for a cluster started with [`Cluster::start_tls`].
+    pub client_tls: Option<ClientTls>,
 }
 
 impl Node {
@@ -256,7 +260,18 @@ impl Node {
 impl Cluster {
     /// Starts `n` nodes with `extra` options each and waits until they serve.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::start_in(None, n, extra).await
+        Cluster::start_in(None, n, extra, None).await
+    }
+
+    /// Like [`Cluster::start`] for nodes whose `extra` options turn TLS on:
+    /// the harness's clients (readiness, status, [`Cluster::client`]) use `tls`.
+    pub async fn start_tls(n: usize, extra: &[&str], tls: ClientTls) -> Cluster {
+        Cluster::start_in(None, n, extra, Some(tls)).await
+    }
+
+    /// Client options with the cluster's TLS (if any).
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions { tls: self.client_tls.clone(), ..ClientOptions::default() }
     }
 
     /// Like [`Cluster::start`], but each node runs in a network namespace of
@@ -265,10 +280,10 @@ impl Cluster {
     /// cluster later.
     pub async fn start_partitionable(n: usize, extra: &[&str]) -> Cluster {
         let net = netns::Network::create(n).expect("network namespaces for the nodes (needs root and iproute2)");
-        Cluster::start_in(Some(std::sync::Arc::new(net)), n, extra).await
+        Cluster::start_in(Some(std::sync::Arc::new(net)), n, extra, None).await
     }
 
-    async fn start_in(network: Option<std::sync::Arc<netns::Network>>, n: usize, extra: &[&str]) -> Cluster {
+    async fn start_in(network: Option<std::sync::Arc<netns::Network>>, n: usize, extra: &[&str], client_tls: Option<ClientTls>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports = free_ports(2 * n);
         let host = |i: usize| network.as_ref().map_or_else(|| "127.0.0.1".to_string(), |net| net.addr(i));
@@ -286,7 +301,7 @@ impl Cluster {
             nodes.push(node);
         }
         let node_args = extra.iter().map(|s| s.to_string()).collect();
-        let mut cluster = Cluster { nodes, dir, node_args, network };
+        let mut cluster = Cluster { nodes, dir, node_args, network, client_tls };
         for node in &mut cluster.nodes {
             node.start();
         }
@@ -331,12 +346,12 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoints(), ClientOptions::default()).expect("client")
+        Client::new(&self.endpoints(), self.client_options()).expect("client")
     }
 
     /// A client for the started nodes only.
     pub fn live_client(&self) -> Client {
-        Client::new(&self.live_endpoints(), ClientOptions::default()).expect("client")
+        Client::new(&self.live_endpoints(), self.client_options()).expect("client")
     }
 
     /// Restarts node `i` (0-based) on its data directory and ports.
@@ -395,7 +410,7 @@ impl Cluster {
     /// Learns the store ids of joined nodes from their Status on the way.
     pub async fn wait_leader_of(&mut self, region_id: u64, timeout: Duration) -> usize {
         let client =
-            Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..Default::default() }).expect("client");
+            Client::new(&self.endpoints(), ClientOptions { deadline: Duration::from_secs(1), ..self.client_options() }).expect("client");
         let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
         let nodes: Vec<(usize, String)> = running.iter().map(|&i| (i, self.nodes[i].grpc.clone())).collect();
         let logs: Vec<String> = self.nodes.iter().map(|n| n.log.display().to_string()).collect();
@@ -453,7 +468,7 @@ impl Cluster {
 
     /// The Status RPC of node `i`.
     pub async fn status(&self, i: usize) -> Result<StatusResponse, String> {
-        let opts = ClientOptions { deadline: Duration::from_secs(5), attempt_timeout: Duration::from_secs(5), ..Default::default() };
+        let opts = ClientOptions { deadline: Duration::from_secs(5), attempt_timeout: Duration::from_secs(5), ..self.client_options() };
         let client = Client::new(&[self.nodes[i].grpc.clone()], opts).map_err(|e| e.to_string())?;
         client.status_of(&self.nodes[i].grpc).await.map_err(|e| e.to_string())
     }

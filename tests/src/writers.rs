@@ -251,6 +251,7 @@ fn error_kind(e: &ClientError) -> &'static str {
         ClientError::FailedPrecondition(_) => "failed_precondition",
         ClientError::NotFound(_) => "not_found",
         ClientError::BadEndpoint(..) => "bad_endpoint",
+        ClientError::Tls(_) => "tls",
         ClientError::BatchIncomplete { .. } => "batch_incomplete",
     }
 }

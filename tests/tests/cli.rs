@@ -379,3 +379,35 @@ async fn status_watch_shows_stores_and_request_rates() {
     let o = shoalctl(&eps, &["status", "--interval", "1"]);
     assert!(!o.status.success(), "--interval without --watch is refused");
 }
+
+/// `playground --tls`: mutual TLS with throwaway certificates, a `tls:` line
+/// right after `ready:` naming the CLI's files, which `--cacert/--cert/--key`
+/// (or `SHOAL_CACERT`, …) take; plaintext is refused; the CLI's certificate may
+/// make Admin calls.
+#[test]
+fn playground_tls_serves_the_cli_with_its_certificates_and_refuses_plaintext() {
+    let pg = Playground::start(&["--tls"]);
+    let eps = vec![pg.line_starting("ready: endpoints=")];
+    let tls_line = pg.line_starting("tls: ");
+    let files: std::collections::BTreeMap<&str, &str> = tls_line.split(' ').filter_map(|kv| kv.split_once('=')).collect();
+    let (ca, cert, key) = (files["ca"], files["cert"], files["key"]);
+    for f in [ca, cert, key] {
+        assert!(std::path::Path::new(f).is_file(), "{f} from {tls_line:?}");
+    }
+    let tls = ["--cacert", ca, "--cert", cert, "--key", key];
+    let put = shoalctl(&eps, &[&tls[..], &["put", "secure", "yes"]].concat());
+    assert!(put.status.success(), "put over TLS: {}", String::from_utf8_lossy(&put.stderr));
+    let get = Command::new(bin_dir().join("shoalctl"))
+        .args(["--endpoints", &eps[0], "get", "secure"])
+        .envs([("SHOAL_CACERT", ca), ("SHOAL_CERT", cert), ("SHOAL_KEY", key)])
+        .output()
+        .expect("shoalctl");
+    assert_eq!(stdout(&get), "yes\n", "the same files from the environment");
+    let status = shoalctl(&eps, &[&tls[..], &["store", "status", "1"]].concat());
+    assert!(status.status.success(), "an Admin call with the CLI's certificate: {}", String::from_utf8_lossy(&status.stderr));
+    let plain = shoalctl(&eps, &["get", "secure"]);
+    assert_eq!(plain.status.code(), Some(2), "plaintext is refused");
+    let no_cert = shoalctl(&eps, &["--cacert", ca, "get", "secure"]);
+    assert_eq!(no_cert.status.code(), Some(2), "a client without a certificate is refused");
+    pg.stop();
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use etcd_client::GetOptions;
-use shoal_client::{Client, ClientOptions, ReadConsistency};
+use shoal_client::{Client, ReadConsistency};
 
 /// Which system the bench drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +45,7 @@ impl Target {
     /// Connects to `endpoints` (`host:port`, any member of the cluster).
     pub async fn connect(system: System, endpoints: &[String], cf: &str) -> Result<Target> {
         match system {
-            System::Shoal => Ok(Target::Shoal(Arc::new(Client::new(endpoints, ClientOptions::default())?))),
+            System::Shoal => Ok(Target::Shoal(Arc::new(Client::new(endpoints, crate::commands::client_options())?))),
             System::Etcd => {
                 if cf != "default" {
                     bail!("etcd has no column families: --cf must be `default` with --target etcd");

@@ -19,6 +19,13 @@
 //! `RegisterStore` (a joining store) is by name and instance: only the same
 //! name and the same non-empty instance get a live store's id back; anything
 //! else is a new store, PENDING (rule in [`crate::meta::state`]).
+//!
+//! With `--admin-allowed-cn` (mutual TLS), the operator's calls (join, drain,
+//! cancel-drain, remove, status) are served only to a client certificate whose
+//! Common Name is on the list; anyone else gets `PERMISSION_DENIED`, counted in
+//! `shoal_admin_denied_total`. `RegisterStore` stays open to every certificate
+//! the handshake accepted: stores register themselves, and a registered store
+//! is PENDING until an allowed caller joins it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +38,11 @@ use shoal_proto::{
 use tonic::{Request, Response, Status};
 
 use super::meta::{MetaService, holding, state_label, stored_state, with_header};
+use super::tls;
 use crate::error::{Error, Result};
 use crate::meta::SharedMeta;
 use crate::meta::state::MetaResult;
+use crate::metrics::Metrics;
 
 with_header!(RegisterStoreResponse, StoreStatusResponse);
 
@@ -45,6 +54,9 @@ pub struct AdminService {
     pub cluster_id: u64,
     /// Admin calls are served one at a time.
     pub lock: Arc<tokio::sync::Mutex<()>>,
+    /// Common Names allowed the operator's calls; `None`: no check.
+    pub allowed_cns: Option<Arc<Vec<String>>>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn state_name(s: StoreState) -> String {
@@ -214,6 +226,21 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// Whether the caller of `request` may make the operator's calls.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<()> {
+        let Some(allowed) = &self.allowed_cns else { return Ok(()) };
+        let certs = request.peer_certs();
+        let cn = tls::admin_identity(certs.as_deref().map(Vec::as_slice));
+        if cn.as_ref().is_some_and(|cn| allowed.contains(cn)) {
+            return Ok(());
+        }
+        self.metrics.admin_denied.inc();
+        let who = cn.map_or("a caller without a certificate Common Name".to_string(), |cn| format!("CN={cn}"));
+        Err(Error::PermissionDenied(format!("admin calls are allowed to certificates with CN in {allowed:?}, not to {who}")))
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn register_store(&self, request: Request<RegisterStoreRequest>) -> Result<Response<RegisterStoreResponse>, Status> {
@@ -221,23 +248,28 @@ impl Admin for AdminService {
     }
 
     async fn join_store(&self, request: Request<StoreRequest>) -> Result<Response<StoreStatusResponse>, Status> {
-        self.meta.serve("JoinStore", self.join_inner(request.into_inner())).await
+        let allowed = self.authorize(&request);
+        self.meta.serve("JoinStore", async { self.join_inner(allowed.map(|()| request.into_inner())?).await }).await
     }
 
     async fn drain_store(&self, request: Request<StoreRequest>) -> Result<Response<StoreStatusResponse>, Status> {
-        self.meta.serve("DrainStore", self.drain_inner(request.into_inner())).await
+        let allowed = self.authorize(&request);
+        self.meta.serve("DrainStore", async { self.drain_inner(allowed.map(|()| request.into_inner())?).await }).await
     }
 
     async fn cancel_drain(&self, request: Request<StoreRequest>) -> Result<Response<StoreStatusResponse>, Status> {
-        self.meta.serve("CancelDrain", self.cancel_drain_inner(request.into_inner())).await
+        let allowed = self.authorize(&request);
+        self.meta.serve("CancelDrain", async { self.cancel_drain_inner(allowed.map(|()| request.into_inner())?).await }).await
     }
 
     async fn remove_store(&self, request: Request<StoreRequest>) -> Result<Response<StoreStatusResponse>, Status> {
-        self.meta.serve("RemoveStore", self.remove_inner(request.into_inner())).await
+        let allowed = self.authorize(&request);
+        self.meta.serve("RemoveStore", async { self.remove_inner(allowed.map(|()| request.into_inner())?).await }).await
     }
 
     async fn store_status(&self, request: Request<StoreRequest>) -> Result<Response<StoreStatusResponse>, Status> {
-        self.meta.serve("StoreStatus", self.store_status_inner(request.into_inner())).await
+        let allowed = self.authorize(&request);
+        self.meta.serve("StoreStatus", async { self.store_status_inner(allowed.map(|()| request.into_inner())?).await }).await
     }
 }
 

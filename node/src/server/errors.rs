@@ -24,6 +24,7 @@ pub fn label(err: &Error) -> &'static str {
         Error::InvalidArgument(_) => "InvalidArgument",
         Error::NotFound(_) => "NotFound",
         Error::FailedPrecondition(_) => "FailedPrecondition",
+        Error::PermissionDenied(_) => "PermissionDenied",
         Error::NotLeader { .. } => "NotLeader",
         Error::RegionNotFound(_) => "RegionNotFound",
         Error::KeyNotInRegion { .. } => "KeyNotInRegion",
@@ -57,6 +58,7 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
         Error::InvalidArgument(_) => Reply::Status(Status::new(Code::InvalidArgument, message)),
         Error::NotFound(_) => Reply::Status(Status::new(Code::NotFound, message)),
         Error::FailedPrecondition(_) => Reply::Status(Status::new(Code::FailedPrecondition, message)),
+        Error::PermissionDenied(_) => Reply::Status(Status::new(Code::PermissionDenied, message)),
         // UNAVAILABLE promises that nothing was applied, so a client may retry.
         Error::Unavailable(_) | Error::StaleCommand(_) => Reply::Status(Status::new(Code::Unavailable, message)),
         // UNKNOWN: the write may or may not have been applied.

@@ -21,6 +21,7 @@ use shoal_proto::{StoreIdent, StoreInfo, StoreState};
 
 use super::meta_client::MetaClient;
 use super::registry::StoreRegistry;
+use super::tls::Dialer;
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::raftstore::bootstrap;
@@ -31,9 +32,9 @@ pub const REGISTER_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Registers this store with the cluster at `addrs` and records the identity it
 /// got, with the cluster's stores.
-pub async fn register(engine: &Engine, cfg: &NodeConfig, addrs: &[String]) -> Result<StoreIdent> {
+pub async fn register(engine: &Engine, cfg: &NodeConfig, addrs: &[String], dialer: Dialer) -> Result<StoreIdent> {
     let instance = bootstrap::join_token(engine)?;
-    let client = MetaClient::new(StoreRegistry::default(), addrs.to_vec(), cfg.request_timeout());
+    let client = MetaClient::new(StoreRegistry::default().with_dialer(dialer), addrs.to_vec(), cfg.request_timeout());
     let deadline = Instant::now() + REGISTER_DEADLINE;
     let resp = loop {
         match client.register_store(&cfg.name, &cfg.advertise_addr(), &instance).await {

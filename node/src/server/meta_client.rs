@@ -15,7 +15,7 @@ use shoal_proto::{
     AllocIdRequest, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, MetaHeader, RegisterStoreRequest, RegisterStoreResponse,
     StoreMeta,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::registry::StoreRegistry;
 use crate::error::{Error, Result};
@@ -53,7 +53,9 @@ impl MetaClient {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = self
+            .registry
+            .endpoint(addr)
             .map_err(|e| Error::InvalidArgument(format!("bad store address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(self.timeout)

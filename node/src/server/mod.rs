@@ -8,7 +8,8 @@
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
 //! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]), `Admin`
 //! ([`admin::AdminService`], sharing Meta's state) and `Status`
-//! ([`status::StatusService`]) on the listen address, and [`http::StatusHttp`]
+//! ([`status::StatusService`]) on the listen address — over TLS, mutual with
+//! `--client-cert-auth`, when the node has certificates ([`tls`]) — and [`http::StatusHttp`]
 //! on the status address; start the [`heartbeat::Heartbeat`] task, which reports
 //! to meta, splits regions and carries out placement orders.
 //!
@@ -30,6 +31,7 @@ pub mod meta_client;
 pub mod registry;
 pub mod snapshot;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod validate;
 
@@ -62,21 +64,23 @@ pub const EVACUATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// The identity of a store whose data directory has none: bootstrapped, or
 /// got by registering with the cluster.
-async fn first_start(engine: &Engine, cfg: &NodeConfig) -> Result<shoal_proto::StoreIdent> {
+async fn first_start(engine: &Engine, cfg: &NodeConfig, dialer: tls::Dialer) -> Result<shoal_proto::StoreIdent> {
     match cfg.first_start().map_err(|e| Error::InvalidArgument(e.to_string()))? {
         FirstStart::Bootstrap(members) => bootstrap::bootstrap_or_load(engine, &cfg.name, &members),
-        FirstStart::Join(addrs) => join::register(engine, cfg, &addrs).await,
+        FirstStart::Join(addrs) => join::register(engine, cfg, &addrs, dialer).await,
     }
 }
 
 /// Runs a node until `shutdown` resolves, or until its store loop fails.
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
+    let tls = cfg.tls_files().map(tls::Tls::load).transpose()?;
+    let dialer = tls::Dialer::new(tls.clone());
     let engine = Arc::new(Engine::open(&cfg.data_dir, &cfg.column_families)?);
     let join_addrs = cfg.join_addrs();
     let ident = match bootstrap::load_own_ident(&engine, &cfg.name)? {
         Some(ident) => ident,
-        None => first_start(&engine, &cfg).await?,
+        None => first_start(&engine, &cfg, dialer.clone()).await?,
     };
 
     // Addresses may change between restarts (a rescheduled pod): the flags win.
@@ -96,7 +100,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         name: cfg.name.clone(),
         address: cfg.advertise_addr(),
     });
-    let registry = StoreRegistry::new(stores);
+    let registry = StoreRegistry::new(stores).with_dialer(dialer);
 
     let metrics = Arc::new(Metrics::new().map_err(|e| Error::Internal(format!("metrics: {e}")))?);
     metrics.watch_engine(engine.clone()).map_err(|e| Error::Internal(format!("metrics: {e}")))?;
@@ -160,7 +164,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         view: Arc::new(std::sync::Mutex::new(leader_view::LeaderView::new(cfg.meta_leader_gap()))),
         directory: Default::default(),
     };
-    let admin = admin::AdminService { meta: meta.clone(), cluster_id: ident.cluster_id, lock: Default::default() };
+    let admin = admin::AdminService {
+        meta: meta.clone(),
+        cluster_id: ident.cluster_id,
+        lock: Default::default(),
+        allowed_cns: (!cfg.admin_allowed_cn.is_empty()).then(|| Arc::new(cfg.admin_allowed_cn.clone())),
+        metrics: metrics.clone(),
+    };
     let heartbeat = tokio::spawn(
         heartbeat::Heartbeat {
             store: handle.clone(),
@@ -207,7 +217,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         let _ = shutdown_tx.send(true);
     };
 
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
@@ -215,9 +225,16 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
         .add_service(MetaServer::new(meta))
         .add_service(AdminServer::new(admin))
-        .add_service(StatusServer::new(status))
-        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop)
-        .await;
+        .add_service(StatusServer::new(status));
+    let served = match tls {
+        None => router.serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop).await,
+        Some(tls) => {
+            let reload = tokio::spawn(tls::watch(tls.clone(), cfg.tls_reload_interval(), metrics.clone()));
+            let served = router.serve_with_incoming_shutdown(tls::incoming(grpc_listener, tls, metrics.clone()), stop).await;
+            reload.abort();
+            served
+        }
+    };
 
     handle.shutdown();
     http.abort();

@@ -1,20 +1,36 @@
 //! [`StoreRegistry`]: the stores this node knows, by id — for addressing Raft
-//! messages and for the leader address in `NotLeader` answers.
+//! messages and for the leader address in `NotLeader` answers — and how to
+//! dial them ([`StoreRegistry::endpoint`]: TLS or not, see `tls::Dialer`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use shoal_proto::StoreInfo;
+use tonic::transport::Endpoint;
+
+use super::tls::Dialer;
 
 #[derive(Clone, Default)]
 pub struct StoreRegistry {
     stores: Arc<RwLock<BTreeMap<u64, StoreInfo>>>,
+    dialer: Dialer,
 }
 
 impl StoreRegistry {
     pub fn new(stores: Vec<StoreInfo>) -> StoreRegistry {
         let map = stores.into_iter().map(|s| (s.id, s)).collect();
-        StoreRegistry { stores: Arc::new(RwLock::new(map)) }
+        StoreRegistry { stores: Arc::new(RwLock::new(map)), dialer: Dialer::default() }
+    }
+
+    /// The same stores, dialed with `dialer`.
+    pub fn with_dialer(mut self, dialer: Dialer) -> StoreRegistry {
+        self.dialer = dialer;
+        self
+    }
+
+    /// An endpoint for a store's address (`host:port`).
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        self.dialer.endpoint(addr)
     }
 
     pub fn address(&self, store_id: u64) -> Option<String> {

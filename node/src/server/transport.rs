@@ -17,7 +17,6 @@ use shoal_proto::{RaftDone, RaftMessage, RaftMessageBatch};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::registry::StoreRegistry;
@@ -123,7 +122,7 @@ async fn connection(store_id: u64, registry: StoreRegistry, mut rx: mpsc::Receiv
             tracing::warn!(store_id, "no address for store; dropping raft messages");
             continue;
         };
-        let channel = match Endpoint::from_shared(format!("http://{addr}")) {
+        let channel = match registry.endpoint(&addr) {
             // Keepalive pings find a vanished peer in seconds, not at TCP's pace.
             Ok(ep) => {
                 ep.connect_timeout(Duration::from_secs(1))

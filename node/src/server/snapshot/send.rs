@@ -21,7 +21,6 @@ use shoal_proto::{RaftMessage, SnapshotAck, SnapshotChunk, SnapshotData};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 use super::rate::RateLimiter;
 use super::{MAX_CHUNK_SIZE, SnapSendConfig, chunk};
@@ -192,7 +191,8 @@ async fn attempt(
     let addr = registry
         .address(msg.to_store_id)
         .ok_or_else(|| Failed::retry(Error::Unavailable(format!("no address for store {}", msg.to_store_id))))?;
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
+    let channel = registry
+        .endpoint(&addr)
         .map_err(|e| Failed::fatal(Error::InvalidArgument(format!("bad address {addr}: {e}"))))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
