@@ -91,6 +91,12 @@ pub struct KvClusterSpec {
     /// Prometheus Operator integration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+    /// Stops every change the operator makes to this cluster (no object
+    /// applied, no store joined, drained or removed) while the status keeps
+    /// being updated: for maintenance by hand. A step under way stays where it
+    /// is and goes on when this is unset.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn default_replication_factor() -> i32 {

@@ -11,6 +11,7 @@
 //! | `shoal_operator_cluster_up_stores{namespace,cluster}` | stores Up, as last observed |
 //! | `shoal_operator_cluster_progressing{namespace,cluster}` | 1 while a scaling or roll is under way (condition `Progressing`) |
 //! | `shoal_operator_cluster_degraded{namespace,cluster}` | 1 while the condition `Degraded` is true |
+//! | `shoal_operator_membership_in_progress{namespace,cluster,operation}` | 1 while a `scale_out`, `scale_in` or `drain` is under way |
 //!
 //! The per-cluster gauges are set at the end of every round and dropped when
 //! the cluster is deleted.
@@ -30,7 +31,11 @@ pub struct Metrics {
     pub up_stores: IntGaugeVec,
     pub progressing: IntGaugeVec,
     pub degraded: IntGaugeVec,
+    pub in_progress: IntGaugeVec,
 }
+
+/// The membership operations `shoal_operator_membership_in_progress` reports.
+const OPERATIONS: [&str; 3] = ["scale_out", "scale_in", "drain"];
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
@@ -61,7 +66,24 @@ impl Metrics {
         let up_stores = per_cluster("shoal_operator_cluster_up_stores", "Stores Up in the KvCluster, as last observed")?;
         let progressing = per_cluster("shoal_operator_cluster_progressing", "1 while the KvCluster's condition Progressing is true")?;
         let degraded = per_cluster("shoal_operator_cluster_degraded", "1 while the KvCluster's condition Degraded is true")?;
-        Ok(Metrics { registry, reconciles, errors, duration, operations, leader, desired_stores, up_stores, progressing, degraded })
+        let in_progress = IntGaugeVec::new(
+            Opts::new("shoal_operator_membership_in_progress", "1 while a membership operation of the KvCluster is under way"),
+            &["namespace", "cluster", "operation"],
+        )?;
+        registry.register(Box::new(in_progress.clone()))?;
+        Ok(Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            operations,
+            leader,
+            desired_stores,
+            up_stores,
+            progressing,
+            degraded,
+            in_progress,
+        })
     }
 
     /// Sets the per-cluster gauges from the status a round wrote.
@@ -72,12 +94,23 @@ impl Metrics {
         self.up_stores.with_label_values(&labels).set(status.stores.iter().filter(|s| s.state == "Up").count() as i64);
         self.progressing.with_label_values(&labels).set(condition("Progressing"));
         self.degraded.with_label_values(&labels).set(condition("Degraded"));
+        let scaling = status.scaling.as_ref();
+        for (op, on) in OPERATIONS.into_iter().zip([
+            scaling.is_some_and(|s| s.to > s.from),
+            scaling.is_some_and(|s| s.to < s.from),
+            status.drain.is_some(),
+        ]) {
+            self.in_progress.with_label_values(&[namespace, cluster, op]).set(on.into());
+        }
     }
 
     /// Drops the gauges of a deleted cluster.
     pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
         for g in [&self.desired_stores, &self.up_stores, &self.progressing, &self.degraded] {
             let _ = g.remove_label_values(&[namespace, cluster]);
+        }
+        for op in OPERATIONS {
+            let _ = self.in_progress.remove_label_values(&[namespace, cluster, op]);
         }
     }
 
@@ -87,5 +120,37 @@ impl Metrics {
             return format!("# encoding failed: {e}\n");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{DrainStatus, ScalingStatus};
+
+    #[test]
+    fn cluster_gauges_follow_the_status_and_go_with_the_cluster() {
+        let m = Metrics::new().unwrap();
+        let mut st = KvClusterStatus {
+            scaling: Some(ScalingStatus { from: 5, to: 3, step: "draining store 5".into() }),
+            drain: Some(DrainStatus { store_id: 5, pod: "demo-4".into(), regions: 3, since: String::new() }),
+            ..Default::default()
+        };
+        m.observe_cluster("prod", "demo", 3, &st);
+        let text = m.encode();
+        for line in [
+            "shoal_operator_cluster_desired_stores{cluster=\"demo\",namespace=\"prod\"} 3",
+            "shoal_operator_membership_in_progress{cluster=\"demo\",namespace=\"prod\",operation=\"scale_in\"} 1",
+            "shoal_operator_membership_in_progress{cluster=\"demo\",namespace=\"prod\",operation=\"scale_out\"} 0",
+            "shoal_operator_membership_in_progress{cluster=\"demo\",namespace=\"prod\",operation=\"drain\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        st.scaling = None;
+        st.drain = None;
+        m.observe_cluster("prod", "demo", 3, &st);
+        assert!(m.encode().contains("operation=\"scale_in\"} 0"), "done: back to 0");
+        m.forget_cluster("prod", "demo");
+        assert!(!m.encode().contains("cluster=\"demo\""), "a deleted cluster leaves no series");
     }
 }

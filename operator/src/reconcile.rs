@@ -7,7 +7,9 @@
 //! and writes the whole status. A round that is in the middle of something
 //! asks to run again in a few seconds; a settled cluster is looked at again
 //! every 30 s, and at once whenever the `KvCluster`, one of its children or
-//! one of its pods changes.
+//! one of its pods changes. With `spec.paused` a round observes and writes
+//! the status (phase `Paused`, an Event when it starts) but applies nothing and
+//! takes no step.
 //!
 //! Errors: an invalid spec sets `Degraded` (reason `InvalidSpec`) and waits
 //! for the spec to change; a refused step (the cluster said no) sets
@@ -37,7 +39,7 @@ use crate::build::{BuildInput, Children, Names, build, monitor};
 use crate::cluster;
 use crate::crd::KvCluster;
 use crate::error::{Error, Result};
-use crate::membership::{Desired, Plan, Step, plan};
+use crate::membership::{Desired, Phase, Plan, Step, plan};
 use crate::metrics::Metrics;
 use crate::observe::{World, observe};
 use crate::status::{self, RoundOutcome};
@@ -158,6 +160,28 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     };
     let memory = status::memory(&previous);
     let plan = plan(&names, &desired, &memory, &world.observed);
+    if kvc.spec.paused {
+        // Observed, not acted on: no object applied, no step, the memory kept.
+        let outcome = RoundOutcome {
+            names: &names,
+            generation,
+            replication_factor: kvc.spec.replication_factor,
+            previous: &previous,
+            plan: &plan,
+            observed: &world.observed,
+            sts_status: world.sts_status,
+            step_error: None,
+            now: Timestamp::now(),
+        };
+        let st = status::paused(&outcome);
+        ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
+        api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+        if previous.phase.as_deref() != Some(Phase::Paused.as_str()) {
+            let note = "spec.paused is true: no change is made to the cluster until it is unset".to_string();
+            publish(ctx, &kvc, EventType::Normal, "Paused", "Reconcile", note).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     let input = BuildInput {
         kvc: &kvc,
         names: names.clone(),

@@ -6,7 +6,7 @@
 //! | condition | True when |
 //! |---|---|
 //! | `Available` | the cluster answers and at least `replicationFactor` stores are `Up` |
-//! | `Progressing` | the operator is bootstrapping, scaling or replacing a store (message: the current step) |
+//! | `Progressing` | the operator is bootstrapping, scaling or replacing a store (message: the current step); False with reason `Paused` while `spec.paused` |
 //! | `Degraded` | something needs a person: an invalid spec, a refused or stalled drain, a store down, the cluster unreachable |
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -32,8 +32,9 @@ pub struct RoundOutcome<'a> {
     pub now: Timestamp,
 }
 
-pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
-    let plan = o.plan;
+/// The stores as observed (tombstones left out), or as last seen when the
+/// cluster could not be reached; and the `Available` condition they make.
+fn stores_and_availability(o: &RoundOutcome<'_>) -> (Vec<StoreEntry>, (bool, &'static str, String)) {
     let mut stores: Vec<StoreEntry> = match &o.observed.stores {
         Ok(stores) => stores
             .iter()
@@ -51,12 +52,37 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
     };
     stores.sort_by_key(|a| (o.names.ordinal_of(&a.pod), a.store_id));
     let up = stores.iter().filter(|s| s.state == "Up").count();
-
     let available = match &o.observed.stores {
         Err(e) => (false, "ClusterUnreachable", e.clone()),
         Ok(_) if up >= o.replication_factor as usize => (true, "Serving", format!("{up} of {} stores up", stores.len())),
         Ok(_) => (false, "TooFewStores", format!("{up} stores up, fewer than the replication factor {}", o.replication_factor)),
     };
+    (stores, available)
+}
+
+/// The status of a paused cluster (`spec.paused`): the stores, replicas and
+/// `Available` as observed; `Progressing` false with reason `Paused`; the
+/// driver's memory and `Degraded` as before (nothing was done).
+pub fn paused(o: &RoundOutcome<'_>) -> KvClusterStatus {
+    let (stores, available) = stores_and_availability(o);
+    let progressing = (false, "Paused", "spec.paused is true: the operator changes nothing until it is unset".to_string());
+    let mut status = o.previous.clone();
+    let keep_degraded = o.previous.conditions.iter().find(|c| c.type_ == "Degraded").cloned();
+    let degraded = keep_degraded.unwrap_or_else(|| condition(o, "Degraded", (false, "AsExpected", "nothing needs attention".into())));
+    status.conditions = vec![condition(o, "Available", available), condition(o, "Progressing", progressing), degraded];
+    status.stores = stores;
+    status.replicas = o.sts_status.0;
+    status.ready_replicas = o.sts_status.1;
+    status.selector = o.names.selector_string();
+    status.phase = Some(Phase::Paused.as_str().into());
+    status.observed_generation = o.generation;
+    status
+}
+
+pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
+    let plan = o.plan;
+    let (stores, available) = stores_and_availability(o);
+    let up = stores.iter().filter(|s| s.state == "Up").count();
     let progressing = match &plan.progress {
         Some(p) => (true, plan_reason(plan), p.clone()),
         None => (false, "Reconciled", format!("{} stores up; nothing to do", up)),

@@ -7,8 +7,9 @@
 //!
 //! What is covered: adding the finalizer, the first round of a new cluster
 //! (observe, apply every child, the Bootstrap event, the status), an invalid
-//! spec (status, event, error policy, metrics) and deletion (event, then the
-//! finalizer removed; volumes kept).
+//! spec (status, event, error policy, metrics), a paused cluster (observed,
+//! nothing applied) and deletion (event, then the finalizer removed; volumes
+//! kept).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -537,6 +538,37 @@ async fn first_round_bootstraps_the_cluster() {
     .await;
     // Bootstrapping is "busy": look again soon.
     assert_eq!(result.expect("reconcile succeeds"), Action::requeue(Duration::from_secs(3)));
+    finish(ctx, verifier).await;
+}
+
+/// `spec.paused`: the round observes the cluster and writes the status, but
+/// applies no object (the verifier fails the test on any request not in the
+/// script) and announces the pause once.
+#[tokio::test]
+async fn a_paused_cluster_is_observed_but_nothing_is_applied() {
+    let (ctx, verifier) = context();
+    let mut kvc = cluster(3, &[FINALIZER]);
+    kvc.spec.paused = true;
+    let k = kvc.clone();
+    let (result, verifier) = run(kvc, &ctx, verifier, |mut v| async move {
+        v.get_statefulset_missing().await;
+        v.get_config_map_missing().await;
+        v.list_pods_empty().await;
+        v.list_pvcs_empty().await;
+        let st = v.patch_status(&k).await;
+        assert_eq!(st["phase"], "Paused");
+        let progressing = condition(&st, "Progressing");
+        assert_eq!(progressing["status"], "False");
+        assert_eq!(progressing["reason"], "Paused");
+        assert_eq!(condition(&st, "Available")["reason"], "ClusterUnreachable");
+        assert_eq!(st["initialMembers"], Value::Null, "the driver's memory is not advanced");
+        let ev = v.create_event().await;
+        assert_eq!(ev["reason"], "Paused");
+        assert_eq!(ev["type"], "Normal");
+        v
+    })
+    .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(Duration::from_secs(30)));
     finish(ctx, verifier).await;
 }
 

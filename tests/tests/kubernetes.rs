@@ -136,8 +136,25 @@ fn helm_install_apply_scale_out_and_in() {
         let kv = demo_client();
         write_keys(&kv).await;
 
-        // 3. kubectl scale to 5: two stores join and are seeded.
+        // 3a. Paused: the scale to 5 is seen (status) but not acted on.
+        env.kubectl_ok(&["patch", "-n", NS, "kvc/demo", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]);
         env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=5"]);
+        let scaled = kvcs.get("demo").await.expect("get").metadata.generation;
+        wait_status(&kvcs, Duration::from_secs(60), "the paused cluster observing the scale", &mut phases, |s| {
+            s.phase.as_deref() == Some("Paused") && s.observed_generation == scaled
+        })
+        .await;
+        let sts: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+        assert_eq!(sts.get("demo").await.expect("sts").spec.and_then(|s| s.replicas), Some(3), "paused: the StatefulSet is left alone");
+        let uid = kvcs.get("demo").await.expect("get").metadata.uid;
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), "a Paused event", || async {
+            let reasons = event_reasons(&env.client, NS, uid.as_deref()).await;
+            if reasons.iter().any(|r| r == "Paused") { Ok(()) } else { Err(format!("{reasons:?}")) }
+        })
+        .await;
+
+        // 3. Unpaused, the scale to 5 goes on: two stores join and are seeded.
+        env.kubectl_ok(&["patch", "-n", NS, "kvc/demo", "--type", "merge", "-p", r#"{"spec":{"paused":false}}"#]);
         let st = wait_status(&kvcs, Duration::from_secs(300), "5 stores up", &mut phases, |s| {
             settled(s, 5) && s.stores.iter().filter(|e| e.pod == "demo-3" || e.pod == "demo-4").all(|e| e.regions > 0)
         })

@@ -95,8 +95,10 @@ fn alert_rules_and_dashboard_pass_promtool_name_only_real_metrics_and_match_the_
         assert!(code.contains(&format!("\"{name}\"")), "the rules use {name}, which neither the node nor the operator defines");
     }
 
-    // The dashboard: the chart's copy, and only metrics that exist (a
-    // histogram's series are its name and _bucket).
+    // The dashboard: made by scripts/gen-dashboard.py (no drift), the chart's
+    // copy, and only metrics that exist (a histogram's series are its name and _bucket).
+    let generated = Command::new("python3").arg(repo().join("scripts/gen-dashboard.py")).arg("--check").output().expect("run python3");
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
     let dashboard = std::fs::read_to_string(dir.join("dashboard.json")).expect("dashboard.json");
     let chart = std::fs::read_to_string(repo().join("charts/shoal-operator/files/dashboard.json")).expect("the chart's copy");
     assert!(

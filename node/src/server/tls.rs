@@ -176,7 +176,12 @@ pub fn incoming(listener: TcpListener, tls: Arc<Tls>, metrics: Arc<Metrics>) -> 
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            // Ends (and closes the listener) once the server dropped the stream.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -202,9 +207,6 @@ pub fn incoming(listener: TcpListener, tls: Arc<Tls>, metrics: Arc<Metrics>) -> 
                     }
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     ReceiverStream::new(rx)

@@ -166,6 +166,8 @@ pub enum Phase {
     ScalingIn,
     Replacing,
     Degraded,
+    /// `spec.paused`: the operator changes nothing.
+    Paused,
 }
 
 impl Phase {
@@ -177,6 +179,7 @@ impl Phase {
             Phase::ScalingIn => "ScalingIn",
             Phase::Replacing => "Replacing",
             Phase::Degraded => "Degraded",
+            Phase::Paused => "Paused",
         }
     }
 }
