@@ -1,5 +1,7 @@
 //! The HTTP status server: `/metrics` (Prometheus text), `/healthz` (the store
-//! loop answers) and `/readyz` (every region on this store knows its leader).
+//! loop answers) and `/readyz` ([`readiness`]: the store is serving and caught
+//! up — every region on it knows its leader, has its data, and applies no more
+//! than [`READY_APPLY_LAG`] entries behind what it knows committed).
 //!
 //! With `--enable-failpoints` (fault tests only) it also serves
 //! `PUT /failpoints/slow-sync?ms=N`: every synced engine write (the Raft log's
@@ -17,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::raftstore::store::PeerStatus;
 use crate::raftstore::store_loop::StoreHandle;
 use crate::storage::Engine;
 
@@ -38,6 +41,30 @@ fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<By
     resp
 }
 
+/// A region peer further behind than this (entries committed, not applied)
+/// makes the store not ready (the same bound as the `ShoalCommitApplyLag` alert).
+pub const READY_APPLY_LAG: u64 = 1_000;
+
+/// Whether a store with these peers is ready to serve: `Ok` with a summary, or
+/// `Err` with the first reason it is not (a region without a leader, one
+/// waiting for its snapshot, one applying far behind).
+pub fn readiness(peers: &[PeerStatus]) -> Result<String, String> {
+    for p in peers {
+        let id = p.region.id;
+        if p.leader.is_none() {
+            return Err(format!("region {id} has no leader"));
+        }
+        if p.applied_index == 0 {
+            return Err(format!("region {id} waits for its snapshot"));
+        }
+        let behind = p.commit_index.saturating_sub(p.applied_index);
+        if behind > READY_APPLY_LAG {
+            return Err(format!("region {id} applies {behind} entries behind its commit index"));
+        }
+    }
+    Ok(format!("ok: {} regions, all with a leader and caught up", peers.len()))
+}
+
 impl StatusHttp {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let status = || tokio::time::timeout(Duration::from_secs(2), self.store.status());
@@ -48,9 +75,9 @@ impl StatusHttp {
                 _ => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "store loop is not answering\n".into()),
             },
             "/readyz" => match status().await {
-                Ok(Ok(peers)) => match peers.iter().find(|p| p.leader.is_none()) {
-                    None => reply(StatusCode::OK, "text/plain", format!("ok: {} regions, all with a leader\n", peers.len())),
-                    Some(p) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("region {} has no leader\n", p.region.id)),
+                Ok(Ok(peers)) => match readiness(&peers) {
+                    Ok(ok) => reply(StatusCode::OK, "text/plain", format!("{ok}\n")),
+                    Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
                 },
                 _ => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "store loop is not answering\n".into()),
             },
@@ -99,5 +126,32 @@ impl StatusHttp {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, leader: bool, commit: u64, applied: u64) -> PeerStatus {
+        PeerStatus {
+            region: shoal_proto::Region { id, ..Default::default() },
+            peer_id: id * 10,
+            leader: leader.then_some(shoal_proto::Peer { id: 1, store_id: 1, is_learner: false }),
+            term: 6,
+            commit_index: commit,
+            applied_index: applied,
+            is_leader: false,
+            hibernated: false,
+        }
+    }
+
+    #[test]
+    fn a_store_is_ready_when_every_region_has_a_leader_its_data_and_applies_close_behind() {
+        assert!(readiness(&[]).is_ok(), "a store holding nothing (pending) serves what it can: nothing to wait for");
+        assert!(readiness(&[peer(1, true, 20, 20), peer(2, true, 1_005, 5)]).is_ok());
+        assert_eq!(readiness(&[peer(1, true, 20, 20), peer(2, false, 20, 20)]), Err("region 2 has no leader".into()));
+        assert_eq!(readiness(&[peer(3, true, 0, 0)]), Err("region 3 waits for its snapshot".into()));
+        assert_eq!(readiness(&[peer(4, true, 5_000, 3_000)]), Err("region 4 applies 2000 entries behind its commit index".into()));
     }
 }
