@@ -139,7 +139,7 @@ pub fn status_json(s: &StoreStatus) -> Value {
     })
 }
 
-pub(crate) fn state(s: i32) -> String {
+fn state(s: i32) -> String {
     match StoreState::try_from(s) {
         Ok(StoreState::Up) => "up".into(),
         Ok(StoreState::Pending) => "pending".into(),
@@ -250,22 +250,21 @@ fn print_regions(p: &Printer, regions: &[RegionInfo]) {
     );
 }
 
+/// A store's first table cells: STORE, NAME, ADDRESS, STATE, REGIONS, LEADERS.
+pub(crate) fn store_cells(d: &StoreDetail) -> Vec<String> {
+    let s = d.store.clone().unwrap_or_default();
+    let st = d.stats.unwrap_or_default();
+    vec![s.id.to_string(), s.name, s.address, state(s.state), st.region_count.to_string(), st.leader_count.to_string()]
+}
+
 fn print_stores(stores: &[StoreDetail]) {
     let rows = stores
         .iter()
         .map(|d| {
-            let s = d.store.clone().unwrap_or_default();
             let st = d.stats.unwrap_or_default();
-            vec![
-                s.id.to_string(),
-                s.name,
-                s.address,
-                state(s.state),
-                st.region_count.to_string(),
-                st.leader_count.to_string(),
-                human(st.capacity_bytes),
-                human(st.available_bytes),
-            ]
+            let mut row = store_cells(d);
+            row.extend([human(st.capacity_bytes), human(st.available_bytes)]);
+            row
         })
         .collect();
     print_table(

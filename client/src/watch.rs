@@ -18,7 +18,7 @@ use serde_json::json;
 use shoal_client::Client;
 use shoal_proto::StoreDetail;
 
-use crate::cluster::{human, state, store_json, table};
+use crate::cluster::{human, store_cells, store_json, table};
 use crate::commands::connect;
 use crate::output::{Format, Printer};
 
@@ -36,19 +36,15 @@ fn frame(stores: &[StoreDetail], rates: &HashMap<u64, Option<f64>>) -> String {
     let rows: Vec<Vec<String>> = stores
         .iter()
         .map(|d| {
-            let s = d.store.clone().unwrap_or_default();
             let st = d.stats.unwrap_or_default();
-            vec![
-                s.id.to_string(),
-                s.name,
-                s.address,
-                state(s.state),
-                st.region_count.to_string(),
-                st.leader_count.to_string(),
+            let id = d.store.as_ref().map_or(0, |s| s.id);
+            let mut row = store_cells(d);
+            row.extend([
                 human(st.used_bytes),
                 human(st.available_bytes),
-                rates.get(&s.id).copied().flatten().map_or("-".into(), |r| format!("{r:.1}")),
-            ]
+                rates.get(&id).copied().flatten().map_or("-".into(), |r| format!("{r:.1}")),
+            ]);
+            row
         })
         .collect();
     table(

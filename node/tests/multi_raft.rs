@@ -400,10 +400,13 @@ fn a_follower_down_during_a_split_catches_up_and_holds_both_halves() {
     // The right half's leader may reach the follower before the split does;
     // then the follower's new peer is seeded by a snapshot (made off the
     // store thread): wait for it.
+    // Caught up means applied as far as the leader and heard from it (a
+    // heartbeat may come a few ticks after the last entry).
     c.tick_until("the follower catches up on both halves", |c| {
-        [FIRST_REGION_ID, RIGHT]
-            .iter()
-            .all(|r| common::try_status_of(c.store(follower), *r).is_some_and(|p| p.applied_index == c.applied(leader, *r)))
+        [FIRST_REGION_ID, RIGHT].iter().all(|r| {
+            common::try_status_of(c.store(follower), *r)
+                .is_some_and(|p| p.applied_index == c.applied(leader, *r) && p.leader.map(|l| l.store_id) == Some(leader))
+        })
     });
     assert_split_at_m(&mut c, follower);
     for region in [FIRST_REGION_ID, RIGHT] {

@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 use crate::build::names::FIELD_MANAGER;
 use crate::build::{BuildInput, Children, Names, build, monitor};
 use crate::cluster;
-use crate::crd::KvCluster;
+use crate::crd::{KvCluster, KvClusterStatus};
 use crate::error::{Error, Result};
 use crate::membership::{Desired, Phase, Plan, Step, plan};
 use crate::metrics::Metrics;
@@ -132,8 +132,7 @@ async fn report_failure(kvc: &KvCluster, ctx: &Context, err: &Error) {
         }
     };
     let st = status::degraded(&latest, &names, kvc.metadata.generation, reason, &message, Timestamp::now());
-    ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
-    if let Err(e) = api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await {
+    if let Err(e) = write_status(ctx, &api, kvc, st).await {
         tracing::warn!(error = %e, "cannot report a failed round in the status");
     }
 }
@@ -145,9 +144,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     let generation = kvc.metadata.generation;
 
     if let Err(invalid) = validate(&kvc) {
-        let st = status::invalid(&previous, &names, generation, &invalid.0, Timestamp::now());
-        ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
-        api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+        write_status(ctx, &api, &kvc, status::invalid(&previous, &names, generation, &invalid.0, Timestamp::now())).await?;
         publish(ctx, &kvc, EventType::Warning, "InvalidSpec", "Validate", invalid.0.clone()).await;
         return Err(invalid.into());
     }
@@ -160,22 +157,21 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     };
     let memory = status::memory(&previous);
     let plan = plan(&names, &desired, &memory, &world.observed);
+    // What the status is built from, once the step (if any) is known.
+    let outcome = |step_error| RoundOutcome {
+        names: &names,
+        generation,
+        replication_factor: kvc.spec.replication_factor,
+        previous: &previous,
+        plan: &plan,
+        observed: &world.observed,
+        sts_status: world.sts_status,
+        step_error,
+        now: Timestamp::now(),
+    };
     if kvc.spec.paused {
         // Observed, not acted on: no object applied, no step, the memory kept.
-        let outcome = RoundOutcome {
-            names: &names,
-            generation,
-            replication_factor: kvc.spec.replication_factor,
-            previous: &previous,
-            plan: &plan,
-            observed: &world.observed,
-            sts_status: world.sts_status,
-            step_error: None,
-            now: Timestamp::now(),
-        };
-        let st = status::paused(&outcome);
-        ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
-        api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+        write_status(ctx, &api, &kvc, status::paused(&outcome(None))).await?;
         if previous.phase.as_deref() != Some(Phase::Paused.as_str()) {
             let note = "spec.paused is true: no change is made to the cluster until it is unset".to_string();
             publish(ctx, &kvc, EventType::Normal, "Paused", "Reconcile", note).await;
@@ -205,25 +201,20 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     };
     let step_error = step_error.or_else(|| monitor_error.map(|e| ("ServiceMonitorFailed", e)));
 
-    let outcome = RoundOutcome {
-        names: &names,
-        generation,
-        replication_factor: kvc.spec.replication_factor,
-        previous: &previous,
-        plan: &plan,
-        observed: &world.observed,
-        sts_status: world.sts_status,
-        step_error,
-        now: Timestamp::now(),
-    };
-    let st = status::status(&outcome);
-    ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
-    api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+    write_status(ctx, &api, &kvc, status::status(&outcome(step_error))).await?;
     if let Some(e) = failure {
         return Err(e);
     }
     let busy = plan.progress.is_some() || plan.step.is_some() || plan.degraded.is_some();
     Ok(Action::requeue(Duration::from_secs(if busy { 3 } else { 30 })))
+}
+
+/// Writes a round's status (one merge patch) and the cluster's gauges.
+async fn write_status(ctx: &Context, api: &Api<KvCluster>, kvc: &KvCluster, st: KvClusterStatus) -> Result<()> {
+    let names = Names::of(kvc);
+    ctx.metrics.observe_cluster(&names.namespace, &names.cluster, kvc.spec.replicas, &st);
+    api.patch_status(&names.cluster, &PatchParams::default(), &Patch::Merge(status::merge_patch(&st))).await?;
+    Ok(())
 }
 
 /// Deleting a `KvCluster`: its children go with it (owner references); its
