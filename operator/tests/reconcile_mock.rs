@@ -262,6 +262,15 @@ impl Verifier {
         seen
     }
 
+    /// The observe stage of a cluster with nothing yet: no StatefulSet, no
+    /// ConfigMap, no pods, no volume claims.
+    async fn observe_empty_cluster(&mut self) {
+        self.get_statefulset_missing().await;
+        self.get_config_map_missing().await;
+        self.list_pods_empty().await;
+        self.list_pvcs_empty().await;
+    }
+
     /// GET of the StatefulSet: there is none yet.
     async fn get_statefulset_missing(&mut self) {
         let (seen, send) = self.next(Method::GET, "/apis/apps/v1/namespaces/ns/statefulsets/demo").await;
@@ -451,10 +460,7 @@ async fn first_round_bootstraps_the_cluster() {
     let k = kvc.clone();
     let (result, verifier) = run(kvc, &ctx, verifier, |mut v| async move {
         // 1. dereference
-        v.get_statefulset_missing().await;
-        v.get_config_map_missing().await;
-        v.list_pods_empty().await;
-        v.list_pvcs_empty().await;
+        v.observe_empty_cluster().await;
 
         // 2. apply, in reconcile.rs's order
         let cm = v.apply_config_map().await;
@@ -551,10 +557,7 @@ async fn a_paused_cluster_is_observed_but_nothing_is_applied() {
     kvc.spec.paused = true;
     let k = kvc.clone();
     let (result, verifier) = run(kvc, &ctx, verifier, |mut v| async move {
-        v.get_statefulset_missing().await;
-        v.get_config_map_missing().await;
-        v.list_pods_empty().await;
-        v.list_pvcs_empty().await;
+        v.observe_empty_cluster().await;
         let st = v.patch_status(&k).await;
         assert_eq!(st["phase"], "Paused");
         let progressing = condition(&st, "Progressing");
