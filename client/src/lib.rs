@@ -74,6 +74,7 @@ mod admin;
 mod batch;
 pub mod cache;
 mod meta;
+pub mod pki;
 mod route;
 
 use std::collections::{HashMap, VecDeque};
@@ -153,6 +154,7 @@ pub struct ClientOptions {
 pub struct ClientTls {
     ca_pem: Vec<u8>,
     identity: Option<(Vec<u8>, Vec<u8>)>,
+    server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -171,11 +173,27 @@ impl ClientTls {
             (None, None) => None,
             _ => return Err(ClientError::Tls("a client certificate needs its key, and a key its certificate".into())),
         };
-        Ok(ClientTls { ca_pem: read(ca)?, identity })
+        Ok(ClientTls { ca_pem: read(ca)?, identity, server_name: None })
+    }
+
+    /// The same from PEM held in memory (e.g. read from a Kubernetes Secret).
+    pub fn from_pem(ca: &[u8], identity: Option<(&[u8], &[u8])>) -> ClientTls {
+        ClientTls { ca_pem: ca.to_vec(), identity: identity.map(|(c, k)| (c.to_vec(), k.to_vec())), server_name: None }
+    }
+
+    /// Checks every store's certificate for `name` rather than for the host
+    /// dialled: for a client that dials addresses (pod IPs) that its stores'
+    /// certificates do not name.
+    pub fn with_server_name(mut self, name: &str) -> ClientTls {
+        self.server_name = Some(name.into());
+        self
     }
 
     fn config(&self) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.as_str());
+        }
         match &self.identity {
             Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
             None => config,

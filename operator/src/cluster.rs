@@ -3,24 +3,26 @@
 //!
 //! The operator reaches the cluster at its pods' IPs (the gRPC port): the
 //! client library finds the meta leader from there, following its hints.
-//! Every call has a short deadline so that a round never hangs on a cluster
+//! With `spec.tls` on it presents its own certificate (see
+//! [`crate::certificates`]). Every call has a short deadline so that a round never hangs on a cluster
 //! that does not answer; the next round asks again.
 
 use std::time::Duration;
 
-use shoal_client::{Client, ClientOptions};
+use shoal_client::{Client, ClientOptions, ClientTls};
 use shoal_proto::StoreState as ProtoState;
 
 use crate::error::Result;
 use crate::membership::{ObservedStore, Step, StoreState};
 
-/// A client for the cluster reachable at `endpoints` (`IP:PORT`).
-pub fn client(endpoints: &[String]) -> Result<Client> {
+/// A client for the cluster reachable at `endpoints` (`IP:PORT`), with the
+/// operator's certificate when the cluster has TLS on.
+pub fn client(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client> {
     let opts = ClientOptions {
         deadline: Duration::from_secs(10),
         attempt_timeout: Duration::from_secs(4),
         connect_timeout: Duration::from_secs(1),
-        tls: None,
+        tls: tls.cloned(),
     };
     Ok(Client::new(endpoints, opts)?)
 }

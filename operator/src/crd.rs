@@ -2,7 +2,8 @@
 //!
 //! [`KvClusterSpec`] is what a user asks for: how many stores, the replication
 //! factor, the image, storage, column families and node tunables, and the pod
-//! essentials a platform team needs (labels, affinity, tolerations, ...).
+//! essentials a platform team needs (labels, affinity, tolerations, ...), and
+//! TLS ([`TlsSpec`]: off, operator-managed or cert-manager certificates).
 //! [`KvClusterStatus`] is what the operator observed and is doing: ready
 //! replicas, one entry per store ([`StoreEntry`]), the conditions `Available`,
 //! `Progressing` and `Degraded`, and the scaling operation in progress
@@ -11,8 +12,8 @@
 //! The schema carries the checks the API server can make itself, so a bad spec
 //! is refused at `kubectl apply` time: CEL rules reject `replicas <
 //! replicationFactor`, invalid or reserved column family names, duplicate
-//! column families, and a changed `replicationFactor` or `storage`. Every
-//! string a rule reads has a `maxLength`, which keeps the rules' estimated
+//! column families, a changed `replicationFactor`, `storage` or `tls.mode`, and
+//! cert-manager TLS without an issuer. Every string a rule reads has a `maxLength`, which keeps the rules' estimated
 //! cost within the API server's budget. The operator checks the
 //! same again ([`crate::validate`]) for objects that bypassed the schema.
 //!
@@ -52,6 +53,7 @@ pub const GROUP: &str = "shoal.dev";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.replicas >= self.replicationFactor").message("replicas must be at least replicationFactor"))]
+#[x_kube(validation = Rule::new("(has(self.tls) ? self.tls.mode : 'Disabled') == (has(oldSelf.tls) ? oldSelf.tls.mode : 'Disabled')").message("tls.mode cannot be changed; it is chosen when the cluster is created"))]
 #[serde(rename_all = "camelCase")]
 pub struct KvClusterSpec {
     /// Number of stores (pods). Scaling in drains the highest ordinals first.
@@ -97,6 +99,10 @@ pub struct KvClusterSpec {
     /// is and goes on when this is unset.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// TLS on the stores' gRPC port (clients, peers and the Admin API, with
+    /// mutual TLS). Chosen at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 fn default_replication_factor() -> i32 {
@@ -320,6 +326,73 @@ pub struct ServiceMonitorSpec {
     /// Extra labels, for a Prometheus that selects monitors by label.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// TLS on the gRPC port. With it on, every store serves TLS and requires a
+/// client certificate signed by the cluster's CA (mutual TLS); only the
+/// operator's certificate (Common Name `shoal-operator`) may make the Admin
+/// calls that change membership. The certificates live in Secrets: `<name>-tls`
+/// (the stores', mounted into every pod), `<name>-operator-tls` (the
+/// operator's) and `<name>-client-tls` (for applications, Common Name
+/// `shoal-client`), each with `tls.crt`, `tls.key` and `ca.crt`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.mode != 'CertManager' || has(self.issuerRef)").message("tls.mode CertManager needs tls.issuerRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// `Disabled` (plaintext), `OperatorManaged` (the operator keeps a CA in
+    /// Secret `<name>-ca` and issues and renews the certificates) or
+    /// `CertManager` (the operator asks cert-manager for them, signed by
+    /// `issuerRef`).
+    #[schemars(schema_with = "tls_mode_schema")]
+    pub mode: TlsMode,
+    /// The cert-manager Issuer or ClusterIssuer that signs (mode `CertManager`).
+    /// It must fill in `ca.crt` (a CA issuer does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+    /// Lifetime of the certificates, in hours (default 2160: 90 days). They are
+    /// renewed when a third of it is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 87600))]
+    pub certificate_lifetime_hours: Option<u32>,
+}
+
+impl TlsSpec {
+    /// The certificates' lifetime, in seconds.
+    pub fn lifetime_secs(&self) -> u64 {
+        u64::from(self.certificate_lifetime_hours.unwrap_or(2160)) * 3600
+    }
+}
+
+/// Who issues the certificates.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    Disabled,
+    OperatorManaged,
+    CertManager,
+}
+
+fn tls_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Disabled, OperatorManaged or CertManager.",
+        "type": "string",
+        "enum": ["Disabled", "OperatorManaged", "CertManager"],
+    })
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (default, in the cluster's namespace) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub kind: Option<String>,
+    /// API group of the issuer (default `cert-manager.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub group: Option<String>,
 }
 
 /// What the operator observed and is doing.

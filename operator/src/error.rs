@@ -12,6 +12,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("Shoal cluster: {0}")]
     Cluster(#[from] shoal_client::ClientError),
+    /// A certificate the cluster needs is not there yet (cert-manager has
+    /// not issued it) or cannot be used; what to do, in words.
+    #[error("TLS: {0}")]
+    Certificate(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("{0}")]
@@ -28,6 +32,7 @@ impl Error {
             Error::Kube(_) => "kube_api",
             Error::Cluster(shoal_client::ClientError::FailedPrecondition(_)) => "refused",
             Error::Cluster(_) => "cluster",
+            Error::Certificate(_) => "certificate",
             Error::Finalizer(_) => "finalizer",
             Error::Internal(_) => "internal",
         }
@@ -43,6 +48,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
             Error::Kube(_) => "KubernetesApiError",
             Error::Cluster(_) => "ClusterUnreachable",
+            Error::Certificate(_) => "CertificateNotReady",
             Error::Finalizer(_) | Error::Internal(_) => "ReconcileFailed",
         }
     }

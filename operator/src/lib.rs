@@ -7,6 +7,8 @@
 //!    through its Admin and Meta services ([`cluster`]);
 //! 2. **validate** — the spec ([`validate`]); an invalid one sets `Degraded`
 //!    and waits for a change;
+//!    With `spec.tls`, the certificates are made sure of first ([`certificates`]):
+//!    the operator needs its own to talk to the cluster;
 //! 3. **decide** — the membership driver ([`membership::plan`], a pure
 //!    function of the spec, the status and what was observed) picks the
 //!    StatefulSet size and at most one step: join, drain or remove a store, or
@@ -19,6 +21,7 @@
 //! on a Lease ([`leader`]) and the HTTP endpoints ([`http`]).
 
 pub mod build;
+pub mod certificates;
 pub mod cluster;
 pub mod crd;
 pub mod error;

@@ -6,6 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
+use shoal_client::ClientTls;
 
 use crate::build::Names;
 use crate::build::names::{CLUSTER_STATE_KEY, GRPC_PORT};
@@ -23,7 +24,7 @@ pub struct World {
     pub endpoints: Vec<String>,
 }
 
-pub async fn observe(client: &Client, names: &Names, now: i64) -> Result<World> {
+pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&ClientTls>) -> Result<World> {
     let ns = names.namespace.as_str();
     let sts = Api::<StatefulSet>::namespaced(client.clone(), ns).get_opt(&names.statefulset()).await?;
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(&names.config_map()).await?;
@@ -55,7 +56,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64) -> Result<World> 
     let stores = if endpoints.is_empty() {
         Err("no pod has an address yet".to_string())
     } else {
-        match cluster::client(&endpoints) {
+        match cluster::client(&endpoints, tls) {
             Ok(c) => cluster::stores(&c).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
@@ -33,10 +33,10 @@ use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shoal_client::ClientTls;
 
 use crate::build::names::FIELD_MANAGER;
 use crate::build::{BuildInput, Children, Names, build, monitor};
-use crate::cluster;
 use crate::crd::{KvCluster, KvClusterStatus};
 use crate::error::{Error, Result};
 use crate::membership::{Desired, Phase, Plan, Step, plan};
@@ -44,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::observe::{World, observe};
 use crate::status::{self, RoundOutcome};
 use crate::validate::validate;
+use crate::{certificates, cluster};
 
 /// The finalizer the operator puts on every `KvCluster`.
 pub const FINALIZER: &str = "shoal.dev/cleanup";
@@ -149,7 +150,16 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         return Err(invalid.into());
     }
 
-    let world = observe(&ctx.client, &names, Timestamp::now().as_second()).await?;
+    let certs = certificates::ensure(&ctx.client, &kvc, &names, SystemTime::now(), !kvc.spec.paused).await?;
+    if certs.ca_created {
+        publish(ctx, &kvc, EventType::Normal, "CaCreated", "Certificates", format!("made a CA in Secret {}", names.ca_secret())).await;
+    }
+    if !certs.issued.is_empty() {
+        let note = format!("issued certificates in Secrets {}", certs.issued.join(", "));
+        publish(ctx, &kvc, EventType::Normal, "CertificatesIssued", "Certificates", note).await;
+    }
+    let tls = certs.client_tls.as_ref();
+    let world = observe(&ctx.client, &names, Timestamp::now().as_second(), tls).await?;
     let desired = Desired {
         replicas: kvc.spec.replicas,
         replication_factor: kvc.spec.replication_factor,
@@ -193,7 +203,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     // A failed step is reported in the status before the round fails (and is
     // retried with backoff); a refused one is reported and retried next round.
     let (step_error, failure) = match &plan.step {
-        Some(step) => match run_step(ctx, &kvc, &names, &world, step).await {
+        Some(step) => match run_step(ctx, &kvc, &names, &world, tls, step).await {
             Ok(refused) => (refused.map(|m| ("StepRefused", m)), None),
             Err(e) => (Some(("StepFailed", format!("{}: {e}", step.labels().1))), Some(e)),
         },
@@ -276,7 +286,14 @@ async fn apply_children(client: &Client, names: &Names, children: &Children, kvc
 }
 
 /// Carries out the step; `Ok(Some(reason))` when the cluster refused it.
-async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, step: &Step) -> Result<Option<String>> {
+async fn run_step(
+    ctx: &Context,
+    kvc: &KvCluster,
+    names: &Names,
+    world: &World,
+    tls: Option<&ClientTls>,
+    step: &Step,
+) -> Result<Option<String>> {
     let (operation, reason, action) = step.labels();
     let what = match step {
         Step::JoinStore { store_id, pod } => format!("joining store {store_id} ({pod}): it is seeded by snapshot"),
@@ -293,7 +310,7 @@ async fn run_step(ctx: &Context, kvc: &KvCluster, names: &Names, world: &World, 
                 Err(e) => Err(Error::from(e)),
             }
         }
-        admin => match cluster::client(&world.endpoints) {
+        admin => match cluster::client(&world.endpoints, tls) {
             Ok(c) => cluster::run_step(&c, admin).await,
             Err(e) => Err(e),
         },

@@ -7,7 +7,7 @@
 //! A spec that fails is the user's fault: the operator reports it (`Degraded`
 //! with reason `InvalidSpec`, an Event) and waits for the spec to change.
 
-use crate::crd::{KvCluster, KvClusterSpec};
+use crate::crd::{KvCluster, KvClusterSpec, TlsMode};
 
 /// Column family names the storage node keeps for itself.
 pub const RESERVED_CFS: [&str; 4] = ["raft_log", "raft_state", "region_meta", "meta"];
@@ -83,6 +83,14 @@ fn validate_spec(spec: &KvClusterSpec) -> Result<(), InvalidSpec> {
     }
     if c.snapshot_chunk_size.is_some_and(|s| !(1 << 20..=4 << 20).contains(&s)) {
         return fail("config.snapshotChunkSize must be 1 MiB..4 MiB".into());
+    }
+    if let Some(tls) = &spec.tls {
+        if tls.mode == TlsMode::CertManager && tls.issuer_ref.as_ref().is_none_or(|i| i.name.is_empty()) {
+            return fail("tls.mode CertManager needs tls.issuerRef".into());
+        }
+        if tls.certificate_lifetime_hours.is_some_and(|h| !(1..=87_600).contains(&h)) {
+            return fail("tls.certificateLifetimeHours must be 1..87600".into());
+        }
     }
     Ok(())
 }

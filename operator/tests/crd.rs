@@ -70,3 +70,33 @@ fn cel_rules_accept_the_example_and_refuse_bad_specs() {
     scaled.spec.replicas = 5;
     validate_cel_update(&scaled, &ok).expect("scaling is a valid update");
 }
+
+#[test]
+fn tls_needs_an_issuer_for_cert_manager_and_its_mode_is_fixed() {
+    use shoal_operator::crd::{IssuerRef, TlsMode, TlsSpec};
+    let plain = example();
+    let tls = |mode, issuer: Option<&str>| TlsSpec {
+        mode,
+        issuer_ref: issuer.map(|n| IssuerRef { name: n.into(), kind: Some("ClusterIssuer".into()), group: None }),
+        certificate_lifetime_hours: None,
+    };
+    let with = |t: TlsSpec| {
+        let mut k = plain.clone();
+        k.spec.tls = Some(t);
+        k
+    };
+    let managed = with(tls(TlsMode::OperatorManaged, None));
+    validate_cel(&managed).expect("operator-managed needs nothing more");
+    validate_cel(&with(tls(TlsMode::CertManager, Some("ca")))).expect("cert-manager with an issuer");
+    assert!(refusal(&with(tls(TlsMode::CertManager, None))).contains("needs tls.issuerRef"));
+
+    // On or off, and who issues, is fixed at creation.
+    for (old, new) in [(&plain, &managed), (&managed, &plain), (&managed, &with(tls(TlsMode::CertManager, Some("ca"))))] {
+        let e = validate_cel_update(new, old).expect_err("tls.mode is immutable");
+        assert!(format!("{e:?}").contains("tls.mode cannot be changed"), "{e:?}");
+    }
+    validate_cel_update(&with(tls(TlsMode::Disabled, None)), &plain).expect("Disabled is the same as no tls");
+    let mut longer = managed.clone();
+    longer.spec.tls.as_mut().expect("tls").certificate_lifetime_hours = Some(24);
+    validate_cel_update(&longer, &managed).expect("the lifetime may change");
+}

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use shoal_operator::build::{BuildInput, Names, build};
-use shoal_operator::crd::KvCluster;
+use shoal_operator::build::{BuildInput, Names, build, tls};
+use shoal_operator::crd::{KvCluster, TlsMode};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
@@ -52,6 +52,50 @@ fn the_sample_clusters_objects_match_their_golden_files() {
     golden("statefulset.yaml", &yaml(&c.statefulset));
     golden("pdb.yaml", &yaml(&c.pdb));
     golden("servicemonitor.yaml", &yaml(&c.service_monitor.expect("monitoring is enabled in the fixture")));
+    let spec = tls::enabled(&kvc).expect("TLS is on in the fixture");
+    let names = Names::of(&kvc);
+    let certificates: Vec<serde_json::Value> = tls::certificates(&names, spec)
+        .iter()
+        .map(|(secret, leaf)| tls::cert_manager_certificate(&kvc, &names, spec, secret, leaf))
+        .collect();
+    golden("certificates.yaml", &yaml(&certificates));
+}
+
+/// The pods mount the stores' Secret and serve mutual TLS, whoever issues
+/// the certificates; without `spec.tls` nothing of it.
+#[test]
+fn tls_reaches_the_pods_only_when_it_is_on() {
+    let pod = |kvc: &KvCluster| {
+        let c = build(&BuildInput { kvc, names: Names::of(kvc), sts_replicas: 5, initial_members: 5, bootstrapped: false });
+        c.statefulset.spec.expect("spec").template.spec.expect("pod spec")
+    };
+    let kvc = fixture();
+    let mut managed = kvc.clone();
+    managed.spec.tls.as_mut().expect("tls").mode = TlsMode::OperatorManaged;
+    assert_eq!(pod(&kvc), pod(&managed), "the same pods for both issuers");
+    let with = pod(&kvc);
+    let args = with.containers[0].args.clone().expect("args");
+    for flag in [
+        "--cert-file=/etc/shoal-tls/tls.crt",
+        "--trusted-ca-file=/etc/shoal-tls/ca.crt",
+        "--client-cert-auth",
+        "--admin-allowed-cn=shoal-operator",
+    ] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    let secret = with.volumes.expect("volumes").iter().find_map(|v| v.secret.clone()).expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-tls"));
+
+    for off in [None, Some(TlsMode::Disabled)] {
+        let mut plain = kvc.clone();
+        match off {
+            None => plain.spec.tls = None,
+            Some(m) => plain.spec.tls.as_mut().expect("tls").mode = m,
+        }
+        let without = pod(&plain);
+        assert!(!without.containers[0].args.clone().expect("args").iter().any(|a| a.contains("tls") || a.contains("cert")));
+        assert!(without.volumes.expect("volumes").iter().all(|v| v.secret.is_none()));
+    }
 }
 
 #[test]

@@ -367,6 +367,9 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("", &["events"], &["create", "patch"]),
         ("monitoring.coreos.com", &["servicemonitors"], ALL),
+        // spec.tls: read by name, never listed; created (the CA) or applied.
+        ("", &["secrets"], &["get", "create", "patch"]),
+        ("cert-manager.io", &["certificates"], &["create", "patch"]),
     ]);
     let leases = expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update", "patch"])]);
 

@@ -25,6 +25,11 @@
 //! over the live one keeps the cluster; `helm uninstall` leaves nothing of
 //! the release behind.
 //!
+//! With `spec.tls` (operator-managed): the operator makes the CA and the
+//! certificates, drives a scale-out and a scale-in through mutual TLS with its
+//! own certificate; the application certificate reads and writes but may not
+//! drain; plaintext and foreign clients are refused; the mode is immutable.
+//!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
 //! back as the same stores with every key, never bootstrapped a second time.
@@ -35,9 +40,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
-use shoal_client::{Client, ClientOptions, Mutation, ReadConsistency};
+use shoal_client::pki;
+use shoal_client::{Client, ClientError, ClientOptions, ClientTls, Mutation, ReadConsistency};
 use shoal_operator::crd::KvCluster;
 use shoal_proto::{StoreState, mutation};
 use shoal_tests::k8s::{self, Env, repo_root};
@@ -78,11 +84,17 @@ fn helm_operator(env: &Env, verb: &str, chart: &std::path::Path, extra: &[&str])
 /// so that 10,000 keys make several regions and scaling moves some of them;
 /// the path of that copy.
 fn example(env: &Env) -> String {
+    example_with(env, "")
+}
+
+/// The same, with `spec_tail` (YAML indented as a field of `spec`) appended:
+/// the example ends inside `spec`.
+fn example_with(env: &Env, spec_tail: &str) -> String {
     let text = std::fs::read_to_string(repo_root().join("examples/kvcluster.yaml")).expect("the example");
     let big = "regionSplitSize: 100663296";
     assert!(text.contains(big), "the example's regionSplitSize changed: update this test");
     let path = env.control_plane.dir().join("kvcluster.yaml");
-    std::fs::write(&path, text.replace(big, "regionSplitSize: 131072")).expect("write the example");
+    std::fs::write(&path, text.replace(big, "regionSplitSize: 131072") + spec_tail).expect("write the example");
     path.to_str().expect("a UTF-8 path").to_string()
 }
 
@@ -241,7 +253,11 @@ async fn operator_metrics(env: &Env) -> Result<String, String> {
 
 /// Applies the example cluster and waits until its 3 stores are up.
 async fn apply_example(env: &Env) -> Api<KvCluster> {
-    env.kubectl_ok(&["apply", "-n", NS, "-f", &example(env)]);
+    apply_example_with(env, "").await
+}
+
+async fn apply_example_with(env: &Env, spec_tail: &str) -> Api<KvCluster> {
+    env.kubectl_ok(&["apply", "-n", NS, "-f", &example_with(env, spec_tail)]);
     let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
     let mut phases = BTreeSet::new();
     let st = wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
@@ -250,7 +266,11 @@ async fn apply_example(env: &Env) -> Api<KvCluster> {
 }
 
 fn demo_client() -> Client {
-    Client::new(&["demo.default.svc:20160".to_string()], ClientOptions::default()).expect("client")
+    demo_client_with(None)
+}
+
+fn demo_client_with(tls: Option<ClientTls>) -> Client {
+    Client::new(&["demo.default.svc:20160".to_string()], ClientOptions { tls, ..ClientOptions::default() }).expect("client")
 }
 
 async fn write_keys(kv: &Client) {
@@ -590,5 +610,78 @@ fn a_cluster_recreated_over_its_kept_volumes_comes_back_whole() {
         assert!(reasons.iter().any(|r| r == "RecreateStatefulSet"), "{reasons:?}");
         assert!(!reasons.iter().any(|r| r == "Bootstrap" || r == "JoinStore"), "{reasons:?}");
         check_keys(&demo_client(), "after the re-creation").await;
+    });
+}
+
+/// A TLS Secret's `ca.crt`, `tls.crt` and `tls.key`.
+async fn tls_secret(env: &Env, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let secret = Api::<Secret>::namespaced(env.client.clone(), NS).get(name).await.unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| data.get(k).map(|v| v.0.clone()).unwrap_or_else(|| panic!("Secret {name} has no {k}"));
+    (field("ca.crt"), field("tls.crt"), field("tls.key"))
+}
+
+/// `spec.tls.mode: OperatorManaged`: the operator makes a CA and the
+/// certificates, the stores serve mutual TLS, the operator's own certificate
+/// drives a scale-out and a scale-in, the application certificate it issued
+/// reads and writes but may not drain a store, and strangers are refused.
+#[test]
+fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
+    k8s::run(|env| async move {
+        install_operator(&env, &[]);
+        let kvcs = apply_example_with(&env, "  tls:\n    mode: OperatorManaged\n").await;
+        let uid = kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
+        let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
+        assert!(reasons.iter().any(|r| r == "CaCreated") && reasons.iter().any(|r| r == "CertificatesIssued"), "{reasons:?}");
+
+        // The stores' Secret is what the pods mount, signed by the CA in demo-ca.
+        let (ca, _, _) = tls_secret(&env, "demo-tls").await;
+        let ca_secret = Api::<Secret>::namespaced(env.client.clone(), NS).get("demo-ca").await.expect("the CA's Secret");
+        assert_eq!(ca_secret.data.unwrap_or_default().get("ca.crt").map(|v| v.0.clone()), Some(ca.clone()));
+        let (app_ca, app_cert, app_key) = tls_secret(&env, "demo-client-tls").await;
+        assert_eq!(app_ca, ca);
+        let app = demo_client_with(Some(ClientTls::from_pem(&ca, Some((&app_cert, &app_key)))));
+        write_keys(&app).await;
+
+        // Refused at the handshake: plaintext, no certificate, another CA's.
+        let rogue_ca = pki::Ca::generate("rogue", Duration::from_secs(3600)).expect("CA");
+        let rogue = rogue_ca.issue(&pki::LeafSpec::client("shoal-operator", Duration::from_secs(3600))).expect("cert");
+        let quick = |tls| {
+            let opts = ClientOptions { tls, deadline: Duration::from_secs(3), ..ClientOptions::default() };
+            Client::new(&["demo.default.svc:20160".to_string()], opts).expect("client")
+        };
+        for (what, tls) in [
+            ("plaintext", None),
+            ("no client certificate", Some(ClientTls::from_pem(&ca, None))),
+            (
+                "another CA",
+                Some(ClientTls::from_pem(rogue_ca.cert_pem().as_bytes(), Some((rogue.cert_pem.as_bytes(), rogue.key_pem.as_bytes())))),
+            ),
+        ] {
+            let err = quick(tls).get("users", &key(0)).await.expect_err(what);
+            assert!(matches!(err, ClientError::Unavailable { .. }), "{what}: {err}");
+        }
+
+        // Admin: the application's certificate may not drain a store.
+        let ids = store_ids(&kvcs.get("demo").await.expect("get"));
+        let denied = app.drain_store(ids["demo-2"]).await.expect_err("a drain from CN=shoal-client");
+        assert!(denied.to_string().contains("shoal-client"), "{denied}");
+        assert_eq!(store_state(&app, ids["demo-2"]).await, Some(StoreState::Up), "the refused drain changed nothing");
+
+        // The operator's certificate drives membership: 3 → 4 → 3.
+        let mut phases = BTreeSet::new();
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=4"]);
+        let st = wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+        eprintln!("scaled out over TLS: {}", summary(&st));
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=3"]);
+        let st = wait_status(&kvcs, Duration::from_secs(300), "back to 3 stores", &mut phases, |s| settled(s, 3)).await;
+        eprintln!("scaled in over TLS: {} (phases {phases:?})", summary(&st));
+        assert!(phases.contains("ScalingOut") && phases.contains("ScalingIn"), "{phases:?}");
+        check_keys(&app, "after scaling over TLS").await;
+
+        // tls.mode is fixed at creation: the API server refuses turning it off.
+        let off = env.kubectl(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#]);
+        assert!(!off.status.success(), "turning TLS off was accepted");
+        assert!(String::from_utf8_lossy(&off.stderr).contains("tls.mode cannot be changed"), "{}", String::from_utf8_lossy(&off.stderr));
     });
 }

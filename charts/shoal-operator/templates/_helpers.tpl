@@ -106,4 +106,12 @@ no wildcards, no secrets, only the verbs the operator uses.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# spec.tls: the operator-managed CA and certificates (read by name, never listed)
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# spec.tls.mode CertManager
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["create", "patch"]
 {{- end }}

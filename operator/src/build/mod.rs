@@ -10,6 +10,7 @@
 //! | StatefulSet `<name>` | [`statefulset::statefulset`] |
 //! | PodDisruptionBudget `<name>` (maxUnavailable 1) | [`pdb::pdb`] |
 //! | ServiceMonitor `<name>` (optional) | [`monitor::service_monitor`] |
+//! | TLS Secrets or cert-manager `Certificate`s (with `spec.tls`) | [`tls`] |
 //!
 //! Every object carries the cluster's labels ([`names::Names::labels`]) and a
 //! controller owner reference to the `KvCluster`, so deleting the cluster
@@ -21,6 +22,7 @@ pub mod names;
 pub mod pdb;
 pub mod services;
 pub mod statefulset;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -71,11 +73,15 @@ pub fn build(input: &BuildInput<'_>) -> Children {
 
 /// Metadata of a child object: name, namespace, labels, owner reference.
 fn meta(input: &BuildInput<'_>, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    owned_meta(input.kvc, &input.names, name, labels)
+}
+
+fn owned_meta(kvc: &KvCluster, names: &Names, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(input.names.namespace.clone()),
+        namespace: Some(names.namespace.clone()),
         labels: Some(labels),
-        owner_references: input.kvc.controller_owner_ref(&()).map(|r| vec![r]),
+        owner_references: kvc.controller_owner_ref(&()).map(|r| vec![r]),
         ..Default::default()
     }
 }

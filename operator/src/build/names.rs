@@ -28,6 +28,13 @@ pub const CONFIG_FILE_KEY: &str = "shoal.toml";
 pub const CLUSTER_STATE_KEY: &str = "initial-cluster-state";
 /// The volume claim template's name; PVC `i` is `data-<sts>-i`.
 pub const DATA_VOLUME: &str = "data";
+/// Where the stores' TLS Secret is mounted (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_MOUNT: &str = "/etc/shoal-tls";
+/// Common Name of the operator's client certificate: the only identity the
+/// stores allow the Admin calls that change membership.
+pub const OPERATOR_CN: &str = "shoal-operator";
+/// Common Name of the certificate issued for applications.
+pub const CLIENT_CN: &str = "shoal-client";
 
 /// The names of one cluster's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +65,32 @@ impl Names {
 
     pub fn config_map(&self) -> String {
         format!("{}-config", self.cluster)
+    }
+
+    /// The CA of an operator-managed cluster (`ca.crt`, `ca.key`).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// The stores' certificate, mounted into every pod.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.cluster)
+    }
+
+    /// The operator's client certificate.
+    pub fn operator_tls_secret(&self) -> String {
+        format!("{}-operator-tls", self.cluster)
+    }
+
+    /// A client certificate for applications.
+    pub fn client_tls_secret(&self) -> String {
+        format!("{}-client-tls", self.cluster)
+    }
+
+    /// The name every store's certificate carries and the operator checks it
+    /// for (it dials pod IPs, which no certificate names).
+    pub fn tls_server_name(&self) -> String {
+        format!("{}.{}.svc", self.peer_service(), self.namespace)
     }
 
     pub fn pdb(&self) -> String {

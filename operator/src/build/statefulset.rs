@@ -9,6 +9,11 @@
 //! with its volume finds its store identity there and rejoins as the same
 //! store.
 //!
+//! With `spec.tls` on, the stores' certificate Secret is mounted at
+//! `/etc/shoal-tls` and every store serves mutual TLS, reloading the files
+//! when the kubelet updates them after a renewal; only the operator's
+//! certificate may make the membership calls (`--admin-allowed-cn`).
+//!
 //! Pods start in parallel: the initial members must be up together to elect
 //! the leaders that make each of them ready. Scaling in is driven by the
 //! operator (drain, then shrink), never by the StatefulSet controller alone;
@@ -23,14 +28,18 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::node_toml;
-use super::names::{CLUSTER_STATE_KEY, CONFIG_FILE_KEY, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, DATA_VOLUME, GRPC_PORT, STATUS_PORT};
+use super::names::{
+    CLUSTER_STATE_KEY, CONFIG_FILE_KEY, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, DATA_VOLUME, GRPC_PORT, OPERATOR_CN, STATUS_PORT, TLS_MOUNT,
+};
+use super::tls::{CA_KEY, CERT_KEY, KEY_KEY};
 use super::{BuildInput, meta};
 
 /// User and group the node runs as (the image's non-root user).
@@ -100,13 +109,25 @@ fn pod_spec(input: &BuildInput<'_>) -> PodSpec {
         // Long enough for a store to finish its in-flight Raft round and flush.
         termination_grace_period_seconds: Some(60),
         automount_service_account_token: Some(false),
-        volumes: Some(vec![Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: input.names.config_map(), ..Default::default() }),
-            ..Default::default()
-        }]),
+        volumes: Some(volumes(input)),
         ..Default::default()
     }
+}
+
+fn volumes(input: &BuildInput<'_>) -> Vec<Volume> {
+    let mut out = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource { name: input.names.config_map(), ..Default::default() }),
+        ..Default::default()
+    }];
+    if super::tls::enabled(input.kvc).is_some() {
+        out.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(input.names.tls_secret()), ..Default::default() }),
+            ..Default::default()
+        });
+    }
+    out
 }
 
 fn container(input: &BuildInput<'_>) -> Container {
@@ -114,7 +135,8 @@ fn container(input: &BuildInput<'_>) -> Container {
     let spec = &input.kvc.spec;
     let initial_cluster =
         (0..input.initial_members).map(|i| format!("{}={}", names.pod(i), names.peer_addr(i))).collect::<Vec<_>>().join(",");
-    let args = vec![
+    let tls = super::tls::enabled(input.kvc).is_some();
+    let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
         format!("--config={CONFIG_MOUNT}/{CONFIG_FILE_KEY}"),
@@ -128,6 +150,22 @@ fn container(input: &BuildInput<'_>) -> Container {
         format!("--join={}", names.client_addr()),
         format!("--replication-factor={}", spec.replication_factor),
     ];
+    if tls {
+        args.extend([
+            format!("--cert-file={TLS_MOUNT}/{CERT_KEY}"),
+            format!("--key-file={TLS_MOUNT}/{KEY_KEY}"),
+            format!("--trusted-ca-file={TLS_MOUNT}/{CA_KEY}"),
+            "--client-cert-auth".to_string(),
+            format!("--admin-allowed-cn={OPERATOR_CN}"),
+        ]);
+    }
+    let mut mounts = vec![
+        VolumeMount { name: DATA_VOLUME.into(), mount_path: DATA_MOUNT.into(), ..Default::default() },
+        VolumeMount { name: "config".into(), mount_path: CONFIG_MOUNT.into(), read_only: Some(true), ..Default::default() },
+    ];
+    if tls {
+        mounts.push(VolumeMount { name: "tls".into(), mount_path: TLS_MOUNT.into(), read_only: Some(true), ..Default::default() });
+    }
     let field_env = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -183,10 +221,7 @@ fn container(input: &BuildInput<'_>) -> Container {
             capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount { name: DATA_VOLUME.into(), mount_path: DATA_MOUNT.into(), ..Default::default() },
-            VolumeMount { name: "config".into(), mount_path: CONFIG_MOUNT.into(), read_only: Some(true), ..Default::default() },
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     }
 }
