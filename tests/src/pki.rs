@@ -1,9 +1,14 @@
 //! A throwaway PKI for TLS tests, on [`shoal_client::pki::Ca`]: a CA that
 //! signs node certificates (server and client use, for 127.0.0.1) and client
-//! certificates with a chosen Common Name, each written as PEM files.
+//! certificates with a chosen Common Name, each written as PEM files; and
+//! [`served_certificate`], what a server presents to a new connection.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use shoal_client::pki::{self, LeafSpec};
 
@@ -59,4 +64,31 @@ impl Ca {
     pub fn client(&self, file: &str, cn: &str) -> CertFiles {
         self.leaf(file, &LeafSpec::client(cn, LIFETIME))
     }
+}
+
+/// The leaf certificate (DER) the server at `addr` presents to a new
+/// connection checked for `server_name`, with a client certificate (mutual
+/// TLS); all inputs PEM.
+pub async fn served_certificate(addr: &str, server_name: &str, ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Vec<u8>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let certs = vec![CertificateDer::from_pem_slice(cert).map_err(|e| e.to_string())?];
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no certificate")?;
+    Ok(leaf.as_ref().to_vec())
+}
+
+/// The first certificate of a PEM text, DER.
+pub fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>, String> {
+    CertificateDer::from_pem_slice(pem).map(|c| c.as_ref().to_vec()).map_err(|e| e.to_string())
 }

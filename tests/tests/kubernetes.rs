@@ -28,7 +28,9 @@
 //! With `spec.tls` (operator-managed): the operator makes the CA and the
 //! certificates, drives a scale-out and a scale-in through mutual TLS with its
 //! own certificate; the application certificate reads and writes but may not
-//! drain; plaintext and foreign clients are refused; the mode is immutable.
+//! drain; plaintext and foreign clients are refused; the stores' Secret,
+//! deleted, is issued again and served by every store without a restart while
+//! writes run; the mode is immutable.
 //!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
@@ -640,7 +642,8 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
         assert_eq!(ca_secret.data.unwrap_or_default().get("ca.crt").map(|v| v.0.clone()), Some(ca.clone()));
         let (app_ca, app_cert, app_key) = tls_secret(&env, "demo-client-tls").await;
         assert_eq!(app_ca, ca);
-        let app = demo_client_with(Some(ClientTls::from_pem(&ca, Some((&app_cert, &app_key)))));
+        let app_tls = ClientTls::from_pem(&ca, Some((&app_cert, &app_key)));
+        let app = demo_client_with(Some(app_tls.clone()));
         write_keys(&app).await;
 
         // Refused at the handshake: plaintext, no certificate, another CA's.
@@ -678,6 +681,57 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
         eprintln!("scaled in over TLS: {} (phases {phases:?})", summary(&st));
         assert!(phases.contains("ScalingOut") && phases.contains("ScalingIn"), "{phases:?}");
         check_keys(&app, "after scaling over TLS").await;
+
+        // Rotation: the stores' Secret deleted → issued again by the operator,
+        // rewritten in the pods, reloaded by every store without a restart,
+        // while writers run.
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+        let restarts = || async {
+            let list = pods.list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=demo")).await.expect("pods");
+            list.items
+                .iter()
+                .map(|p| {
+                    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+                    (p.metadata.name.clone().unwrap_or_default(), statuses.first().map(|c| c.restart_count).unwrap_or(-1))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let restarts_before = restarts().await;
+        let (_, old_cert, _) = tls_secret(&env, "demo-tls").await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = start_writers(Arc::new(demo_client_with(Some(app_tls.clone()))), 2, stop.clone());
+        env.kubectl_ok(&["delete", "secret", "-n", NS, "demo-tls"]);
+        let secrets: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+        let new_cert = wait_until(Duration::from_secs(90), Duration::from_millis(500), "demo-tls issued again", || async {
+            let s = secrets.get_opt("demo-tls").await.map_err(|e| e.to_string())?.ok_or("no demo-tls yet")?;
+            let cert = s.data.and_then(|d| d.get("tls.crt").map(|v| v.0.clone())).ok_or("no tls.crt")?;
+            if cert != old_cert { Ok(cert) } else { Err("still the old certificate".to_string()) }
+        })
+        .await;
+        let new_der = shoal_tests::pki::pem_to_der(&new_cert).expect("the new certificate");
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), "every store serving the new certificate", || async {
+            let list =
+                pods.list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=demo")).await.map_err(|e| e.to_string())?;
+            for p in &list.items {
+                let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or("a pod without an address")?;
+                let served =
+                    shoal_tests::pki::served_certificate(&format!("{ip}:20160"), "demo-peer.default.svc", &ca, &app_cert, &app_key).await?;
+                if served != new_der {
+                    return Err(format!("{} still serves the old certificate", p.metadata.name.as_deref().unwrap_or_default()));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            let run = w.await.expect("writer");
+            assert!(run.errors.is_empty() && run.acked > 0, "writes through the rotation: {run:?}");
+            eprintln!("writer through the rotation: {} acknowledged, longest stall {:?}", run.acked, run.longest_stall);
+        }
+        assert_eq!(restarts().await, restarts_before, "no store restarted for the new certificate");
+        let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
+        assert!(reasons.iter().filter(|r| *r == "CertificatesIssued").count() >= 2, "{reasons:?}");
 
         // tls.mode is fixed at creation: the API server refuses turning it off.
         let off = env.kubectl(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#]);

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shoal_client::{Client, ClientError, ClientOptions, ClientTls};
-use shoal_tests::pki::{Ca, CertFiles};
+use shoal_tests::pki::{self, Ca, CertFiles};
 use shoal_tests::{Cluster, wait_until};
 use tokio::io::AsyncWriteExt;
 
@@ -29,23 +28,8 @@ fn client(cluster: &Cluster, tls: Option<ClientTls>) -> Client {
 /// The certificate node `addr` presents to a new connection (a handshake with
 /// `client` as the client certificate, trusting `ca`).
 async fn served_certificate(addr: &str, ca: &Ca, client: &CertFiles) -> Result<Vec<u8>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&ca.cert).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let certs = vec![CertificateDer::from_pem_file(&client.cert).map_err(|e| e.to_string())?];
-    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no certificate")?;
-    Ok(leaf.as_ref().to_vec())
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    pki::served_certificate(addr, "127.0.0.1", &read(&ca.cert)?, &read(&client.cert)?, &read(&client.key)?).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,9 @@
 //! and projected files — service-account tokens through the TokenRequest
 //! API — and emptyDirs) and mounted at their `mountPath`s.
 //!
+//! Secret and ConfigMap volumes are kept up to date while the pod runs
+//! ([`refresh_volumes`]), each file replaced whole by a rename.
+//!
 //! One departure, because every pod shares the machine's network: a
 //! `0.0.0.0` in an arg becomes the pod's own loopback IP, so that two pods can
 //! listen on the same port.
@@ -185,7 +188,35 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, items: &Option<Vec
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&target, value).map_err(|e| format!("write {}: {e}", target.display()))?;
+        if std::fs::read(&target).is_ok_and(|old| &old == value) {
+            continue;
+        }
+        // Whole or not at all, as the kubelet's atomic writer swaps them.
+        let tmp = target.with_file_name(format!(".{}.tmp", target.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()));
+        std::fs::write(&tmp, value).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &target).map_err(|e| format!("rename {}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Rewrites the pod's Secret and ConfigMap volumes whose objects changed, as
+/// the kubelet does every sync period (subPath mounts included here, which the
+/// kubelet leaves alone; no test relies on either).
+pub async fn refresh_volumes(ctx: &PodContext<'_>) -> Result<(), String> {
+    for vol in ctx.spec().volumes.iter().flatten() {
+        let own = ctx.pod_dir.join("volumes").join(&vol.name);
+        if !own.exists() {
+            continue;
+        }
+        if let Some(cm) = &vol.config_map
+            && let Some(data) = config_map(ctx, &cm.name).await?
+        {
+            write_files(&own, &text_files(data), &cm.items)?;
+        } else if let Some(s) = &vol.secret
+            && let Some(data) = secret(ctx, s.secret_name.as_deref().unwrap_or_default()).await?
+        {
+            write_files(&own, &data, &s.items)?;
+        }
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! the test's network namespace, see [`super::hosts`]) and its first container runs as a real local process ([`process`]) — the
 //! image name maps to our binaries, `shoal-node` or `shoal-operator` — with
 //! the pod's env, args and volumes ([`launch`]), its startup, liveness and
-//! readiness probes ([`probes`]), restarts with back-off, and its status
+//! readiness probes ([`probes`]), its Secret and ConfigMap volumes kept
+//! current, restarts with back-off, and its status
 //! (phase, IPs, conditions, container state, restart count) written back
 //! ([`status`]). A pod being deleted is stopped as the kubelet stops it —
 //! SIGTERM, the grace period, SIGKILL — and then removed from the API.
@@ -146,6 +147,7 @@ impl NodeAgent {
         let tasks = vec![
             tokio::spawn(node::heartbeat(shared.clone())),
             tokio::spawn(pods::run(shared.clone())),
+            tokio::spawn(pods::refresh(shared.clone())),
             tokio::spawn(volumes::run(shared.clone())),
             tokio::spawn(dns::run(shared.clone())),
         ];

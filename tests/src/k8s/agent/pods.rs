@@ -4,7 +4,9 @@
 //! grace period, SIGKILL, then delete the Pod object for good, as the
 //! kubelet confirms a deletion); forget those gone; reap exited processes and
 //! restart them with back-off (restartPolicy Always); run the probes that are
-//! due; write each pod's status when it changed.
+//! due; write each pod's status when it changed. Apart from that loop,
+//! [`refresh`] rewrites running pods' Secret and ConfigMap volumes whose
+//! objects changed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -39,6 +41,38 @@ pub async fn run(shared: Arc<Shared>) {
             eprintln!("node agent: pod sync: {e}");
         }
         tokio::time::sleep(TICK).await;
+    }
+}
+
+/// How often running pods' Secret and ConfigMap volumes are refreshed (the
+/// kubelet's sync period is a minute; a test waits less).
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// Keeps the running pods' Secret and ConfigMap volumes current.
+pub async fn refresh(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let running: Vec<(String, Pod, String)> = shared
+            .state()
+            .pods
+            .iter()
+            .filter(|(_, rt)| rt.process.is_some() && !rt.terminating)
+            .map(|(uid, rt)| (uid.clone(), rt.pod.clone(), rt.ip.clone()))
+            .collect();
+        for (uid, pod, ip) in running {
+            let ctx = PodContext {
+                client: &shared.client,
+                pod: &pod,
+                ip,
+                node: &shared.node,
+                apiserver: (&shared.apiserver.0, shared.apiserver.1),
+                bin_dir: &shared.bin_dir,
+                pod_dir: shared.root.path().join("pods").join(&uid),
+            };
+            if let Err(e) = launch::refresh_volumes(&ctx).await {
+                eprintln!("node agent: refreshing the volumes of {}: {e}", pod.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
     }
 }
 
