@@ -55,7 +55,7 @@ fn status(e: Error) -> Status {
 
 /// Checks the header chunk: addressed to this store, a `MsgSnapshot` whose
 /// `SnapshotData` decodes and agrees with the Raft metadata and the region.
-fn check_header(first: &SnapshotChunk, store_id: u64) -> Result<(RaftMessage, SnapshotData), Status> {
+pub fn check_header(first: &SnapshotChunk, store_id: u64) -> Result<(RaftMessage, SnapshotData), Status> {
     let header = first.header.clone().ok_or_else(|| Status::invalid_argument("the first snapshot chunk carries no header"))?;
     if !first.data.is_empty() {
         return Err(Status::invalid_argument("the header chunk carries file data"));
