@@ -3,7 +3,8 @@
 //! [`KvClusterSpec`] is what a user asks for: how many stores, the replication
 //! factor, the image, storage, column families and node tunables, and the pod
 //! essentials a platform team needs (labels, affinity, tolerations, ...), and
-//! TLS ([`TlsSpec`]: off, operator-managed or cert-manager certificates).
+//! TLS ([`TlsSpec`]: off, operator-managed or cert-manager certificates) and
+//! a NetworkPolicy ([`NetworkPolicySpec`]).
 //! [`KvClusterStatus`] is what the operator observed and is doing: ready
 //! replicas, one entry per store ([`StoreEntry`]), the conditions `Available`,
 //! `Progressing` and `Degraded`, and the scaling operation in progress
@@ -23,6 +24,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -103,6 +105,9 @@ pub struct KvClusterSpec {
     /// mutual TLS). Chosen at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// A NetworkPolicy in front of the stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 }
 
 fn default_replication_factor() -> i32 {
@@ -393,6 +398,26 @@ pub struct IssuerRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub group: Option<String>,
+}
+
+/// A NetworkPolicy `<name>` that lets only the cluster's own stores, the
+/// operator and the listed clients reach the stores' gRPC port (clients, peers
+/// and the Admin API share it: the Admin calls are guarded by mutual TLS and
+/// the operator's Common Name, see `tls`), and the listed scrapers the status
+/// port. Enforced only where the cluster's network plugin enforces policies.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Who else may reach the gRPC port (NetworkPolicy peers); left out: every
+    /// pod of the cluster's namespace; `[]`: nobody else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
+    /// Who may reach the status port (metrics, health); left out: anyone
+    /// (the kubelet's probes and Prometheus need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<NetworkPolicyPeer>>,
 }
 
 /// What the operator observed and is doing.

@@ -14,6 +14,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
+use shoal_operator::build::network_policy::OperatorPeer;
 use shoal_operator::crd::KvCluster;
 use shoal_operator::leader::LeaseLock;
 use shoal_operator::metrics::Metrics;
@@ -56,6 +57,10 @@ struct RunArgs {
     /// This replica's identity in the Lease and in Events (default: the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Labels of the operator's own pods (`k=v,k=v`), which a cluster's
+    /// NetworkPolicy lets in; its namespace is --lease-namespace's.
+    #[arg(long, env = "SHOAL_OPERATOR_POD_LABELS", default_value = "app.kubernetes.io/name=shoal-operator")]
+    operator_pod_labels: String,
     /// Seconds a drain may go without moving a region before the cluster is Degraded.
     #[arg(long, default_value_t = 600)]
     drain_stall_timeout_secs: u64,
@@ -108,6 +113,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         drain_stall: Duration::from_secs(args.drain_stall_timeout_secs),
         failures: Mutex::new(Default::default()),
+        operator: OperatorPeer::parse(&args.lease_namespace, &args.operator_pod_labels).map_err(anyhow::Error::msg)?,
     });
     let controller = controller(&client, args.namespace.as_deref(), ctx);
     let result = match &lease {

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -36,6 +37,7 @@ use serde::de::DeserializeOwned;
 use shoal_client::ClientTls;
 
 use crate::build::names::FIELD_MANAGER;
+use crate::build::network_policy::{OperatorPeer, network_policy};
 use crate::build::{BuildInput, Children, Names, build, monitor};
 use crate::crd::{KvCluster, KvClusterStatus};
 use crate::error::{Error, Result};
@@ -58,6 +60,8 @@ pub struct Context {
     pub drain_stall: Duration,
     /// Consecutive failures per cluster, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// Where the operator runs, for the clusters' NetworkPolicies.
+    pub operator: OperatorPeer,
 }
 
 fn key(kvc: &KvCluster) -> String {
@@ -196,6 +200,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         bootstrapped: plan.memory.bootstrapped,
     };
     let monitor_error = apply_children(&ctx.client, &names, &build(&input), &kvc).await?;
+    apply_network_policy(&ctx.client, &names, network_policy(&input, &ctx.operator), &kvc).await?;
     announce(ctx, &kvc, &memory, &plan, &world).await;
     if let Some(e) = &monitor_error {
         publish(ctx, &kvc, EventType::Warning, "ServiceMonitorFailed", "Apply", e.clone()).await;
@@ -283,6 +288,23 @@ async fn apply_children(client: &Client, names: &Names, children: &Children, kvc
         (None, None) => Ok(()),
     };
     Ok(result.err().map(|e| format!("cannot apply the ServiceMonitor (is the Prometheus Operator's CRD installed?): {e}")))
+}
+
+/// Applies the NetworkPolicy, or deletes the one made before once
+/// `spec.networkPolicy.enabled` is false.
+async fn apply_network_policy(client: &Client, names: &Names, policy: Option<NetworkPolicy>, kvc: &KvCluster) -> Result<()> {
+    match policy {
+        Some(p) => ssa::<NetworkPolicy>(client, &names.namespace, &p).await,
+        None if kvc.spec.network_policy.is_some() => {
+            let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &names.namespace);
+            match api.delete(&names.statefulset(), &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        None => Ok(()),
+    }
 }
 
 /// Carries out the step; `Ok(Some(reason))` when the cluster refused it.

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
+use shoal_operator::build::network_policy::{OperatorPeer, network_policy};
 use shoal_operator::build::{BuildInput, Names, build, tls};
 use shoal_operator::crd::{KvCluster, TlsMode};
 
@@ -59,6 +60,13 @@ fn the_sample_clusters_objects_match_their_golden_files() {
         .map(|(secret, leaf)| tls::cert_manager_certificate(&kvc, &names, spec, secret, leaf))
         .collect();
     golden("certificates.yaml", &yaml(&certificates));
+    let operator = OperatorPeer::parse("shoal-system", "app.kubernetes.io/name=shoal-operator,app.kubernetes.io/instance=shoal-operator")
+        .expect("labels");
+    golden("networkpolicy.yaml", &yaml(&network_policy(&input, &operator).expect("enabled in the fixture")));
+    let mut off = kvc.clone();
+    off.spec.network_policy.as_mut().expect("networkPolicy").enabled = false;
+    let input = BuildInput { kvc: &off, names: Names::of(&off), sts_replicas: 5, initial_members: 5, bootstrapped: false };
+    assert!(network_policy(&input, &operator).is_none());
 }
 
 /// The pods mount the stores' Secret and serve mutual TLS, whoever issues

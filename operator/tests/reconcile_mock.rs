@@ -24,6 +24,7 @@ use kube::core::Status;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
+use shoal_operator::build::network_policy::OperatorPeer;
 use shoal_operator::crd::{KvCluster, KvClusterSpec};
 use shoal_operator::error::Error;
 use shoal_operator::metrics::Metrics;
@@ -84,6 +85,7 @@ fn context() -> (Arc<Context>, Verifier) {
         metrics: Arc::new(Metrics::new().expect("metrics register")),
         drain_stall: Duration::from_secs(600),
         failures: Mutex::new(Default::default()),
+        operator: OperatorPeer::parse("shoal-system", "app.kubernetes.io/name=shoal-operator").expect("labels"),
     };
     (Arc::new(ctx), Verifier { handle })
 }

@@ -133,6 +133,7 @@ const VALUE_SETS: [&[&str]; 2] = [
         "serviceMonitor.enabled=true",
         "prometheusRule.enabled=true",
         "grafanaDashboard.enabled=true",
+        "networkPolicy.enabled=true",
         "replicaCount=2",
     ],
 ];
@@ -367,6 +368,7 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("", &["events"], &["create", "patch"]),
         ("monitoring.coreos.com", &["servicemonitors"], ALL),
+        ("networking.k8s.io", &["networkpolicies"], &["create", "patch", "delete"]),
         // spec.tls: read by name, never listed; created (the CA) or applied.
         ("", &["secrets"], &["get", "create", "patch"]),
         ("cert-manager.io", &["certificates"], &["create", "patch"]),

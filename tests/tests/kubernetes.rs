@@ -25,7 +25,8 @@
 //! over the live one keeps the cluster; `helm uninstall` leaves nothing of
 //! the release behind.
 //!
-//! With `spec.tls` (operator-managed): the operator makes the CA and the
+//! With `spec.tls` (operator-managed) and `spec.networkPolicy`: the
+//! NetworkPolicy's operator selector picks the operator's pod; the operator makes the CA and the
 //! certificates, drives a scale-out and a scale-in through mutual TLS with its
 //! own certificate; the application certificate reads and writes but may not
 //! drain; plaintext and foreign clients are refused; the stores' Secret,
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use shoal_client::pki;
 use shoal_client::{Client, ClientError, ClientOptions, ClientTls, Mutation, ReadConsistency};
@@ -631,7 +633,23 @@ async fn tls_secret(env: &Env, name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
     k8s::run(|env| async move {
         install_operator(&env, &[]);
-        let kvcs = apply_example_with(&env, "  tls:\n    mode: OperatorManaged\n").await;
+        let kvcs = apply_example_with(&env, "  tls:\n    mode: OperatorManaged\n  networkPolicy:\n    enabled: true\n").await;
+        // The NetworkPolicy lets in the operator's pods as the chart labels them.
+        let policy = Api::<NetworkPolicy>::namespaced(env.client.clone(), NS).get("demo").await.expect("the NetworkPolicy");
+        let from = policy.spec.and_then(|s| s.ingress).and_then(|i| i.into_iter().next()).and_then(|r| r.from).expect("gRPC sources");
+        let operator = from.iter().find(|p| p.namespace_selector.is_some()).expect("the operator's pods");
+        let labels = operator.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+        let operator_pods = env.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            OPERATOR_NS,
+            "-l",
+            &labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            "-o",
+            "name",
+        ]);
+        assert_eq!(operator_pods.lines().count(), 1, "the policy's operator selector picks the operator pod: {labels:?}");
         let uid = kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
         let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
         assert!(reasons.iter().any(|r| r == "CaCreated") && reasons.iter().any(|r| r == "CertificatesIssued"), "{reasons:?}");

@@ -110,6 +110,10 @@ no wildcards, no secrets, only the verbs the operator uses.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]
+# spec.networkPolicy
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch", "delete"]
 # spec.tls.mode CertManager
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]

@@ -11,6 +11,7 @@
 //! | PodDisruptionBudget `<name>` (maxUnavailable 1) | [`pdb::pdb`] |
 //! | ServiceMonitor `<name>` (optional) | [`monitor::service_monitor`] |
 //! | TLS Secrets or cert-manager `Certificate`s (with `spec.tls`) | [`tls`] |
+//! | NetworkPolicy `<name>` (optional) | [`network_policy::network_policy`] |
 //!
 //! Every object carries the cluster's labels ([`names::Names::labels`]) and a
 //! controller owner reference to the `KvCluster`, so deleting the cluster
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod monitor;
 pub mod names;
+pub mod network_policy;
 pub mod pdb;
 pub mod services;
 pub mod statefulset;
