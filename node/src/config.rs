@@ -158,6 +158,11 @@ pub struct NodeArgs {
     /// Without it, any client the handshake accepted may.
     #[arg(long = "admin-allowed-cn", value_name = "CN")]
     pub admin_allowed_cn: Vec<String>,
+    /// Common Name of a certificate allowed to send Raft messages and
+    /// snapshots (the other stores'); repeatable. With --client-cert-auth and
+    /// without it: the Common Name of this store's own certificate.
+    #[arg(long = "peer-allowed-cn", value_name = "CN")]
+    pub peer_allowed_cn: Vec<String>,
     /// Seconds between two checks of the certificate files for a change.
     #[arg(long)]
     pub tls_reload_interval_secs: Option<u64>,
@@ -234,6 +239,7 @@ pub struct NodeConfig {
     pub trusted_ca_file: Option<PathBuf>,
     pub client_cert_auth: bool,
     pub admin_allowed_cn: Vec<String>,
+    pub peer_allowed_cn: Vec<String>,
     pub tls_reload_interval_secs: u64,
 }
 
@@ -275,6 +281,7 @@ impl Default for NodeConfig {
             trusted_ca_file: None,
             client_cert_auth: false,
             admin_allowed_cn: Vec::new(),
+            peer_allowed_cn: Vec::new(),
             tls_reload_interval_secs: 10,
         }
     }
@@ -309,6 +316,7 @@ impl NodeConfig {
         }
         cfg.client_cert_auth |= args.client_cert_auth;
         cfg.admin_allowed_cn.extend(args.admin_allowed_cn);
+        cfg.peer_allowed_cn.extend(args.peer_allowed_cn);
         if args.advertise_addr.is_some() {
             cfg.advertise_addr = args.advertise_addr;
         }
@@ -373,8 +381,11 @@ impl NodeConfig {
         if !self.admin_allowed_cn.is_empty() && !self.client_cert_auth {
             return invalid("--admin-allowed-cn needs --client-cert-auth (callers must present certificates)");
         }
-        if self.admin_allowed_cn.iter().any(|cn| cn.is_empty()) {
-            return invalid("--admin-allowed-cn must not be empty");
+        if !self.peer_allowed_cn.is_empty() && !self.client_cert_auth {
+            return invalid("--peer-allowed-cn needs --client-cert-auth (callers must present certificates)");
+        }
+        if self.admin_allowed_cn.iter().chain(&self.peer_allowed_cn).any(|cn| cn.is_empty()) {
+            return invalid("--admin-allowed-cn and --peer-allowed-cn must not be empty");
         }
         Ok(())
     }
@@ -662,12 +673,15 @@ mod tests {
             "ops",
         ];
         assert_eq!(parse(&admin).unwrap().admin_allowed_cn, vec!["shoal-operator", "ops"]);
+        let peers = [&admin[..], &["--peer-allowed-cn", "shoal-node"]].concat();
+        assert_eq!(parse(&peers).unwrap().peer_allowed_cn, vec!["shoal-node"]);
         for (args, why) in [
             (&["--name", "a", "--cert-file", "c"][..], "--cert-file needs --key-file"),
             (&["--name", "a", "--key-file", "k"][..], "--key-file needs --cert-file"),
             (&["--name", "a", "--client-cert-auth"][..], "need --cert-file"),
             (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--client-cert-auth"][..], "needs --trusted-ca-file"),
             (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--admin-allowed-cn", "x"][..], "needs --client-cert-auth"),
+            (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--peer-allowed-cn", "x"][..], "needs --client-cert-auth"),
             (&["--name", "a", "--tls-reload-interval-secs", "0"][..], "tls-reload-interval-secs"),
         ] {
             match parse(args) {

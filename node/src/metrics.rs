@@ -86,6 +86,9 @@ pub struct Metrics {
     /// Admin calls refused because the caller's certificate is not on
     /// `--admin-allowed-cn`.
     pub admin_denied: IntCounter,
+    /// Raft and snapshot streams refused because the caller's certificate
+    /// is not a store's (`--peer-allowed-cn`).
+    pub peer_denied: IntCounter,
     /// 1 on the store whose peer leads the meta region (placement runs there).
     pub meta_leader: IntGauge,
     /// Times a region peer on this store became leader.
@@ -202,6 +205,10 @@ impl Metrics {
                 "shoal_admin_denied_total",
                 "Admin calls refused: the caller's certificate is not on --admin-allowed-cn",
             )?,
+            peer_denied: IntCounter::new(
+                "shoal_peer_denied_total",
+                "Raft and snapshot streams refused: the caller's certificate is not a store's (--peer-allowed-cn)",
+            )?,
             meta_leader: IntGauge::new("shoal_meta_leader", "1 on the store that leads the meta region (and runs placement)")?,
             leader_changes: IntCounter::new("shoal_raft_leader_changes_total", "Times a region peer on this store became leader")?,
             elections: IntCounter::new("shoal_raft_elections_total", "Elections started by region peers on this store")?,
@@ -241,6 +248,7 @@ impl Metrics {
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
         m.registry.register(Box::new(m.tls_handshake_failures.clone()))?;
         m.registry.register(Box::new(m.admin_denied.clone()))?;
+        m.registry.register(Box::new(m.peer_denied.clone()))?;
         m.registry.register(Box::new(m.meta_leader.clone()))?;
         m.registry.register(Box::new(m.leader_changes.clone()))?;
         m.registry.register(Box::new(m.elections.clone()))?;

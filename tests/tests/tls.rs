@@ -3,7 +3,8 @@
 //! a client without a certificate and one whose certificate another CA signed
 //! are refused at the handshake (and the refusals counted), garbage on the port
 //! changes nothing; a certificate not on the admin list gets PERMISSION_DENIED
-//! on `DrainStore` (counted) while its reads and writes work; and a node's
+//! on `DrainStore` (counted) while its reads and writes work, and neither it
+//! nor the operator's may open a Raft stream (only a store's may); and a node's
 //! certificate files rotated under a write load are served within the reload
 //! period while every write is acknowledged.
 
@@ -99,6 +100,35 @@ async fn mutual_tls_refuses_strangers_guards_admin_and_rotates_certificates() {
     })
     .await;
     assert_eq!(good.get("default", b"k").await.expect("still serving"), Some(b"v".to_vec()));
+
+    // Raft: only a store's certificate may open a Raft stream; an
+    // application's, accepted at the handshake, is refused (and counted).
+    for (who, cert) in [("CN=app", &app), ("CN=shoal-operator", &operator)] {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&ca.cert).expect("CA")))
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(&cert.cert).expect("cert"),
+                std::fs::read(&cert.key).expect("key"),
+            ))
+            .domain_name("localhost");
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.nodes[0].grpc)).expect("endpoint");
+        let channel = endpoint.tls_config(tls).expect("TLS").connect().await.expect("the handshake passes");
+        let forged = shoal_proto::RaftMessageBatch {
+            messages: vec![shoal_proto::RaftMessage {
+                region_id: 1,
+                from_store_id: 9,
+                to_store_id: cluster.store_id(0),
+                ..Default::default()
+            }],
+        };
+        let refused = shoal_proto::raft_client::RaftClient::new(channel)
+            .send(futures::stream::iter(vec![forged]))
+            .await
+            .expect_err("a Raft stream from a client certificate");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who}: {refused}");
+        assert!(refused.message().contains(who), "{who}: {refused}");
+    }
+    assert!(cluster.metric_or_zero(0, "shoal_peer_denied_total", &[]).await >= 2.0, "the refusals are counted");
 
     // Admin: the operator's certificate may, any other may not.
     let store = cluster.store_id(2);

@@ -193,8 +193,14 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .run(),
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let raft =
-        transport::RaftService { store: handle.clone(), store_id: ident.store_id, shutdown: shutdown_rx, snap, metrics: metrics.clone() };
+    let raft = transport::RaftService {
+        store: handle.clone(),
+        store_id: ident.store_id,
+        shutdown: shutdown_rx,
+        snap,
+        metrics: metrics.clone(),
+        guard: tls::PeerGuard { tls: tls.clone(), allowed: cfg.peer_allowed_cn.clone() },
+    };
     let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
 
     // The store loop ending on its own (an engine failure) stops the node too.

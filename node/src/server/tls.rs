@@ -21,7 +21,10 @@
 //! client settings under TLS, `http://` without.
 //!
 //! [`admin_identity`] reads the Common Name of a caller's certificate, which
-//! the Admin service checks against `--admin-allowed-cn`.
+//! the Admin service checks against `--admin-allowed-cn`, and [`PeerGuard`]
+//! against `--peer-allowed-cn` (by default this store's own Common Name) for
+//! the Raft and snapshot streams: a client's certificate may read and write,
+//! not speak Raft.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +63,8 @@ type Stamp = Vec<Option<(SystemTime, u64)>>;
 struct Loaded {
     server: Arc<ServerConfig>,
     client: ClientTlsConfig,
+    /// The Common Name of this store's own certificate.
+    own_cn: Option<String>,
 }
 
 pub struct Tls {
@@ -109,6 +114,7 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
         (None, true) => return Err(Error::Internal("TLS: --client-cert-auth needs --trusted-ca-file".into())),
         (_, false) => builder.with_no_client_auth(),
     };
+    let own_cn = admin_identity(Some(&certs));
     let mut server = builder.with_single_cert(certs, key).map_err(|e| bad("certificate and key do not match:", &files.cert, &e))?;
     server.alpn_protocols = vec![b"h2".to_vec()];
 
@@ -116,7 +122,7 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
     if let Some(pem) = &ca_pem {
         client = client.ca_certificate(Certificate::from_pem(pem));
     }
-    Ok(Loaded { server: Arc::new(server), client })
+    Ok(Loaded { server: Arc::new(server), client, own_cn })
 }
 
 impl Tls {
@@ -148,6 +154,16 @@ impl Tls {
     /// The server configuration new connections get.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.current().server.clone()
+    }
+
+    /// The Common Name of this store's current certificate.
+    pub fn own_cn(&self) -> Option<String> {
+        self.current().own_cn.clone()
+    }
+
+    /// Whether client certificates are required (so callers have an identity).
+    pub fn client_cert_auth(&self) -> bool {
+        self.files.client_cert_auth
     }
 }
 
@@ -239,4 +255,28 @@ pub fn admin_identity(certs: Option<&[CertificateDer<'static>]>) -> Option<Strin
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
     Some(cn)
+}
+
+/// Who may open Raft and snapshot streams to this store: with mutual TLS,
+/// only certificates whose Common Name is in `allowed` or, when that is
+/// empty, equals this store's own (every store of a cluster shares a
+/// certificate identity); without it, anyone the port lets in.
+#[derive(Clone, Default)]
+pub struct PeerGuard {
+    pub tls: Option<Arc<Tls>>,
+    pub allowed: Vec<String>,
+}
+
+impl PeerGuard {
+    /// `Err(reason)` when the caller whose certificates these are may not.
+    pub fn check(&self, certs: Option<&[CertificateDer<'static>]>) -> std::result::Result<(), String> {
+        let Some(tls) = self.tls.as_ref().filter(|t| t.client_cert_auth()) else { return Ok(()) };
+        let allowed = if self.allowed.is_empty() { tls.own_cn().into_iter().collect() } else { self.allowed.clone() };
+        let cn = admin_identity(certs);
+        if cn.as_ref().is_some_and(|cn| allowed.contains(cn)) {
+            return Ok(());
+        }
+        let who = cn.map_or("a caller without a certificate Common Name".to_string(), |cn| format!("CN={cn}"));
+        Err(format!("Raft and snapshot streams are allowed to certificates with CN in {allowed:?}, not to {who}"))
+    }
 }

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::registry::StoreRegistry;
 use super::snapshot;
+use super::tls::PeerGuard;
 use crate::metrics::Metrics;
 use crate::raftstore::store_loop::StoreHandle;
 use crate::snap::SnapManager;
@@ -42,11 +43,25 @@ pub struct RaftService {
     /// Where received snapshot files go.
     pub snap: Arc<SnapManager>,
     pub metrics: Arc<Metrics>,
+    /// Who may open these streams (`--peer-allowed-cn`).
+    pub guard: PeerGuard,
+}
+
+impl RaftService {
+    /// Refuses a caller whose certificate is not a store's.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let certs = request.peer_certs();
+        self.guard.check(certs.as_deref().map(Vec::as_slice)).map_err(|why| {
+            self.metrics.peer_denied.inc();
+            Status::permission_denied(why)
+        })
+    }
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, request: Request<Streaming<RaftMessageBatch>>) -> Result<Response<RaftDone>, Status> {
+        self.authorize(&request)?;
         let mut stream = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -76,6 +91,7 @@ impl Raft for RaftService {
     type SnapshotStream = snapshot::AckStream;
 
     async fn snapshot(&self, request: Request<Streaming<shoal_proto::SnapshotChunk>>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.authorize(&request)?;
         let sink: Arc<dyn snapshot::SnapshotSink> = Arc::new(self.store.clone());
         let acks = snapshot::receive(request.into_inner(), self.snap.clone(), sink, self.store_id, self.shutdown.clone()).await?;
         Ok(Response::new(acks))
