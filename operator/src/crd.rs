@@ -452,7 +452,10 @@ pub struct KvClusterStatus {
     pub scaling: Option<ScalingStatus>,
     /// The drain in progress (scale-in, or a store replaced after its volume was lost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain: Option<DrainStatus>,
+    pub drain: Option<StoreProgressStatus>,
+    /// The join in progress (a new store being seeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<StoreProgressStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -481,16 +484,17 @@ pub struct ScalingStatus {
     pub step: String,
 }
 
-/// The drain the operator is waiting on, and when it last made progress: a
-/// drain whose region count stops falling for too long sets `Degraded`.
+/// A drain or join the operator is waiting on, and when it last made
+/// progress: a drain whose region count stops falling, or a join whose count
+/// stops rising, for too long sets `Degraded`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct DrainStatus {
+pub struct StoreProgressStatus {
     pub store_id: u64,
     pub pod: String,
     /// Regions (peers) the store held at the last progress.
     pub regions: u64,
-    /// When the region count last fell (RFC 3339).
+    /// When the region count last moved (RFC 3339).
     pub since: String,
 }
 

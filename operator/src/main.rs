@@ -64,6 +64,9 @@ struct RunArgs {
     /// Seconds a drain may go without moving a region before the cluster is Degraded.
     #[arg(long, default_value_t = 600)]
     drain_stall_timeout_secs: u64,
+    /// Seconds a joining store may go without receiving a region before the cluster is Degraded.
+    #[arg(long, default_value_t = 600)]
+    join_stall_timeout_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +115,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         recorder: Recorder::new(client.clone(), Reporter { controller: "shoal-operator".into(), instance: Some(identity.clone()) }),
         metrics: metrics.clone(),
         drain_stall: Duration::from_secs(args.drain_stall_timeout_secs),
+        join_stall: Duration::from_secs(args.join_stall_timeout_secs),
         failures: Mutex::new(Default::default()),
         operator: OperatorPeer::parse(&args.lease_namespace, &args.operator_pod_labels).map_err(anyhow::Error::msg)?,
     });

@@ -5,13 +5,13 @@
 //! | `shoal_operator_reconciles_total{result}` | reconcile rounds, `ok` or `error` |
 //! | `shoal_operator_reconcile_errors_total{reason}` | failed rounds by reason (`invalid_spec`, `kube_api`, `conflict`, `cluster`, `refused`, ...) |
 //! | `shoal_operator_reconcile_duration_seconds` | how long a round took |
-//! | `shoal_operator_membership_operations_total{operation,outcome}` | join, drain, remove, delete_volume: `ok`, `refused` or `error` |
+//! | `shoal_operator_membership_operations_total{operation,outcome}` | join, drain, cancel_drain, remove, delete_volume: `ok`, `refused` or `error` |
 //! | `shoal_operator_leader` | 1 while this replica holds the leader Lease |
 //! | `shoal_operator_cluster_desired_stores{namespace,cluster}` | `spec.replicas` |
 //! | `shoal_operator_cluster_up_stores{namespace,cluster}` | stores Up, as last observed |
 //! | `shoal_operator_cluster_progressing{namespace,cluster}` | 1 while a scaling or roll is under way (condition `Progressing`) |
 //! | `shoal_operator_cluster_degraded{namespace,cluster}` | 1 while the condition `Degraded` is true |
-//! | `shoal_operator_membership_in_progress{namespace,cluster,operation}` | 1 while a `scale_out`, `scale_in` or `drain` is under way |
+//! | `shoal_operator_membership_in_progress{namespace,cluster,operation}` | 1 while a `scale_out`, `scale_in`, `drain` or `join` is under way |
 //!
 //! The per-cluster gauges are set at the end of every round and dropped when
 //! the cluster is deleted.
@@ -35,7 +35,7 @@ pub struct Metrics {
 }
 
 /// The membership operations `shoal_operator_membership_in_progress` reports.
-const OPERATIONS: [&str; 3] = ["scale_out", "scale_in", "drain"];
+const OPERATIONS: [&str; 4] = ["scale_out", "scale_in", "drain", "join"];
 
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
@@ -99,6 +99,7 @@ impl Metrics {
             scaling.is_some_and(|s| s.to > s.from),
             scaling.is_some_and(|s| s.to < s.from),
             status.drain.is_some(),
+            status.join.is_some(),
         ]) {
             self.in_progress.with_label_values(&[namespace, cluster, op]).set(on.into());
         }
@@ -126,14 +127,14 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{DrainStatus, ScalingStatus};
+    use crate::crd::{ScalingStatus, StoreProgressStatus};
 
     #[test]
     fn cluster_gauges_follow_the_status_and_go_with_the_cluster() {
         let m = Metrics::new().unwrap();
         let mut st = KvClusterStatus {
             scaling: Some(ScalingStatus { from: 5, to: 3, step: "draining store 5".into() }),
-            drain: Some(DrainStatus { store_id: 5, pod: "demo-4".into(), regions: 3, since: String::new() }),
+            drain: Some(StoreProgressStatus { store_id: 5, pod: "demo-4".into(), regions: 3, since: String::new() }),
             ..Default::default()
         };
         m.observe_cluster("prod", "demo", 3, &st);

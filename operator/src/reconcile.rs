@@ -58,6 +58,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How long a drain may go without progress before `Degraded`.
     pub drain_stall: Duration,
+    /// How long a join may go without progress before `Degraded`.
+    pub join_stall: Duration,
     /// Consecutive failures per cluster, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// Where the operator runs, for the clusters' NetworkPolicies.
@@ -168,6 +170,7 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         replicas: kvc.spec.replicas,
         replication_factor: kvc.spec.replication_factor,
         drain_stall_secs: ctx.drain_stall.as_secs() as i64,
+        join_stall_secs: ctx.join_stall.as_secs() as i64,
     };
     let memory = status::memory(&previous);
     let plan = plan(&names, &desired, &memory, &world.observed);
@@ -321,6 +324,7 @@ async fn run_step(
         Step::JoinStore { store_id, pod } => format!("joining store {store_id} ({pod}): it is seeded by snapshot"),
         Step::DrainStore { store_id, pod } => format!("draining store {store_id} ({pod}): its peers and leaders move away"),
         Step::RemoveStore { store_id, pod } => format!("removing store {store_id} ({pod}): it holds nothing"),
+        Step::CancelDrain { store_id, pod } => format!("cancelling the drain of store {store_id} ({pod}): the scale-in was called off"),
         Step::DeleteVolume { ordinal } => format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)),
     };
     let result = match step {
@@ -385,6 +389,10 @@ async fn announce(ctx: &Context, kvc: &KvCluster, before: &crate::membership::Me
             publish(ctx, kvc, EventType::Normal, "ScalingStarted", "Scale", format!("scaling from {} to {} stores", s.from, s.to)).await
         }
         (Some(s), None) => publish(ctx, kvc, EventType::Normal, "ScalingDone", "Scale", format!("scaled to {} stores", s.to)).await,
+        (Some(was), Some(now)) if was.to != now.to => {
+            let note = format!("the scale-in to {} stores was called off: back to {} stores", was.to, now.to);
+            publish(ctx, kvc, EventType::Normal, "ScalingCancelled", "Scale", note).await
+        }
         _ => {}
     }
 }

@@ -7,15 +7,15 @@
 //! |---|---|
 //! | `Available` | the cluster answers and at least `replicationFactor` stores are `Up` |
 //! | `Progressing` | the operator is bootstrapping, scaling or replacing a store (message: the current step); False with reason `Paused` while `spec.paused` |
-//! | `Degraded` | something needs a person: an invalid spec, a refused or stalled drain, a store down, the cluster unreachable |
+//! | `Degraded` | something needs a person: an invalid spec, a refused or stalled drain, a stalled join, a store down, the cluster unreachable |
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::build::Names;
-use crate::crd::{DrainStatus, KvClusterStatus, StoreEntry};
-use crate::membership::{Memory, Observed, Phase, Plan, StoreState};
+use crate::crd::{KvClusterStatus, StoreEntry, StoreProgressStatus};
+use crate::membership::{Memory, Observed, Phase, Plan, StoreProgress, StoreState};
 
 /// What one round learned, for the status.
 pub struct RoundOutcome<'a> {
@@ -105,7 +105,8 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
         initial_members: plan.memory.initial_members,
         bootstrapped: plan.memory.bootstrapped,
         scaling: plan.memory.scaling.clone(),
-        drain: drain_status(&plan.memory, o),
+        drain: progress_status(plan.memory.drain.as_ref(), o.previous.drain.as_ref(), o),
+        join: progress_status(plan.memory.join.as_ref(), o.previous.join.as_ref(), o),
         observed_generation: o.generation,
     }
 }
@@ -159,20 +160,20 @@ fn plan_reason(plan: &Plan) -> &'static str {
     }
 }
 
-fn drain_status(mem: &Memory, o: &RoundOutcome<'_>) -> Option<DrainStatus> {
-    let d = mem.drain.as_ref()?;
+fn progress_status(d: Option<&StoreProgress>, previous: Option<&StoreProgressStatus>, o: &RoundOutcome<'_>) -> Option<StoreProgressStatus> {
+    let d = d?;
     // The pod from this round's stores, else from the last status (a round
-    // that could not reach the cluster keeps the drain it is watching).
+    // that could not reach the cluster keeps the drain or join it is watching).
     let pod = o
         .observed
         .stores
         .as_ref()
         .ok()
         .and_then(|stores| stores.iter().find(|s| s.id == d.store_id).map(|s| s.name.clone()))
-        .or_else(|| o.previous.drain.as_ref().filter(|p| p.store_id == d.store_id).map(|p| p.pod.clone()))
+        .or_else(|| previous.filter(|p| p.store_id == d.store_id).map(|p| p.pod.clone()))
         .unwrap_or_default();
     let since = Timestamp::from_second(d.since).map(|t| t.to_string()).unwrap_or_default();
-    Some(DrainStatus { store_id: d.store_id, pod, regions: d.regions, since })
+    Some(StoreProgressStatus { store_id: d.store_id, pod, regions: d.regions, since })
 }
 
 fn condition(o: &RoundOutcome<'_>, type_: &str, (ok, reason, message): (bool, &str, String)) -> Condition {
@@ -194,17 +195,18 @@ fn condition(o: &RoundOutcome<'_>, type_: &str, (ok, reason, message): (bool, &s
     }
 }
 
+fn progress(p: &StoreProgressStatus) -> StoreProgress {
+    StoreProgress { store_id: p.store_id, regions: p.regions, since: p.since.parse::<Timestamp>().map(|t| t.as_second()).unwrap_or(0) }
+}
+
 /// Reads the driver's memory back from a status.
 pub fn memory(status: &KvClusterStatus) -> Memory {
     Memory {
         initial_members: status.initial_members,
         bootstrapped: status.bootstrapped,
         scaling: status.scaling.clone(),
-        drain: status.drain.as_ref().map(|d| crate::membership::DrainProgress {
-            store_id: d.store_id,
-            regions: d.regions,
-            since: d.since.parse::<Timestamp>().map(|t| t.as_second()).unwrap_or(0),
-        }),
+        drain: status.drain.as_ref().map(progress),
+        join: status.join.as_ref().map(progress),
     }
 }
 
@@ -222,6 +224,7 @@ pub fn merge_patch(status: &KvClusterStatus) -> Value {
         "bootstrapped": status.bootstrapped,
         "scaling": status.scaling,
         "drain": status.drain,
+        "join": status.join,
         "observedGeneration": status.observed_generation,
     }})
 }

@@ -84,6 +84,7 @@ fn context() -> (Arc<Context>, Verifier) {
         recorder: Recorder::new(client, Reporter { controller: "shoal-operator".into(), instance: None }),
         metrics: Arc::new(Metrics::new().expect("metrics register")),
         drain_stall: Duration::from_secs(600),
+        join_stall: Duration::from_secs(600),
         failures: Mutex::new(Default::default()),
         operator: OperatorPeer::parse("shoal-system", "app.kubernetes.io/name=shoal-operator").expect("labels"),
     };

@@ -33,6 +33,10 @@
 //! deleted, is issued again and served by every store without a restart while
 //! writes run; the mode is immutable.
 //!
+//! A scale-in called off half way (4 → 3 → 4 while demo-3 drains, snapshots
+//! throttled so that the drain lasts): the drain is cancelled, no store is
+//! removed, every key reads back.
+//!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
 //! back as the same stores with every key, never bootstrapped a second time.
@@ -755,5 +759,50 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
         let off = env.kubectl(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"tls":{"mode":"Disabled"}}}"#]);
         assert!(!off.status.success(), "turning TLS off was accepted");
         assert!(String::from_utf8_lossy(&off.stderr).contains("tls.mode cannot be changed"), "{}", String::from_utf8_lossy(&off.stderr));
+    });
+}
+
+/// A scale-in called off half way: 4 stores with throttled snapshots (so a
+/// drain takes a while), 10,000 keys, `--replicas=3` → the operator drains
+/// demo-3 → `--replicas=4` while it drains → the drain is cancelled
+/// (`CancelDrain`, `ScalingCancelled`), demo-3 keeps its store (never
+/// removed), the cluster settles at 4 and every key reads back.
+#[test]
+fn a_scale_in_called_off_half_way_keeps_the_store() {
+    k8s::run(|env| async move {
+        install_operator(&env, &[]);
+        let path = example(&env);
+        let text = std::fs::read_to_string(&path).expect("the example copy");
+        assert!(text.contains("  replicas: 3\n"), "the example's replicas changed: update this test");
+        let text = text
+            .replace("  replicas: 3\n", "  replicas: 4\n")
+            .replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    snapshotMaxBytesPerSec: 32768");
+        std::fs::write(&path, text).expect("write");
+        env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
+        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+        let mut phases = BTreeSet::new();
+        wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+        let kv = demo_client();
+        write_keys(&kv).await;
+        let ids = store_ids(&kvcs.get("demo").await.expect("get"));
+
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=3"]);
+        let st = wait_status(&kvcs, Duration::from_secs(120), "demo-3 being drained", &mut phases, |s| {
+            s.drain.as_ref().is_some_and(|d| d.pod == "demo-3" && d.regions > 0)
+        })
+        .await;
+        eprintln!("draining: {}", summary(&st));
+        env.kubectl_ok(&["scale", "-n", NS, "kvc/demo", "--replicas=4"]);
+        let st = wait_status(&kvcs, Duration::from_secs(300), "back at 4 stores", &mut phases, |s| settled(s, 4)).await;
+        eprintln!("called off: {} (phases {phases:?})", summary(&st));
+        assert_eq!(store_ids(&kvcs.get("demo").await.expect("get")), ids, "every pod kept its store");
+        let uid = kvcs.get("demo").await.expect("get").metadata.uid.expect("uid");
+        let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
+        for want in ["DrainStore", "CancelDrain", "ScalingCancelled"] {
+            assert!(reasons.iter().any(|r| r == want), "no {want} Event: {reasons:?}");
+        }
+        assert!(!reasons.iter().any(|r| r == "RemoveStore"), "a store was removed: {reasons:?}");
+        assert_eq!(store_state(&kv, ids["demo-3"]).await, Some(StoreState::Up));
+        check_keys(&kv, "after the scale-in was called off").await;
     });
 }

@@ -29,8 +29,14 @@
 //!    the StatefulSet; then delete the retired pods' volumes. A volume whose
 //!    store was not tombstoned is never deleted.
 //! 5. A new `spec.replicas` while a scaling runs waits until it is done
-//!    ([`crate::crd::ScalingStatus`]); a drain whose region count stops
-//!    falling for the stall timeout sets `Degraded` with the reason.
+//!    ([`crate::crd::ScalingStatus`]), with one exception: raised during a
+//!    scale-in before any store in the way was removed, it calls the scale-in
+//!    off: the store being drained is put back (`CancelDrain`) and the target
+//!    becomes the new size. A drain whose region count stops falling, or a
+//!    join whose region count stops rising, for its stall timeout sets
+//!    `Degraded` (`DrainStalled`, `JoinStalled`) with what to look at; so do a
+//!    store down (`StoreDown`) and a drain refused (`DrainRefused`), each
+//!    saying what to do.
 //!
 //! Safety rules every plan keeps (checked by the property tests in
 //! `sim_tests.rs` over random clusters): never drain a store when fewer than
@@ -108,11 +114,12 @@ pub struct Observed {
     pub now: i64,
 }
 
-/// The drain being watched for progress.
+/// A drain or a join being watched for progress: a drain progresses when
+/// the store's peer count falls, a join when it rises.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DrainProgress {
+pub struct StoreProgress {
     pub store_id: u64,
-    /// Peers it held when its count last fell.
+    /// Peers it held when its count last moved the right way.
     pub regions: u64,
     /// Unix seconds of that.
     pub since: i64,
@@ -124,7 +131,8 @@ pub struct Memory {
     pub initial_members: Option<i32>,
     pub bootstrapped: bool,
     pub scaling: Option<ScalingStatus>,
-    pub drain: Option<DrainProgress>,
+    pub drain: Option<StoreProgress>,
+    pub join: Option<StoreProgress>,
 }
 
 /// What the spec asks for.
@@ -134,15 +142,33 @@ pub struct Desired {
     pub replication_factor: i32,
     /// Seconds a drain may go without progress before `Degraded`.
     pub drain_stall_secs: i64,
+    /// Seconds a join (a store being seeded) may go without progress before `Degraded`.
+    pub join_stall_secs: i64,
 }
 
 /// The one thing to do through the cluster's Admin API (or to a volume).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    JoinStore { store_id: u64, pod: String },
-    DrainStore { store_id: u64, pod: String },
-    RemoveStore { store_id: u64, pod: String },
-    DeleteVolume { ordinal: i32 },
+    JoinStore {
+        store_id: u64,
+        pod: String,
+    },
+    DrainStore {
+        store_id: u64,
+        pod: String,
+    },
+    RemoveStore {
+        store_id: u64,
+        pod: String,
+    },
+    /// A scale-in called off: the store goes back to `Up`.
+    CancelDrain {
+        store_id: u64,
+        pod: String,
+    },
+    DeleteVolume {
+        ordinal: i32,
+    },
 }
 
 impl Step {
@@ -152,6 +178,7 @@ impl Step {
             Step::JoinStore { .. } => ("join", "JoinStore", "Join"),
             Step::DrainStore { .. } => ("drain", "DrainStore", "Drain"),
             Step::RemoveStore { .. } => ("remove", "RemoveStore", "Remove"),
+            Step::CancelDrain { .. } => ("cancel_drain", "CancelDrain", "CancelDrain"),
             Step::DeleteVolume { .. } => ("delete_volume", "DeleteVolume", "Delete"),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Desired, DrainProgress, Memory, Observed, ObservedStore, Phase, Plan, Step, StoreState};
+use super::{Desired, Memory, Observed, ObservedStore, Phase, Plan, Step, StoreProgress, StoreState};
 use crate::build::Names;
 use crate::crd::ScalingStatus;
 
@@ -110,6 +110,29 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     }
 
     let view = View::new(names, stores);
+    let mut progress: Vec<String> = Vec::new();
+    // A scale-in called off: `replicas` raised while it runs. Possible while
+    // every pod up to the new size still has its store (none removed yet, the
+    // StatefulSet not shrunk) and no retired volume would come back with a
+    // removed store in it.
+    if let Some(s) = mem.scaling.clone()
+        && s.to < s.from
+        && desired.replicas > s.to
+    {
+        let removed: Vec<String> = (s.to..desired.replicas)
+            .filter(|&o| if o < current { view.current(o).is_none() } else { obs.pvcs.contains(&o) })
+            .map(|o| names.pod(o))
+            .collect();
+        if removed.is_empty() && current == s.from {
+            mem.scaling = Some(ScalingStatus { from: s.to, to: desired.replicas, step: String::new() });
+        } else {
+            let gone = if removed.is_empty() { "the retired pods".to_string() } else { removed.join(", ") };
+            progress.push(format!(
+                "the scale-in to {} cannot be called off (stores of {gone} are removed already): {} stores follow once it is done",
+                s.to, desired.replicas
+            ));
+        }
+    }
     if mem.scaling.is_none() && desired.replicas != current {
         mem.scaling = Some(ScalingStatus { from: current, to: desired.replicas, step: String::new() });
     }
@@ -117,7 +140,6 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     let mut sts = current.max(target);
     // Everything that needs attention; the first reason names the condition.
     let mut degraded: Vec<(&'static str, String)> = Vec::new();
-    let mut progress: Vec<String> = Vec::new();
     let mut step: Option<Step> = None;
 
     // Stores to retire: everything at or above the target, and orphans.
@@ -130,7 +152,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     });
     mem.drain = draining.map(|s| match &mem.drain {
         Some(d) if d.store_id == s.id && s.regions >= d.regions => d.clone(),
-        _ => DrainProgress { store_id: s.id, regions: s.regions, since: obs.now },
+        _ => StoreProgress { store_id: s.id, regions: s.regions, since: obs.now },
     });
     if let (Some(s), Some(d)) = (draining, &mem.drain) {
         let stalled_for = obs.now - d.since;
@@ -138,10 +160,14 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             degraded.push((
                 "DrainStalled",
                 format!(
-                    "the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders)",
+                    "the drain of {} has not moved for {stalled_for} s: it still holds {} peers ({} leaders); placement needs {} other \
+                     stores up with free space to take them (`kubectl get kvc {} -o jsonpath='{{.status.stores}}'`); \
+                     setting replicas back calls the scale-in off",
                     label(s),
                     s.regions,
-                    s.leaders
+                    s.leaders,
+                    desired.replication_factor,
+                    names.cluster
                 ),
             ));
         }
@@ -161,6 +187,25 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
 
     // 2. Join: every pod below the target runs one Up store.
     let joining = view.any_in(StoreState::Joining);
+    mem.join = joining.map(|s| match &mem.join {
+        Some(j) if j.store_id == s.id && s.regions <= j.regions => j.clone(),
+        _ => StoreProgress { store_id: s.id, regions: s.regions, since: obs.now },
+    });
+    if let (Some(s), Some(j)) = (joining, &mem.join) {
+        let stalled_for = obs.now - j.since;
+        if stalled_for > desired.join_stall_secs {
+            degraded.push((
+                "JoinStalled",
+                format!(
+                    "{} has been seeded no further for {stalled_for} s ({} regions so far): check that its pod runs and reaches the \
+                     other stores (`kubectl logs {}`) and that they can send snapshots (`shoal_snapshots_total`)",
+                    label(s),
+                    s.regions,
+                    s.name
+                ),
+            ));
+        }
+    }
     for o in 0..target.min(sts) {
         match view.current(o) {
             None => progress.push(format!("waiting for {} to register its store", names.pod(o))),
@@ -175,8 +220,26 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             Some(s) if s.state == StoreState::Joining => {
                 progress.push(format!("seeding {}: {} regions so far", label(s), s.regions));
             }
+            Some(s) if s.state == StoreState::Draining => {
+                // Below the target: the scale-in that drained it was called off.
+                if step.is_none() {
+                    step = Some(Step::CancelDrain { store_id: s.id, pod: s.name.clone() });
+                    progress.push(format!("cancelling the drain of {}: the scale-in was called off", label(s)));
+                } else {
+                    progress.push(format!("{} waits for its drain to be cancelled", label(s)));
+                }
+            }
             Some(s) if s.state == StoreState::Down => {
-                degraded.push(("StoreDown", format!("{} is down: its pod has not reported for too long", label(s))));
+                degraded.push((
+                    "StoreDown",
+                    format!(
+                        "{} is down: its pod has not reported for too long, and scaling waits for it (`kubectl describe pod {}`); \
+                         if the pod cannot come back (its node or volume is lost), delete its PVC and pod: it returns as a new \
+                         store and the old one is drained",
+                        label(s),
+                        s.name
+                    ),
+                ));
             }
             Some(_) => {}
         }
@@ -197,11 +260,15 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             if !view.can_drain(s, desired.replication_factor) {
                 degraded.push((
                     "DrainRefused",
-                    format!("draining {} would leave fewer than {} stores up", label(s), desired.replication_factor),
+                    format!(
+                        "draining {} would leave fewer than {} stores up: bring the down stores back (or replace them) first",
+                        label(s),
+                        desired.replication_factor
+                    ),
                 ));
             } else if step.is_none() {
                 step = Some(Step::DrainStore { store_id: s.id, pod: s.name.clone() });
-                mem.drain = Some(DrainProgress { store_id: s.id, regions: s.regions, since: obs.now });
+                mem.drain = Some(StoreProgress { store_id: s.id, regions: s.regions, since: obs.now });
                 progress.push(format!("draining {}", label(s)));
             }
         }
@@ -231,7 +298,7 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
     let degraded = degraded.first().map(|(reason, _)| (*reason, degraded.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")));
     let phase = match &mem.scaling {
         _ if degraded.is_some() => Phase::Degraded,
-        Some(s) if !done && s.to > s.from => Phase::ScalingOut,
+        Some(s) if !done && s.to >= s.from => Phase::ScalingOut,
         Some(_) if !done => Phase::ScalingIn,
         _ if !progress.is_empty() => Phase::Replacing,
         _ => Phase::Running,

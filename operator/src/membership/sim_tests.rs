@@ -100,7 +100,7 @@ impl Sim {
     }
 
     fn desired(&self) -> Desired {
-        Desired { replicas: self.replicas, replication_factor: self.rf, drain_stall_secs: 600 }
+        Desired { replicas: self.replicas, replication_factor: self.rf, drain_stall_secs: 600, join_stall_secs: 600 }
     }
 
     fn store(&mut self, id: u64) -> &mut SimStore {
@@ -146,6 +146,13 @@ impl Sim {
                 );
                 assert_eq!(self.stores.iter().find(|s| s.id == *store_id).map(|s| s.stored), Some(StoreState::Pending));
             }
+            Some(Step::CancelDrain { store_id, .. }) => {
+                let s = self.stores.iter().find(|s| s.id == *store_id).expect("cancelled store exists");
+                assert_eq!(s.stored, StoreState::Draining, "cancelled a drain that is not running: {s:?}");
+                let target = plan.memory.scaling.as_ref().map_or(plan.sts_replicas, |sc| sc.to);
+                let ordinal = self.names.ordinal_of(&s.name).expect("a pod's store");
+                assert!(ordinal < target, "cancelled the drain of {} at or above the target {target}", s.name);
+            }
             Some(Step::DeleteVolume { ordinal }) => {
                 assert!(*ordinal >= plan.sts_replicas, "volume {ordinal} deleted below the StatefulSet size {}", plan.sts_replicas);
                 assert!(!obs.pods.contains(ordinal), "volume {ordinal} deleted under a running pod");
@@ -174,6 +181,7 @@ impl Sim {
                 }
             }
             Some(Step::RemoveStore { store_id, .. }) => self.store(*store_id).stored = StoreState::Tombstone,
+            Some(Step::CancelDrain { store_id, .. }) => self.store(*store_id).stored = StoreState::Up,
             Some(Step::DeleteVolume { ordinal }) => {
                 self.pvcs.remove(ordinal);
             }
@@ -471,4 +479,102 @@ fn a_formed_cluster_never_bootstraps_again() {
     let p = plan(&sim.names, &sim.desired(), &Memory::default(), &obs);
     assert!(!p.memory.bootstrapped);
     assert_eq!(p.sts_replicas, 3);
+}
+
+/// `replicas` raised back while a scale-in drains: the drain is cancelled,
+/// the store keeps its id and the cluster returns to its size; raised after a
+/// store was removed, the scale-in finishes first and new stores join.
+#[test]
+fn a_scale_in_called_off_puts_the_drained_store_back() {
+    let mut sim = Sim::new(5, 3);
+    sim.settle(200);
+    sim.replicas = 3;
+    // Until demo-4's store (5) is being drained, some of its peers still on it.
+    for _ in 0..50 {
+        sim.round();
+        if sim.stores.iter().any(|s| s.id == 5 && s.stored == StoreState::Draining) {
+            break;
+        }
+    }
+    assert!(sim.stores.iter().any(|s| s.id == 5 && s.stored == StoreState::Draining && s.regions > 0), "{sim:#?}");
+    sim.replicas = 5;
+    let mut steps = Vec::new();
+    for _ in 0..200 {
+        let p = sim.round();
+        steps.extend(p.step);
+        if sim.settled() {
+            break;
+        }
+    }
+    assert!(sim.settled(), "{sim:#?}");
+    assert_eq!(steps, [Step::CancelDrain { store_id: 5, pod: "demo-4".into() }], "only the cancel: {steps:?}");
+    let live: Vec<u64> = sim.stores.iter().filter(|s| s.stored != StoreState::Tombstone).map(|s| s.id).collect();
+    assert_eq!(live, [1, 2, 3, 4, 5]);
+    let last = sim.settle(10);
+    assert_eq!((last.phase, last.memory.scaling), (Phase::Running, None));
+
+    // Past a removal: demo-4's store is gone; the scale-in to 3 finishes, then
+    // two new stores join for demo-3 and demo-4.
+    sim.replicas = 3;
+    for _ in 0..200 {
+        sim.round();
+        if sim.stores.iter().any(|s| s.id == 5 && s.stored == StoreState::Tombstone) {
+            break;
+        }
+    }
+    sim.replicas = 5;
+    let p = sim.round();
+    assert!(p.progress.as_deref().is_some_and(|m| m.contains("cannot be called off")), "{p:?}");
+    sim.settle(1_000);
+    let live: Vec<u64> = sim.stores.iter().filter(|s| s.stored != StoreState::Tombstone).map(|s| s.id).collect();
+    assert_eq!(live.len(), 5);
+    assert!(live.iter().filter(|&&id| id > 5).count() == 2, "demo-3 and demo-4 came back as new stores: {live:?}");
+}
+
+/// A joining store whose region count stops rising for the stall timeout
+/// sets `Degraded` (`JoinStalled`); one more region clears it.
+#[test]
+fn a_join_that_stops_receiving_regions_is_degraded() {
+    let names = Names { cluster: "demo".into(), namespace: "ns".into() };
+    let store = |id: u64, state: StoreState, regions: u64| ObservedStore {
+        id,
+        name: names.pod(id as i32 - 1),
+        state,
+        regions,
+        leaders: 0,
+        heard: true,
+    };
+    let observed = |joining_regions: u64, now: i64| Observed {
+        sts_replicas: Some(4),
+        pods: vec![0, 1, 2, 3],
+        pvcs: vec![0, 1, 2, 3],
+        stores: Ok(vec![
+            store(1, StoreState::Up, 10),
+            store(2, StoreState::Up, 10),
+            store(3, StoreState::Up, 10),
+            store(4, StoreState::Joining, joining_regions),
+        ]),
+        formed: true,
+        now,
+    };
+    let desired = Desired { replicas: 4, replication_factor: 3, drain_stall_secs: 600, join_stall_secs: 600 };
+    let mut memory = Memory {
+        initial_members: Some(3),
+        bootstrapped: true,
+        scaling: Some(ScalingStatus { from: 3, to: 4, step: String::new() }),
+        ..Memory::default()
+    };
+    let p = plan(&names, &desired, &memory, &observed(2, 1_000));
+    assert_eq!(p.memory.join, Some(StoreProgress { store_id: 4, regions: 2, since: 1_000 }));
+    assert!(p.degraded.is_none());
+    memory = p.memory;
+    let p = plan(&names, &desired, &memory, &observed(2, 1_500));
+    assert!(p.degraded.is_none(), "500 s without a region is within the timeout");
+    let p = plan(&names, &desired, &memory, &observed(2, 1_601));
+    let (reason, message) = p.degraded.expect("stalled");
+    assert_eq!((reason, p.phase), ("JoinStalled", Phase::Degraded));
+    assert!(message.contains("store 4 (demo-3)") && message.contains("601 s") && message.contains("kubectl logs demo-3"), "{message}");
+    let p = plan(&names, &desired, &memory, &observed(3, 1_605));
+    assert!(p.degraded.is_none(), "a region more: {:?}", p.degraded);
+    assert_eq!(p.memory.join.map(|j| j.since), Some(1_605));
 }
