@@ -13,8 +13,9 @@
 //! The schema carries the checks the API server can make itself, so a bad spec
 //! is refused at `kubectl apply` time: CEL rules reject `replicas <
 //! replicationFactor`, invalid or reserved column family names, duplicate
-//! column families, a changed `replicationFactor`, `storage` or `tls.mode`, and
-//! cert-manager TLS without an issuer. Every string a rule reads has a `maxLength`, which keeps the rules' estimated
+//! column families, a changed `replicationFactor`, `storage.storageClassName`
+//! or `tls.mode`, a shrunk `storage.size`, and cert-manager TLS without an
+//! issuer. Every string a rule reads has a `maxLength`, which keeps the rules' estimated
 //! cost within the API server's budget. The operator checks the
 //! same again ([`crate::validate`]) for objects that bypassed the schema.
 //!
@@ -73,10 +74,9 @@ pub struct KvClusterSpec {
     /// Pull policy of the image (Always, IfNotPresent, Never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
-    /// Each store's persistent volume. Fixed at creation (a StatefulSet's
-    /// volume claim template cannot change).
+    /// Each store's persistent volume. `size` may grow (every PVC is
+    /// expanded, where the StorageClass allows it); the class is fixed.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("storage cannot be changed; volumes are resized through their PVCs"))]
     pub storage: StorageSpec,
     /// CPU and memory of the storage container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,15 +120,19 @@ fn default_image() -> String {
 
 /// A store's persistent volume claim.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName)").message("storage.storageClassName cannot be changed"))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Requested size, a Kubernetes quantity such as `10Gi`.
     #[serde(default = "default_storage_size")]
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')").message("size must be a quantity such as 10Gi"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$') || !oldSelf.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$') || quantity(self).compareTo(quantity(oldSelf)) >= 0").message("storage.size can grow, not shrink"))]
     pub size: String,
-    /// Storage class of the claims; the cluster's default when left out.
+    /// Storage class of the claims; the cluster's default when left out. Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage.storageClassName cannot be changed"))]
     pub storage_class_name: Option<String>,
 }
 

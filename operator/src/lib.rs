@@ -14,7 +14,9 @@
 //!    StatefulSet size and at most one step: join, drain or remove a store, or
 //!    delete a retired volume;
 //! 4. **build** — pure builders ([`build`]) make every child object;
-//! 5. **apply** — server-side apply with one field manager, then the step;
+//! 5. **apply** — server-side apply with one field manager, then the step
+//!    (a raised `storage.size` first expands the volumes and re-creates the
+//!    StatefulSet, [`storage`]);
 //! 6. **status** — replicas, stores, conditions and the scaling in progress.
 //!
 //! Around it: the CRD types ([`crd`]), metrics ([`metrics`]), leader election
@@ -32,4 +34,5 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod status;
+pub mod storage;
 pub mod validate;

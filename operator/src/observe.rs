@@ -22,6 +22,8 @@ pub struct World {
     pub sts_status: (i32, i32),
     /// Where the cluster was asked (pod IPs), empty when no pod has one.
     pub endpoints: Vec<String>,
+    /// The size the StatefulSet's volume claim template asks for.
+    pub sts_storage: Option<String>,
 }
 
 pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&ClientTls>) -> Result<World> {
@@ -61,6 +63,21 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
             Err(e) => Err(e.to_string()),
         }
     };
+    let sts_storage = sts.as_ref().and_then(|s| {
+        s.spec
+            .as_ref()?
+            .volume_claim_templates
+            .as_ref()?
+            .first()?
+            .spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")
+            .map(|q| q.0.clone())
+    });
     let sts_status = sts.as_ref().and_then(|s| s.status.as_ref()).map(|s| (s.replicas, s.ready_replicas.unwrap_or(0))).unwrap_or((0, 0));
     Ok(World {
         observed: Observed {
@@ -73,5 +90,6 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
         },
         sts_status,
         endpoints,
+        sts_storage,
     })
 }

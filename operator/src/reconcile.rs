@@ -46,7 +46,7 @@ use crate::metrics::Metrics;
 use crate::observe::{World, observe};
 use crate::status::{self, RoundOutcome};
 use crate::validate::validate;
-use crate::{certificates, cluster};
+use crate::{certificates, cluster, storage};
 
 /// The finalizer the operator puts on every `KvCluster`.
 pub const FINALIZER: &str = "shoal.dev/cleanup";
@@ -186,6 +186,29 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
         step_error,
         now: Timestamp::now(),
     };
+    // A raised storage size: the volumes grow and the StatefulSet is made
+    // again (orphaning its pods) before anything is applied to it.
+    let growth = world.sts_storage.as_deref().map(|live| (live, storage::needs_growth(live, &kvc.spec.storage.size)));
+    if let Some((_, Err(invalid))) = growth {
+        // Volumes do not shrink (the CRD refuses it; this is for objects that bypassed it).
+        write_status(ctx, &api, &kvc, status::invalid(&previous, &names, generation, &invalid.0, Timestamp::now())).await?;
+        publish(ctx, &kvc, EventType::Warning, "InvalidSpec", "Validate", invalid.0.clone()).await;
+        return Err(invalid.into());
+    }
+    if !kvc.spec.paused
+        && let Some((live, Ok(true))) = growth
+    {
+        let raised = storage::expand(&ctx.client, &names, &kvc.spec.storage.size).await?;
+        let note = format!(
+            "storage {live} → {}: {} volume claims expanded ({}); StatefulSet {} deleted with its pods orphaned, to be re-created with the new size",
+            kvc.spec.storage.size,
+            raised.len(),
+            raised.join(", "),
+            names.statefulset()
+        );
+        publish(ctx, &kvc, EventType::Normal, "ExpandVolumes", "Expand", note).await;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     if kvc.spec.paused {
         // Observed, not acted on: no object applied, no step, the memory kept.
         write_status(ctx, &api, &kvc, status::paused(&outcome(None))).await?;

@@ -95,14 +95,49 @@ fn validate_spec(spec: &KvClusterSpec) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
-/// A Kubernetes quantity as storage sizes use them: digits, an optional
-/// fraction, an optional binary or decimal suffix.
-fn is_quantity(s: &str) -> bool {
-    let suffixes = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", ""];
-    suffixes.iter().any(|suf| {
-        s.strip_suffix(suf).is_some_and(|num| {
-            let (int, frac) = num.split_once('.').unwrap_or((num, "0"));
-            !int.is_empty() && !frac.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit())
-        })
+/// A Kubernetes quantity as storage sizes use them (digits, an optional
+/// fraction, an optional binary or decimal suffix), in bytes.
+pub fn quantity_bytes(s: &str) -> Option<f64> {
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024f64),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+        ("", 1.0),
+    ];
+    suffixes.iter().find_map(|(suf, mult)| {
+        let num = s.strip_suffix(suf)?;
+        let (int, frac) = num.split_once('.').unwrap_or((num, "0"));
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        (digits(int) && digits(frac)).then(|| num.parse::<f64>().ok().map(|n| n * mult)).flatten()
     })
+}
+
+fn is_quantity(s: &str) -> bool {
+    quantity_bytes(s).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantity_bytes;
+
+    #[test]
+    fn storage_quantities_parse_to_bytes() {
+        assert_eq!(quantity_bytes("10Gi"), Some(10.0 * 1024f64.powi(3)));
+        assert_eq!(quantity_bytes("1.5Ti"), Some(1.5 * 1024f64.powi(4)));
+        assert_eq!(quantity_bytes("11G"), Some(11e9));
+        assert_eq!(quantity_bytes("512"), Some(512.0));
+        assert!(quantity_bytes("11G").expect("11G") > quantity_bytes("10Gi").expect("10Gi"));
+        for bad in ["", "Gi", "10 Gi", "ten", "1.Gi", ".5Gi", "10gi"] {
+            assert_eq!(quantity_bytes(bad), None, "{bad:?}");
+        }
+    }
 }

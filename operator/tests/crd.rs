@@ -61,10 +61,19 @@ fn cel_rules_accept_the_example_and_refuse_bad_specs() {
     rf.spec.replication_factor = 1;
     let e = validate_cel_update(&rf, &ok).expect_err("replicationFactor is immutable");
     assert!(format!("{e:?}").contains("replicationFactor cannot be changed"), "{e:?}");
+    // Volumes grow, never shrink; their class is fixed.
     let mut bigger = ok.clone();
     bigger.spec.storage.size = "20Gi".into();
-    let e = validate_cel_update(&bigger, &ok).expect_err("storage is immutable");
-    assert!(format!("{e:?}").contains("storage cannot be changed"), "{e:?}");
+    validate_cel_update(&bigger, &ok).expect("a volume may grow");
+    let mut decimal = ok.clone();
+    decimal.spec.storage.size = "11G".into();
+    validate_cel_update(&decimal, &ok).expect("11G > 10Gi");
+    let e = validate_cel_update(&ok, &bigger).expect_err("a volume cannot shrink");
+    assert!(format!("{e:?}").contains("can grow, not shrink"), "{e:?}");
+    let mut fast = ok.clone();
+    fast.spec.storage.storage_class_name = Some("fast".into());
+    let e = validate_cel_update(&fast, &ok).expect_err("the class is fixed");
+    assert!(format!("{e:?}").contains("storageClassName cannot be changed"), "{e:?}");
 
     let mut scaled = ok.clone();
     scaled.spec.replicas = 5;

@@ -364,7 +364,7 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("", &["services", "configmaps"], ALL),
         ("policy", &["poddisruptionbudgets"], ALL),
         ("", &["pods"], &["get", "list", "watch"]),
-        ("", &["persistentvolumeclaims"], &["get", "list", "watch", "delete"]),
+        ("", &["persistentvolumeclaims"], &["get", "list", "watch", "patch", "delete"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("", &["events"], &["create", "patch"]),
         ("monitoring.coreos.com", &["servicemonitors"], ALL),

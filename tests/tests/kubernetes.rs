@@ -35,7 +35,9 @@
 //!
 //! A scale-in called off half way (4 → 3 → 4 while demo-3 drains, snapshots
 //! throttled so that the drain lasts): the drain is cancelled, no store is
-//! removed, every key reads back.
+//! removed, every key reads back; then `storage.size` 10Gi → 20Gi expands
+//! every PVC and re-creates the StatefulSet around the same pods, and a
+//! smaller size is refused.
 //!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
@@ -768,7 +770,7 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
 /// (`CancelDrain`, `ScalingCancelled`), demo-3 keeps its store (never
 /// removed), the cluster settles at 4 and every key reads back.
 #[test]
-fn a_scale_in_called_off_half_way_keeps_the_store() {
+fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
     k8s::run(|env| async move {
         install_operator(&env, &[]);
         let path = example(&env);
@@ -804,5 +806,54 @@ fn a_scale_in_called_off_half_way_keeps_the_store() {
         assert!(!reasons.iter().any(|r| r == "RemoveStore"), "a store was removed: {reasons:?}");
         assert_eq!(store_state(&kv, ids["demo-3"]).await, Some(StoreState::Up));
         check_keys(&kv, "after the scale-in was called off").await;
+
+        // Volumes grow: 10Gi → 20Gi expands every PVC and re-creates the
+        // StatefulSet around the running pods (none restarted); they never shrink.
+        let pods: Api<Pod> = Api::namespaced(env.client.clone(), NS);
+        let uids = pod_uids(&pods).await;
+        env.kubectl_ok(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"storage":{"size":"20Gi"}}}"#]);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), NS);
+        let statefulsets: Api<StatefulSet> = Api::namespaced(env.client.clone(), NS);
+        wait_until(Duration::from_secs(120), Duration::from_millis(500), "every volume and the template at 20Gi", || async {
+            let list = claims
+                .list(&kube::api::ListParams::default().labels("app.kubernetes.io/instance=demo"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let sizes: Vec<(String, Option<String>, Option<String>)> = list
+                .items
+                .iter()
+                .map(|c| {
+                    let request =
+                        c.spec.as_ref().and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage").map(|q| q.0.clone()));
+                    let capacity = c.status.as_ref().and_then(|s| s.capacity.as_ref()?.get("storage").map(|q| q.0.clone()));
+                    (c.metadata.name.clone().unwrap_or_default(), request, capacity)
+                })
+                .collect();
+            let template = statefulsets.get_opt("demo").await.map_err(|e| e.to_string())?.and_then(|s| {
+                s.spec?
+                    .volume_claim_templates?
+                    .first()?
+                    .spec
+                    .as_ref()?
+                    .resources
+                    .as_ref()?
+                    .requests
+                    .as_ref()?
+                    .get("storage")
+                    .map(|q| q.0.clone())
+            });
+            let grown = sizes.len() == 4 && sizes.iter().all(|(_, r, c)| r.as_deref() == Some("20Gi") && c.as_deref() == Some("20Gi"));
+            if grown && template.as_deref() == Some("20Gi") { Ok(()) } else { Err(format!("claims {sizes:?}, template {template:?}")) }
+        })
+        .await;
+        let st = wait_status(&kvcs, Duration::from_secs(120), "settled after the growth", &mut phases, |s| settled(s, 4)).await;
+        eprintln!("grown: {}", summary(&st));
+        assert_eq!(pod_uids(&pods).await, uids, "the pods were adopted by the new StatefulSet, not replaced");
+        let reasons = event_reasons(&env.client, NS, Some(&uid)).await;
+        assert!(reasons.iter().any(|r| r == "ExpandVolumes"), "{reasons:?}");
+        let shrink = env.kubectl(&["patch", "-n", NS, "kvc/demo", "--type=merge", "-p", r#"{"spec":{"storage":{"size":"10Gi"}}}"#]);
+        assert!(!shrink.status.success(), "shrinking was accepted");
+        assert!(String::from_utf8_lossy(&shrink.stderr).contains("can grow, not shrink"), "{}", String::from_utf8_lossy(&shrink.stderr));
+        check_keys(&kv, "after the volumes grew").await;
     });
 }

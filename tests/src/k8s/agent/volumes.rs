@@ -8,14 +8,17 @@
 //! `claimRef` to the claim, and the real PV controller binds the two. When a
 //! claim is deleted (the real PVC-protection controller lets it go only once
 //! no pod uses it), its volume turns `Released`: the directory is removed and
-//! the PersistentVolume deleted.
+//! the PersistentVolume deleted. A claim whose request was raised (the class
+//! allows expansion) gets it, as a CSI resizer and the kubelet give it: the
+//! volume's capacity and then the claim's `status.capacity` are raised (a
+//! directory has no size to grow).
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::{Shared, TICK};
@@ -38,6 +41,7 @@ pub async fn ensure_storage_class(shared: &Shared) -> Result<(), kube::Error> {
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "WaitForFirstConsumer",
+        "allowVolumeExpansion": true,
     }))
     .expect("a StorageClass");
     match classes.create(&PostParams::default(), &class).await {
@@ -82,6 +86,7 @@ async fn sync(shared: &Shared) -> Result<(), kube::Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(shared.client.clone());
     for pvc in pvcs.list(&ListParams::default()).await?.items {
         let spec = pvc.spec.clone().unwrap_or_default();
+        resize(&shared.client, &pvs, &pvc, &volumes).await?;
         let pending = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
         let selected = pvc.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)) == Some(&shared.node);
         if !pending || !selected || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS) || pvc.metadata.deletion_timestamp.is_some() {
@@ -120,5 +125,30 @@ async fn sync(shared: &Shared) -> Result<(), kube::Error> {
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// A bound claim of one of our volumes whose request is above its capacity:
+/// the volume's capacity, then the claim's, are raised to it.
+async fn resize(
+    client: &kube::Client,
+    pvs: &Api<PersistentVolume>,
+    pvc: &PersistentVolumeClaim,
+    volumes: &[PersistentVolume],
+) -> Result<(), kube::Error> {
+    let request = pvc.spec.as_ref().and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage").cloned());
+    let capacity = pvc.status.as_ref().and_then(|s| s.capacity.as_ref()?.get("storage").cloned());
+    let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
+    let (Some(request), Some(capacity), Some(volume)) = (request, capacity, volume) else { return Ok(()) };
+    if request == capacity || !volumes.iter().any(|pv| pv.metadata.name.as_deref() == Some(&volume)) {
+        return Ok(());
+    }
+    let ns = pvc.metadata.namespace.clone().unwrap_or_default();
+    let name = pvc.metadata.name.clone().unwrap_or_default();
+    pvs.patch(&volume, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "capacity": { "storage": request.0 } } }))).await?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    claims
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": { "capacity": { "storage": request.0 } } })))
+        .await?;
     Ok(())
 }
