@@ -163,6 +163,10 @@ pub struct NodeArgs {
     /// without it: the Common Name of this store's own certificate.
     #[arg(long = "peer-allowed-cn", value_name = "CN")]
     pub peer_allowed_cn: Vec<String>,
+    /// Serve the status port (metrics, health) over TLS with --cert-file's
+    /// certificate; no client certificate is asked (probes and scrapers).
+    #[arg(long)]
+    pub status_tls: bool,
     /// Seconds between two checks of the certificate files for a change.
     #[arg(long)]
     pub tls_reload_interval_secs: Option<u64>,
@@ -240,6 +244,8 @@ pub struct NodeConfig {
     pub client_cert_auth: bool,
     pub admin_allowed_cn: Vec<String>,
     pub peer_allowed_cn: Vec<String>,
+    /// HTTPS on the status port.
+    pub status_tls: bool,
     pub tls_reload_interval_secs: u64,
 }
 
@@ -282,6 +288,7 @@ impl Default for NodeConfig {
             client_cert_auth: false,
             admin_allowed_cn: Vec::new(),
             peer_allowed_cn: Vec::new(),
+            status_tls: false,
             tls_reload_interval_secs: 10,
         }
     }
@@ -315,6 +322,7 @@ impl NodeConfig {
             }
         }
         cfg.client_cert_auth |= args.client_cert_auth;
+        cfg.status_tls |= args.status_tls;
         cfg.admin_allowed_cn.extend(args.admin_allowed_cn);
         cfg.peer_allowed_cn.extend(args.peer_allowed_cn);
         if args.advertise_addr.is_some() {
@@ -374,6 +382,9 @@ impl NodeConfig {
         let tls = self.cert_file.is_some();
         if !tls && (self.trusted_ca_file.is_some() || self.client_cert_auth || !self.admin_allowed_cn.is_empty()) {
             return invalid("--trusted-ca-file, --client-cert-auth and --admin-allowed-cn need --cert-file and --key-file");
+        }
+        if self.status_tls && !tls {
+            return invalid("--status-tls needs --cert-file and --key-file");
         }
         if self.client_cert_auth && self.trusted_ca_file.is_none() {
             return invalid("--client-cert-auth needs --trusted-ca-file");
@@ -683,6 +694,7 @@ mod tests {
             (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--admin-allowed-cn", "x"][..], "needs --client-cert-auth"),
             (&["--name", "a", "--cert-file", "c", "--key-file", "k", "--peer-allowed-cn", "x"][..], "needs --client-cert-auth"),
             (&["--name", "a", "--tls-reload-interval-secs", "0"][..], "tls-reload-interval-secs"),
+            (&["--name", "a", "--status-tls"][..], "--status-tls needs --cert-file"),
         ] {
             match parse(args) {
                 Err(ConfigError::Invalid(m)) => assert!(m.contains(why), "{args:?}: {m}"),

@@ -199,7 +199,7 @@ impl Metrics {
             tls_reloads: IntCounterVec::new(Opts::new("shoal_tls_reloads_total", "TLS certificate reloads, by outcome"), &["outcome"])?,
             tls_handshake_failures: IntCounter::new(
                 "shoal_tls_handshake_failures_total",
-                "TLS handshakes on the gRPC port that failed or timed out",
+                "TLS handshakes on the gRPC (or, with --status-tls, status) port that failed or timed out",
             )?,
             admin_denied: IntCounter::new(
                 "shoal_admin_denied_total",

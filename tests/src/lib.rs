@@ -359,6 +359,16 @@ impl Cluster {
         self.nodes[i].start();
     }
 
+    /// Starts node `i` again on its data directory and ports with its
+    /// options, those `extra` gives again replaced by `extra` (see
+    /// [`merge_args`]). The node must be stopped. Does not wait.
+    pub fn restart_with(&mut self, i: usize, extra: &[&str]) {
+        let node = &mut self.nodes[i];
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        node.args = merge_args(&node.args, &extra);
+        node.start();
+    }
+
     /// SIGKILLs node `i`, deletes its data directory (a lost volume) and starts
     /// it again on the same name and ports with its options, those `extra`
     /// gives again replaced by `extra` (see [`merge_args`]). Does not wait.

@@ -1,7 +1,8 @@
 //! A throwaway PKI for TLS tests, on [`shoal_client::pki::Ca`]: a CA that
 //! signs node certificates (server and client use, for 127.0.0.1) and client
 //! certificates with a chosen Common Name, each written as PEM files; and
-//! [`served_certificate`], what a server presents to a new connection.
+//! [`served_certificate`], what a server presents to a new connection, and
+//! [`https_get`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,4 +92,28 @@ pub async fn served_certificate(addr: &str, server_name: &str, ca: &[u8], cert: 
 /// The first certificate of a PEM text, DER.
 pub fn pem_to_der(pem: &[u8]) -> Result<Vec<u8>, String> {
     CertificateDer::from_pem_slice(pem).map(|c| c.as_ref().to_vec()).map_err(|e| e.to_string())
+}
+
+/// `GET path` over HTTPS (no client certificate), the server checked for
+/// `server_name` against `ca` (PEM): the status code and body.
+pub async fn https_get(addr: &str, server_name: &str, ca: &[u8], path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: {server_name}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    // A server may close without a TLS close_notify; what was read counts.
+    let _ = tls.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    Ok((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }

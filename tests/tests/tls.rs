@@ -4,7 +4,8 @@
 //! are refused at the handshake (and the refusals counted), garbage on the port
 //! changes nothing; a certificate not on the admin list gets PERMISSION_DENIED
 //! on `DrainStore` (counted) while its reads and writes work, and neither it
-//! nor the operator's may open a Raft stream (only a store's may); and a node's
+//! nor the operator's may open a Raft stream (only a store's may); a node
+//! restarted with `--status-tls` serves its status port over HTTPS only; and a node's
 //! certificate files rotated under a write load are served within the reload
 //! period while every write is acknowledged.
 
@@ -65,7 +66,7 @@ async fn mutual_tls_refuses_strangers_guards_admin_and_rotates_certificates() {
     let key_arg = cert_dir.join("key.pem").display().to_string();
     extra.extend(["--cert-file".to_string(), cert_arg, "--key-file".to_string(), key_arg]);
     let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let cluster = Cluster::start_tls(3, &extra_refs, tls(&ca, Some(&operator))).await;
+    let mut cluster = Cluster::start_tls(3, &extra_refs, tls(&ca, Some(&operator))).await;
 
     // A TLS client with a certificate the CA signed: reads and writes.
     let good = client(&cluster, Some(tls(&ca, Some(&app))));
@@ -187,4 +188,24 @@ async fn mutual_tls_refuses_strangers_guards_admin_and_rotates_certificates() {
     }
     assert!(written >= 200, "{written} writes");
     assert!(cluster.metric_or_zero(0, "shoal_tls_reloads_total", &[("outcome", "ok")]).await >= 1.0, "the reload is counted");
+
+    // The status port over TLS: node 3 restarted with --status-tls serves
+    // /metrics and /readyz over HTTPS without a client certificate, and no
+    // longer plain HTTP.
+    let status = cluster.nodes[2].status.clone();
+    assert!(cluster.terminate(2, Duration::from_secs(30)), "node 3 stops on SIGTERM");
+    cluster.restart_with(2, &["--status-tls"]);
+    let ca_pem = std::fs::read(&ca.cert).expect("CA");
+    let (code, body) = wait_until(Duration::from_secs(30), Duration::from_millis(200), "HTTPS /readyz", || async {
+        match pki::https_get(&status, "localhost", &ca_pem, "/readyz").await {
+            Ok((200, body)) => Ok((200, body)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = pki::https_get(&status, "localhost", &ca_pem, "/metrics").await.expect("HTTPS /metrics");
+    assert!(code == 200 && metrics.contains("shoal_tls_handshake_failures_total"), "{code}: {}", &metrics[..metrics.len().min(200)]);
+    let plain = shoal_tests::try_http_get(&status, "/metrics", Duration::from_secs(5)).await;
+    assert!(!matches!(plain, Ok((200, _))), "plain HTTP still served: {plain:?}");
 }

@@ -3,6 +3,10 @@
 //! up — every region on it knows its leader, has its data, and applies no more
 //! than [`READY_APPLY_LAG`] entries behind what it knows committed).
 //!
+//! With `--status-tls` it speaks HTTPS with the gRPC port's certificate
+//! (reloaded with it) and asks no client certificate: probes and scrapers
+//! present none.
+//!
 //! With `--enable-failpoints` (fault tests only) it also serves
 //! `PUT /failpoints/slow-sync?ms=N`: every synced engine write (the Raft log's
 //! fsync among them) first waits N ms, a slow disk; `ms=0` heals it.
@@ -18,6 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use super::tls::{HANDSHAKE_TIMEOUT, Tls};
 use crate::metrics::Metrics;
 use crate::raftstore::store::PeerStatus;
 use crate::raftstore::store_loop::StoreHandle;
@@ -105,8 +110,9 @@ impl StatusHttp {
         }
     }
 
-    /// Serves until the task is dropped.
-    pub async fn serve(self, listener: TcpListener) {
+    /// Serves until the task is dropped; over TLS (no client certificate
+    /// asked: probes and scrapers have none) with `tls`.
+    pub async fn serve(self, listener: TcpListener, tls: Option<Arc<Tls>>) {
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,
@@ -116,12 +122,28 @@ impl StatusHttp {
                 }
             };
             let this = self.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
+                let metrics = this.metrics.clone();
                 let svc = hyper::service::service_fn(move |req| {
                     let this = this.clone();
                     async move { Ok::<_, Infallible>(this.handle(req).await) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.status_config());
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => http.serve_connection(TokioIo::new(stream), svc).await,
+                            _ => {
+                                metrics.tls_handshake_failures.inc();
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = served {
                     tracing::debug!(error = %e, "status connection ended with an error");
                 }
             });

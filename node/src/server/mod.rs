@@ -138,7 +138,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     tracing::info!(store_id = ident.store_id, name = %cfg.name, listen = %cfg.listen_addr, status = %cfg.status_addr, "shoal-node serving");
 
     let failpoints = cfg.enable_failpoints.then(|| engine.clone());
-    let http = tokio::spawn(http::StatusHttp { store: handle.clone(), metrics: metrics.clone(), failpoints }.serve(status_listener));
+    let status_tls = if cfg.status_tls { tls.clone() } else { None };
+    let http =
+        tokio::spawn(http::StatusHttp { store: handle.clone(), metrics: metrics.clone(), failpoints }.serve(status_listener, status_tls));
 
     let max_message = cfg.max_value_size.saturating_mul(2).saturating_add(cfg.max_key_size + (1 << 20)).max(cfg.max_batch_size + (1 << 20));
     let kv = kv::KvService {

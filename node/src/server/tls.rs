@@ -65,6 +65,8 @@ struct Loaded {
     client: ClientTlsConfig,
     /// The Common Name of this store's own certificate.
     own_cn: Option<String>,
+    /// The status port's configuration: the same certificate, no client auth.
+    status: Arc<ServerConfig>,
 }
 
 pub struct Tls {
@@ -106,7 +108,7 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
                 let ca = ca.map_err(|e| bad("bad CA certificate in", path, &e))?;
                 roots.add(ca).map_err(|e| bad("unusable CA certificate in", path, &e))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| bad("cannot verify clients with", path, &e))?;
             builder.with_client_cert_verifier(verifier)
@@ -115,6 +117,13 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
         (_, false) => builder.with_no_client_auth(),
     };
     let own_cn = admin_identity(Some(&certs));
+    let mut status = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(|e| bad("certificate and key do not match:", &files.cert, &e))?;
+    status.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut server = builder.with_single_cert(certs, key).map_err(|e| bad("certificate and key do not match:", &files.cert, &e))?;
     server.alpn_protocols = vec![b"h2".to_vec()];
 
@@ -122,7 +131,7 @@ fn load(files: &TlsFiles) -> Result<Loaded> {
     if let Some(pem) = &ca_pem {
         client = client.ca_certificate(Certificate::from_pem(pem));
     }
-    Ok(Loaded { server: Arc::new(server), client, own_cn })
+    Ok(Loaded { server: Arc::new(server), client, own_cn, status: Arc::new(status) })
 }
 
 impl Tls {
@@ -154,6 +163,12 @@ impl Tls {
     /// The server configuration new connections get.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.current().server.clone()
+    }
+
+    /// The status port's configuration (`--status-tls`): the same
+    /// certificate, no client certificate asked.
+    pub fn status_config(&self) -> Arc<ServerConfig> {
+        self.current().status.clone()
     }
 
     /// The Common Name of this store's current certificate.
