@@ -119,8 +119,14 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         && s.to < s.from
         && desired.replicas > s.to
     {
+        // The newest store of a pod is the one its volume holds: removed
+        // (tombstoned) means that pod can never serve again on that volume.
+        let newest_removed = |o: i32| {
+            let newest = stores.iter().filter(|st| names.ordinal_of(&st.name) == Some(o)).max_by_key(|st| st.id);
+            newest.is_none_or(|st| st.state == StoreState::Tombstone)
+        };
         let removed: Vec<String> = (s.to..desired.replicas)
-            .filter(|&o| if o < current { view.current(o).is_none() } else { obs.pvcs.contains(&o) })
+            .filter(|&o| if o < current { newest_removed(o) } else { obs.pvcs.contains(&o) })
             .map(|o| names.pod(o))
             .collect();
         if removed.is_empty() && current == s.from {
@@ -185,6 +191,9 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         }
     }
 
+    // The drain watched until this round (a store shown Down is still Draining in meta).
+    let was_draining = |s: &ObservedStore| memory.drain.as_ref().is_some_and(|d| d.store_id == s.id);
+
     // 2. Join: every pod below the target runs one Up store.
     let joining = view.any_in(StoreState::Joining);
     mem.join = joining.map(|s| match &mem.join {
@@ -220,7 +229,8 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
             Some(s) if s.state == StoreState::Joining => {
                 progress.push(format!("seeding {}: {} regions so far", label(s), s.regions));
             }
-            Some(s) if s.state == StoreState::Draining => {
+            // (A store shown Down is still Draining in meta if it was being drained.)
+            Some(s) if s.state == StoreState::Draining || (s.state == StoreState::Down && was_draining(s)) => {
                 // Below the target: the scale-in that drained it was called off.
                 if step.is_none() {
                     step = Some(Step::CancelDrain { store_id: s.id, pod: s.name.clone() });

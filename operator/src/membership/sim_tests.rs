@@ -578,3 +578,20 @@ fn a_join_that_stops_receiving_regions_is_degraded() {
     assert!(p.degraded.is_none(), "a region more: {:?}", p.degraded);
     assert_eq!(p.memory.join.map(|j| j.since), Some(1_605));
 }
+
+/// Found by the proptest: a scale-in 4 → 3 removes the new, empty store of
+/// demo-3 (its volume was lost, so the old store is an orphan, down); raising
+/// `replicas` back to 4 must not "cancel" onto the orphan, since demo-3's
+/// volume holds the removed store: the scale-in finishes, then demo-3 comes
+/// back with a new volume.
+#[test]
+fn a_raise_after_a_lost_volume_does_not_cancel_onto_the_orphan() {
+    let mut sim = Sim::new(4, 3);
+    sim.settle(200);
+    sim.replicas = 3;
+    sim.lose_volume(3);
+    sim.round();
+    sim.round();
+    sim.replicas = 4;
+    sim.settle(2_000);
+}
