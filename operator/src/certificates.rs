@@ -60,13 +60,18 @@ fn text<'a>(secret: &'a Secret, key: &str) -> Result<&'a str> {
 pub async fn ensure(client: &Client, kvc: &KvCluster, names: &Names, now: SystemTime, may_change: bool) -> Result<Outcome> {
     let Some(tls) = tls_build::enabled(kvc) else { return Ok(Outcome::default()) };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &names.namespace);
-    let mut outcome = match tls.mode {
-        _ if !may_change => Outcome::default(),
+    // The operator's own Secret, when the stage already read or wrote it.
+    let (mut outcome, known) = match tls.mode {
+        _ if !may_change => (Outcome::default(), None),
         TlsMode::OperatorManaged => operator_managed(&secrets, kvc, names, tls, now).await?,
-        TlsMode::CertManager => cert_manager(client, kvc, names, tls).await?,
+        TlsMode::CertManager => (cert_manager(client, kvc, names, tls).await?, None),
         TlsMode::Disabled => return Ok(Outcome::default()),
     };
-    let op = secrets.get_opt(&names.operator_tls_secret()).await?.ok_or_else(|| {
+    let op = match known {
+        Some(s) => Some(s),
+        None => secrets.get_opt(&names.operator_tls_secret()).await?,
+    };
+    let op = op.ok_or_else(|| {
         Error::Certificate(format!(
             "waiting for Secret {} (the operator's client certificate); with cert-manager, see `kubectl describe certificate {}`",
             names.operator_tls_secret(),
@@ -79,8 +84,17 @@ pub async fn ensure(client: &Client, kvc: &KvCluster, names: &Names, now: System
     Ok(outcome)
 }
 
-async fn operator_managed(secrets: &Api<Secret>, kvc: &KvCluster, names: &Names, tls: &TlsSpec, now: SystemTime) -> Result<Outcome> {
+/// Makes or reads the CA and (re)issues the leaf Secrets that need it; also
+/// returns the operator's own Secret as it now stands.
+async fn operator_managed(
+    secrets: &Api<Secret>,
+    kvc: &KvCluster,
+    names: &Names,
+    tls: &TlsSpec,
+    now: SystemTime,
+) -> Result<(Outcome, Option<Secret>)> {
     let mut outcome = Outcome::default();
+    let mut operator_secret = None;
     let bad_ca = |e: &dyn std::fmt::Display| {
         Error::Certificate(format!("Secret {} does not hold a usable CA ({e}); delete it to have a new CA made", names.ca_secret()))
     };
@@ -92,7 +106,7 @@ async fn operator_managed(secrets: &Api<Secret>, kvc: &KvCluster, names: &Names,
             let secret = tls_build::ca_secret(kvc, names, ca.cert_pem(), ca.key_pem());
             match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await {
                 Ok(_) => outcome.ca_created = true,
-                // Made meanwhile (another round): use that one.
+                // Made meanwhile (another operator replica): the next round reads it.
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     return Err(Error::Certificate("the CA was made concurrently; retrying".into()));
                 }
@@ -104,16 +118,23 @@ async fn operator_managed(secrets: &Api<Secret>, kvc: &KvCluster, names: &Names,
     let now_secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     for (name, leaf) in tls_build::certificates(names, tls) {
         let current = secrets.get_opt(&name).await?;
-        if current.is_some_and(|s| !tls_build::renewal_due(&s, ca.cert_pem(), tls.lifetime_secs(), now_secs)) {
+        let mine = name == names.operator_tls_secret();
+        if let Some(s) = current.filter(|s| !tls_build::renewal_due(s, ca.cert_pem(), tls.lifetime_secs(), now_secs)) {
+            if mine {
+                operator_secret = Some(s);
+            }
             continue;
         }
         let issued = ca.issue(&leaf).map_err(|e| Error::Certificate(format!("issuing {name}: {e}")))?;
         let not_after = issued.not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let secret = tls_build::leaf_secret(kvc, names, name.clone(), &issued.cert_pem, &issued.key_pem, ca.cert_pem(), not_after);
-        secrets.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+        let applied = secrets.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+        if mine {
+            operator_secret = Some(applied);
+        }
         outcome.issued.push(name);
     }
-    Ok(outcome)
+    Ok((outcome, operator_secret))
 }
 
 async fn cert_manager(client: &Client, kvc: &KvCluster, names: &Names, tls: &TlsSpec) -> Result<Outcome> {

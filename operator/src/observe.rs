@@ -63,21 +63,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
             Err(e) => Err(e.to_string()),
         }
     };
-    let sts_storage = sts.as_ref().and_then(|s| {
-        s.spec
-            .as_ref()?
-            .volume_claim_templates
-            .as_ref()?
-            .first()?
-            .spec
-            .as_ref()?
-            .resources
-            .as_ref()?
-            .requests
-            .as_ref()?
-            .get("storage")
-            .map(|q| q.0.clone())
-    });
+    let sts_storage = sts.as_ref().and_then(claim_template_storage);
     let sts_status = sts.as_ref().and_then(|s| s.status.as_ref()).map(|s| (s.replicas, s.ready_replicas.unwrap_or(0))).unwrap_or((0, 0));
     Ok(World {
         observed: Observed {
@@ -92,4 +78,10 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
         endpoints,
         sts_storage,
     })
+}
+
+/// The size a StatefulSet's (first) volume claim template asks for.
+pub fn claim_template_storage(sts: &StatefulSet) -> Option<String> {
+    let template = sts.spec.as_ref()?.volume_claim_templates.as_ref()?.first()?;
+    template.spec.as_ref()?.resources.as_ref()?.requests.as_ref()?.get("storage").map(|q| q.0.clone())
 }

@@ -847,19 +847,11 @@ fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
                     (c.metadata.name.clone().unwrap_or_default(), request, capacity)
                 })
                 .collect();
-            let template = statefulsets.get_opt("demo").await.map_err(|e| e.to_string())?.and_then(|s| {
-                s.spec?
-                    .volume_claim_templates?
-                    .first()?
-                    .spec
-                    .as_ref()?
-                    .resources
-                    .as_ref()?
-                    .requests
-                    .as_ref()?
-                    .get("storage")
-                    .map(|q| q.0.clone())
-            });
+            let template = statefulsets
+                .get_opt("demo")
+                .await
+                .map_err(|e| e.to_string())?
+                .and_then(|s| shoal_operator::observe::claim_template_storage(&s));
             let grown = sizes.len() == 4 && sizes.iter().all(|(_, r, c)| r.as_deref() == Some("20Gi") && c.as_deref() == Some("20Gi"));
             if grown && template.as_deref() == Some("20Gi") { Ok(()) } else { Err(format!("claims {sizes:?}, template {template:?}")) }
         })

@@ -60,16 +60,7 @@ pub async fn refresh(shared: Arc<Shared>) {
             .map(|(uid, rt)| (uid.clone(), rt.pod.clone(), rt.ip.clone()))
             .collect();
         for (uid, pod, ip) in running {
-            let ctx = PodContext {
-                client: &shared.client,
-                pod: &pod,
-                ip,
-                node: &shared.node,
-                apiserver: (&shared.apiserver.0, shared.apiserver.1),
-                bin_dir: &shared.bin_dir,
-                pod_dir: shared.root.path().join("pods").join(&uid),
-            };
-            if let Err(e) = launch::refresh_volumes(&ctx).await {
+            if let Err(e) = launch::refresh_volumes(&pod_context(&shared, &uid, &pod, ip)).await {
                 eprintln!("node agent: refreshing the volumes of {}: {e}", pod.metadata.name.as_deref().unwrap_or_default());
             }
         }
@@ -149,19 +140,23 @@ async fn start_pod(shared: &Arc<Shared>, pod: Pod) {
     launch_container(shared, &uid).await;
 }
 
-/// Starts the pod's container; on failure, schedules a retry.
-async fn launch_container(shared: &Arc<Shared>, uid: &str) {
-    let Some((pod, ip, log)) = shared.state().pods.get(uid).map(|rt| (rt.pod.clone(), rt.ip.clone(), rt.log.clone())) else { return };
-    let ctx = PodContext {
+/// Where pod `uid` runs on this node (its directory is `pods/<uid>`).
+fn pod_context<'a>(shared: &'a Shared, uid: &str, pod: &'a Pod, ip: String) -> PodContext<'a> {
+    PodContext {
         client: &shared.client,
-        pod: &pod,
+        pod,
         ip,
         node: &shared.node,
         apiserver: (&shared.apiserver.0, shared.apiserver.1),
         bin_dir: &shared.bin_dir,
         pod_dir: shared.root.path().join("pods").join(uid),
-    };
-    let planned = launch::plan(&ctx).await;
+    }
+}
+
+/// Starts the pod's container; on failure, schedules a retry.
+async fn launch_container(shared: &Arc<Shared>, uid: &str) {
+    let Some((pod, ip, log)) = shared.state().pods.get(uid).map(|rt| (rt.pod.clone(), rt.ip.clone(), rt.log.clone())) else { return };
+    let planned = launch::plan(&pod_context(shared, uid, &pod, ip)).await;
     let mut st = shared.state();
     let Some(rt) = st.pods.get_mut(uid) else { return };
     if rt.terminating {
