@@ -367,7 +367,8 @@ async fn status_watch_shows_stores_and_request_rates() {
     let last: Vec<Vec<&str>> = frames[3].lines().skip(2).filter(|l| !l.trim().is_empty()).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(last.len(), 3, "three stores in the last frame:\n{}", frames[3]);
     assert!(last.iter().all(|row| row[3] == "up"), "every store up:\n{}", frames[3]);
-    let rates: Vec<f64> = last.iter().filter_map(|row| row[8].parse().ok()).collect();
+    // REQ/S is the last column (USED and AVAILABLE print as "4.0 MiB", two words).
+    let rates: Vec<f64> = last.iter().filter_map(|row| row.last()?.parse().ok()).collect();
     assert_eq!(rates.len(), 3, "every store has a rate after three heartbeats:\n{}", frames[3]);
     assert!(rates.iter().any(|r| *r > 10.0), "the region leader's store serves the writes:\n{}", frames[3]);
 

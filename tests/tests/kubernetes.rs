@@ -113,9 +113,9 @@ fn store_ids(kvc: &KvCluster) -> BTreeMap<String, u64> {
     kvc.status.as_ref().map(|s| s.stores.iter().map(|e| (e.pod.clone(), e.store_id)).collect()).unwrap_or_default()
 }
 
-async fn store_state(client: &Client, id: u64) -> Option<StoreState> {
-    let stores = client.list_stores().await.ok()?;
-    stores.iter().find_map(|d| d.store.as_ref().filter(|m| m.id == id).map(|m| m.state()))
+async fn store_state(client: &Client, id: u64) -> Result<Option<StoreState>, String> {
+    let stores = client.list_stores().await.map_err(|e| format!("ListStores: {e}"))?;
+    Ok(stores.iter().find_map(|d| d.store.as_ref().filter(|m| m.id == id).map(|m| m.state())))
 }
 
 #[test]
@@ -201,7 +201,7 @@ fn helm_install_apply_scale_out_and_in() {
                 }
                 if pvcs.get_opt(claim).await.map_err(|e| e.to_string())?.is_none() {
                     let state = store_state(&kv, *id).await;
-                    assert_eq!(state, Some(StoreState::Tombstone), "{claim} was deleted while store {id} was {state:?}");
+                    assert_eq!(state, Ok(Some(StoreState::Tombstone)), "{claim} was deleted while store {id} was {state:?}");
                     gone.lock().expect("gone").insert(claim.clone());
                 }
             }
@@ -369,7 +369,7 @@ fn rolling_change_kill_and_lost_volume() {
         assert!(!ids_first.values().any(|id| *id == new), "store {new} is not new");
         wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {
             let state = store_state(&kv, old).await;
-            if state == Some(StoreState::Tombstone) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
+            if state == Ok(Some(StoreState::Tombstone)) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
         })
         .await;
         let claim = pvcs_named(&env, "data-demo-2").await.expect("a new claim for demo-2");
@@ -693,7 +693,7 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
         let ids = store_ids(&kvcs.get("demo").await.expect("get"));
         let denied = app.drain_store(ids["demo-2"]).await.expect_err("a drain from CN=shoal-client");
         assert!(denied.to_string().contains("shoal-client"), "{denied}");
-        assert_eq!(store_state(&app, ids["demo-2"]).await, Some(StoreState::Up), "the refused drain changed nothing");
+        assert_eq!(store_state(&app, ids["demo-2"]).await, Ok(Some(StoreState::Up)), "the refused drain changed nothing");
 
         // The operator's certificate drives membership: 3 → 4 → 3.
         let mut phases = BTreeSet::new();
@@ -818,7 +818,7 @@ fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
         assert!(!reasons.iter().any(|r| r == "RemoveStore"), "a store was removed: {reasons:?}");
         wait_until(Duration::from_secs(30), Duration::from_millis(300), "demo-3's store Up in meta", || async {
             match store_state(&kv, ids["demo-3"]).await {
-                Some(StoreState::Up) => Ok(()),
+                Ok(Some(StoreState::Up)) => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         })
