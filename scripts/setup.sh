@@ -13,6 +13,8 @@
 #   kubernetes-validate, openapi-schema-validator (PyPI)  manifest / CRD-schema checks
 #   openssl, iproute2  the real-Kubernetes tests: the control plane's certificates
 #                 (scripts/k8s-control-plane.sh) and the tests' network namespace
+#   docker.io, debootstrap  scripts/docker-images.sh: a Docker engine (only where no
+#                 engine answers and no dockerd is installed) and the offline base image
 # Go (1.24+, for the control plane) comes with the machine: /usr/local/go/bin/go.
 #
 # SHOAL_TOOLS_DIR defaults to $HOME/.cache/shoal-tools; the tests look there too
@@ -37,6 +39,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ "$(id -u)" -eq 0 ] && ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then need+=(docker.io); fi
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if ! helm_ok && ! command -v npm >/dev/null 2>&1; then need+=(npm); fi
 if ((${#need[@]})); then
   SUDO=""

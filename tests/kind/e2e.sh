@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end test of Shoal on a real Kubernetes cluster, for users.
 #
-#   THIS SCRIPT CANNOT RUN ON THE PROJECT'S CI MACHINES: they have no Docker
-#   engine. CI covers the chart with tests/tests/helm.rs (helm lint, helm template
-#   + kubernetes-validate, the example against the CRD schema) and the operator on
-#   a real control plane built from source with our own node agent
-#   (tests/tests/kubernetes.rs); this script is the check with real images on kind.
+#   CI DOES NOT RUN THIS SCRIPT: it has no kind (nor a registry to pull kind's
+#   node image from). CI covers the chart with tests/tests/helm.rs (helm lint,
+#   helm template + kubernetes-validate, the example against the CRD schema), the
+#   operator on a real control plane built from source with our own node agent
+#   (tests/tests/kubernetes.rs), and the images with scripts/docker-images.sh
+#   (built offline and run); this script is the check with real images on kind.
 #
 # Needs: docker (with BuildKit), kind, kubectl, helm (v3). Run from anywhere:
 #
