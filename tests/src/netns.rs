@@ -2,10 +2,14 @@
 //! the way a real network fails: packets silently dropped, connections left
 //! open and hanging.
 //!
-//! [`Network::create`] makes one bridge in the test's own namespace
-//! (`10.213.S.1/24`, S from the test's pid) and, for each node `i`, a namespace
-//! `shoal-<pid>-<i>` joined to the bridge by a veth pair, its end in the
-//! namespace holding `10.213.S.(i+2)`. A node runs inside its namespace
+//! [`Network::create`] makes one bridge in a switch namespace of its own
+//! (`shoal-<pid>-sw`), joined to the test's namespace by a veth pair whose end
+//! here holds `10.213.S.1/24` (S from the test's pid), and, for each node `i`,
+//! a namespace `shoal-<pid>-<i>` joined to the bridge by a veth pair, its end
+//! in the namespace holding `10.213.S.(i+2)`. The bridge lives apart so that
+//! the machine's own firewall never sees the bridged packets: with Docker
+//! installed (`br_netfilter` loaded, `FORWARD` policy `DROP`) a bridge in the
+//! test's namespace would drop the nodes' traffic to each other. A node runs inside its namespace
 //! (`ip netns exec`, [`Network::command`]) and listens on its own address; the
 //! test reaches every node through the bridge, and the nodes reach each other
 //! the same way.
@@ -17,7 +21,7 @@
 //! node would.
 //!
 //! Needs root (CAP_NET_ADMIN) and `ip`. Dropping the network deletes its
-//! namespaces and bridge; leftovers of a test that was killed are swept by the
+//! namespaces (the bridge's too); leftovers of a test that was killed are swept by the
 //! next [`Network::create`].
 
 use std::process::Command;
@@ -36,20 +40,14 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Deletes the namespaces and bridges of test processes that are gone.
+/// Deletes the namespaces of test processes that are gone (their veths and
+/// bridge go with them).
 fn sweep_leftovers() {
     for line in ip(&["netns", "list"]).unwrap_or_default().lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         let owner = name.strip_prefix("shoal-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
         if owner.is_some_and(|pid| !pid_alive(pid)) {
             let _ = ip(&["netns", "delete", name]);
-        }
-    }
-    for line in ip(&["-o", "link", "show", "type", "bridge"]).unwrap_or_default().lines() {
-        let name = line.split(':').nth(1).map(str::trim).unwrap_or_default();
-        let owner = name.strip_prefix("shb").and_then(|p| p.parse().ok());
-        if owner.is_some_and(|pid| !pid_alive(pid)) {
-            let _ = ip(&["link", "delete", name]);
         }
     }
 }
@@ -77,20 +75,31 @@ impl Network {
         sweep_leftovers();
         let pid = std::process::id();
         let net = Network { pid, subnet: pid % 250 + 1, size };
-        let bridge = net.bridge();
-        let gateway = format!("10.213.{}.1/24", net.subnet);
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &gateway, "dev", &bridge])?;
-        ip(&["link", "set", &bridge, "up"])?;
+        let (switch, bridge) = (net.switch(), format!("shb{pid}"));
+        ip(&["netns", "add", &switch])?;
+        ip(&["-n", &switch, "link", "add", &bridge, "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", &bridge, "up"])?;
+        // One port of the bridge per namespace: the veth's other end goes
+        // into the switch namespace and onto the bridge.
+        let plug = |outer: &str, inner: &str, ns: Option<&str>| -> Result<(), String> {
+            ip(&["link", "add", outer, "type", "veth", "peer", "name", inner])?;
+            if let Some(ns) = ns {
+                ip(&["link", "set", inner, "netns", ns])?;
+            }
+            ip(&["link", "set", outer, "netns", &switch])?;
+            ip(&["-n", &switch, "link", "set", outer, "master", &bridge])?;
+            ip(&["-n", &switch, "link", "set", outer, "up"]).map(drop)
+        };
+        let gateway_link = format!("shg{pid}");
+        plug(&format!("shs{pid}"), &gateway_link, None)?;
+        ip(&["addr", "add", &format!("10.213.{}.1/24", net.subnet), "dev", &gateway_link])?;
+        ip(&["link", "set", &gateway_link, "up"])?;
         for i in 0..size {
             let ns = net.namespace(i);
             let (host, inner) = (format!("shv{pid}n{i}"), format!("shp{pid}n{i}"));
             let addr = format!("{}/24", net.addr(i));
             ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &host, "master", &bridge])?;
-            ip(&["link", "set", &host, "up"])?;
+            plug(&host, &inner, Some(&ns))?;
             ip(&["-n", &ns, "addr", "add", &addr, "dev", &inner])?;
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
@@ -98,8 +107,9 @@ impl Network {
         Ok(net)
     }
 
-    fn bridge(&self) -> String {
-        format!("shb{}", self.pid)
+    /// The namespace holding the bridge.
+    fn switch(&self) -> String {
+        format!("shoal-{}-sw", self.pid)
     }
 
     /// Node `i`'s namespace.
@@ -143,10 +153,11 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
+        // Deleting a namespace deletes its veth ends and their peers.
         for i in 0..self.size {
             let _ = ip(&["netns", "delete", &self.namespace(i)]);
         }
-        let _ = ip(&["link", "delete", &self.bridge()]);
+        let _ = ip(&["netns", "delete", &self.switch()]);
     }
 }
 
