@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use shoal_proto::{Region, RegionEpoch};
+use shoal_proto::{Region, RegionEpoch, StoreMeta};
 
 /// A cached region and the store of its leader (0 while unknown).
 #[derive(Clone, Debug, PartialEq)]
@@ -233,6 +233,12 @@ impl RegionCache {
         if store_id != 0 && !addr.is_empty() {
             self.stores.insert(store_id, addr.to_string());
         }
+    }
+
+    /// A store as meta lists it: clients route to its client port when it has one.
+    pub fn put_store_meta(&mut self, s: &StoreMeta) {
+        let addr = if s.client_address.is_empty() { &s.address } else { &s.client_address };
+        self.put_store(s.id, addr);
     }
 
     pub fn forget_store(&mut self, store_id: u64) {
@@ -601,5 +607,14 @@ mod tests {
         c.put_store(1, "a:1");
         c.put_store(1, "b:1");
         assert_eq!(c.store_addr(1), Some("b:1"));
+    }
+
+    #[test]
+    fn a_store_with_a_client_port_is_routed_there() {
+        let mut c = RegionCache::new();
+        c.put_store_meta(&StoreMeta { id: 1, address: "peer:1".into(), ..Default::default() });
+        assert_eq!(c.store_addr(1), Some("peer:1"));
+        c.put_store_meta(&StoreMeta { id: 1, address: "peer:1".into(), client_address: "client:2".into(), ..Default::default() });
+        assert_eq!(c.store_addr(1), Some("client:2"));
     }
 }

@@ -171,7 +171,7 @@ pub fn region_json(p: &Printer, info: &RegionInfo) -> Value {
 }
 
 fn store_meta_json(s: &StoreMeta) -> Value {
-    json!({"id": s.id, "name": s.name, "address": s.address, "state": state(s.state)})
+    json!({"id": s.id, "name": s.name, "address": s.address, "client_address": s.client_address, "state": state(s.state)})
 }
 
 fn location_json(p: &Printer, loc: &RegionLocation) -> Value {
@@ -350,6 +350,7 @@ mod tests {
                 address: "127.0.0.1:2".into(),
                 state: StoreState::Up as i32,
                 instance: "ab12".into(),
+                client_address: "127.0.0.1:3".into(),
             }),
             stats: Some(StoreStats { capacity_bytes: 100, available_bytes: 40, region_count: 3, leader_count: 1, ..Default::default() }),
         };
@@ -357,6 +358,7 @@ mod tests {
         for (k, want) in [
             ("id", json!(2)),
             ("address", json!("127.0.0.1:2")),
+            ("client_address", json!("127.0.0.1:3")),
             ("instance", json!("ab12")),
             ("state", json!("up")),
             ("region_count", json!(3)),

@@ -228,7 +228,7 @@ impl Client {
     fn remember_location(&self, loc: &RegionLocation) {
         let mut cache = self.cache();
         for s in &loc.stores {
-            cache.put_store(s.id, &s.address);
+            cache.put_store_meta(s);
         }
         if let Some(region) = loc.info.region.clone() {
             cache.insert(region, loc.info.leader_store_id);
@@ -298,7 +298,7 @@ impl Client {
             .await?;
         let mut cache = self.cache();
         for s in resp.stores.iter().filter_map(|d| d.store.as_ref()) {
-            cache.put_store(s.id, &s.address);
+            cache.put_store_meta(s);
         }
         Ok(resp.stores)
     }
@@ -316,7 +316,7 @@ impl Client {
             .await?;
         let store = resp.store.filter(|d| d.store.as_ref().is_some_and(|s| s.id != 0));
         if let Some(s) = store.as_ref().and_then(|d| d.store.as_ref()) {
-            self.cache().put_store(s.id, &s.address);
+            self.cache().put_store_meta(s);
         }
         Ok(store)
     }

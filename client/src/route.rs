@@ -265,7 +265,7 @@ impl Client {
                     // as older than what it has, and the store will then tell us.
                     let mut one = RegionCache::new();
                     for s in &loc.stores {
-                        one.put_store(s.id, &s.address);
+                        one.put_store_meta(s);
                     }
                     if let Some(region) = loc.info.region.clone() {
                         one.insert(region, loc.info.leader_store_id);

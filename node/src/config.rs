@@ -72,12 +72,22 @@ pub struct NodeArgs {
     /// Directory of the store's RocksDB.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Address the gRPC server listens on.
+    /// Address the gRPC server listens on: every service (the peer port, when
+    /// --client-listen-addr gives clients a port of their own).
     #[arg(long)]
     pub listen_addr: Option<SocketAddr>,
     /// Address other stores and clients use to reach this one (default: --listen-addr).
     #[arg(long)]
     pub advertise_addr: Option<String>,
+    /// A second gRPC port, for clients only: Kv, Meta's lookups and Status
+    /// (not Raft, snapshots, Admin, heartbeats or id allocation), so that a
+    /// network policy can keep clients off the peer port.
+    #[arg(long)]
+    pub client_listen_addr: Option<SocketAddr>,
+    /// Address clients reach the client port at (default: --client-listen-addr);
+    /// meta hands it to clients, which then route there.
+    #[arg(long)]
+    pub client_advertise_addr: Option<String>,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long)]
     pub status_addr: Option<SocketAddr>,
@@ -204,6 +214,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
     pub advertise_addr: Option<String>,
+    pub client_listen_addr: Option<SocketAddr>,
+    pub client_advertise_addr: Option<String>,
     pub status_addr: SocketAddr,
     pub initial_cluster: String,
     pub initial_cluster_state: InitialClusterState,
@@ -256,6 +268,8 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("shoal-data"),
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 20160)),
             advertise_addr: None,
+            client_listen_addr: None,
+            client_advertise_addr: None,
             status_addr: SocketAddr::from(([127, 0, 0, 1], 20180)),
             initial_cluster: String::new(),
             initial_cluster_state: InitialClusterState::New,
@@ -325,8 +339,13 @@ impl NodeConfig {
         cfg.status_tls |= args.status_tls;
         cfg.admin_allowed_cn.extend(args.admin_allowed_cn);
         cfg.peer_allowed_cn.extend(args.peer_allowed_cn);
-        if args.advertise_addr.is_some() {
-            cfg.advertise_addr = args.advertise_addr;
+        for (field, arg) in [(&mut cfg.advertise_addr, args.advertise_addr), (&mut cfg.client_advertise_addr, args.client_advertise_addr)] {
+            if arg.is_some() {
+                *field = arg;
+            }
+        }
+        if args.client_listen_addr.is_some() {
+            cfg.client_listen_addr = args.client_listen_addr;
         }
         cfg.column_families.extend(args.column_families);
         cfg.validate()?;
@@ -367,6 +386,12 @@ impl NodeConfig {
         in_range("raft-log-gc-count-limit", self.raft_log_gc_count_limit, 16, 1 << 32)?;
         in_range("raft-log-gc-size-limit", self.raft_log_gc_size_limit, 64 << 10, 64 << 30)?;
         in_range("tls-reload-interval-secs", self.tls_reload_interval_secs, 1, 3600)?;
+        if self.client_advertise_addr.is_some() && self.client_listen_addr.is_none() {
+            return invalid("--client-advertise-addr needs --client-listen-addr".into());
+        }
+        if self.client_listen_addr.is_some_and(|c| c == self.listen_addr || c == self.status_addr) {
+            return invalid("--client-listen-addr must differ from --listen-addr and --status-addr".into());
+        }
         self.check_tls()?;
         self.check_membership()
     }
@@ -465,6 +490,15 @@ impl NodeConfig {
     /// The address others reach this node at.
     pub fn advertise_addr(&self) -> String {
         self.advertise_addr.clone().unwrap_or_else(|| self.listen_addr.to_string())
+    }
+
+    /// The address clients reach the client port at; empty without one.
+    pub fn client_advertise_addr(&self) -> String {
+        match (&self.client_advertise_addr, self.client_listen_addr) {
+            (Some(a), _) => a.clone(),
+            (None, Some(l)) => l.to_string(),
+            (None, None) => String::new(),
+        }
     }
 
     /// Parses `--initial-cluster`; empty means a one-store cluster of this node.

@@ -72,7 +72,7 @@ pub async fn run_step(client: &Client, step: &Step) -> Result<()> {
         Step::DrainStore { store_id, .. } => client.drain_store(*store_id).await.map(drop)?,
         Step::RemoveStore { store_id, .. } => client.remove_store(*store_id).await.map(drop)?,
         Step::CancelDrain { store_id, .. } => client.cancel_drain(*store_id).await.map(drop)?,
-        Step::DeleteVolume { .. } => {}
+        Step::DeleteVolume { .. } | Step::ReplaceVolume { .. } => {}
     }
     Ok(())
 }

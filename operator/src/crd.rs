@@ -101,8 +101,8 @@ pub struct KvClusterSpec {
     /// is and goes on when this is unset.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
-    /// TLS on the stores' gRPC port (clients, peers and the Admin API, with
-    /// mutual TLS). Chosen at creation.
+    /// TLS on the stores' gRPC ports (client and peer: clients, Raft and the
+    /// Admin API, with mutual TLS). Chosen at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
     /// A NetworkPolicy in front of the stores.
@@ -404,18 +404,18 @@ pub struct IssuerRef {
     pub group: Option<String>,
 }
 
-/// A NetworkPolicy `<name>` that lets only the cluster's own stores, the
-/// operator and the listed clients reach the stores' gRPC port (clients, peers
-/// and the Admin API share it: the Admin calls are guarded by mutual TLS and
-/// the operator's Common Name, see `tls`), and the listed scrapers the status
-/// port. Enforced only where the cluster's network plugin enforces policies.
+/// A NetworkPolicy `<name>` that lets only the cluster's own stores and the
+/// operator reach the stores' peer port (20160: Raft, snapshots, Admin), the
+/// listed clients only their client port (20161: Kv, region and store
+/// lookups, Status), and the listed scrapers the status port. Enforced only
+/// where the cluster's network plugin enforces policies.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
     #[serde(default)]
     pub enabled: bool,
-    /// Who else may reach the gRPC port (NetworkPolicy peers); left out: every
-    /// pod of the cluster's namespace; `[]`: nobody else.
+    /// Who else may reach the client port (NetworkPolicy peers); left out:
+    /// every pod of the cluster's namespace; `[]`: nobody else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<Vec<NetworkPolicyPeer>>,
     /// Who may reach the status port (metrics, health); left out: anyone

@@ -1,9 +1,15 @@
 //! Dereference: what exists for one cluster — its StatefulSet, ConfigMap, pods
 //! and data volumes in Kubernetes, and its stores as the cluster reports them — turned
 //! into the driver's [`Observed`].
+//!
+//! A pod that cannot be scheduled is looked at further ([`stranded`]): if its
+//! volume is a PersistentVolume pinned to nodes by hostname and none of those
+//! Nodes exists any more, the volume is gone with its node. That takes `get`
+//! on PersistentVolumes and Nodes (cluster-wide; the chart grants it); without
+//! it the pod is not counted as stranded.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use shoal_client::ClientTls;
@@ -70,6 +76,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
             sts_replicas: sts.as_ref().map(|s| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)),
             pods: pod_ordinals,
             pvcs: pvc_ordinals,
+            stranded: stranded(client, names, &pods, &pvcs).await,
             stores,
             formed,
             now,
@@ -78,6 +85,73 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
         endpoints,
         sts_storage,
     })
+}
+
+/// Ordinals of pods that the scheduler cannot place because their volume is
+/// pinned to nodes that no longer exist.
+async fn stranded(client: &Client, names: &Names, pods: &[Pod], pvcs: &[PersistentVolumeClaim]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none() && unschedulable(p)) {
+        let Some(o) = pod.metadata.name.as_deref().and_then(|n| names.ordinal_of(n)) else { continue };
+        let claim =
+            pvcs.iter().find(|c| c.metadata.name.as_deref() == Some(names.pvc(o).as_str()) && c.metadata.deletion_timestamp.is_none());
+        let Some(volume) = claim.and_then(|c| c.spec.as_ref()?.volume_name.clone()) else { continue };
+        match volume_node_gone(client, &volume).await {
+            Ok(true) => out.push(o),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(pod = ?pod.metadata.name, %volume, error = %e, "cannot tell whether the volume's node is gone"),
+        }
+    }
+    out
+}
+
+/// Pending, and the scheduler said it cannot place it.
+fn unschedulable(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else { return false };
+    status.phase.as_deref() == Some("Pending")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+}
+
+/// Whether PersistentVolume `name` is pinned by hostname to nodes none of which exists.
+async fn volume_node_gone(client: &Client, name: &str) -> std::result::Result<bool, kube::Error> {
+    let Some(pv) = Api::<PersistentVolume>::all(client.clone()).get_opt(name).await? else { return Ok(false) };
+    let hosts = pinned_hosts(&pv);
+    if hosts.is_empty() {
+        return Ok(false);
+    }
+    let nodes = Api::<Node>::all(client.clone());
+    for host in hosts {
+        if nodes.get_opt(&host).await?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The hostnames a volume's required node affinity pins it to; empty unless
+/// every term is a `kubernetes.io/hostname In (...)` (a local volume).
+pub fn pinned_hosts(pv: &PersistentVolume) -> Vec<String> {
+    let terms = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .map(|r| r.node_selector_terms.clone())
+        .unwrap_or_default();
+    let mut hosts = Vec::new();
+    for term in &terms {
+        let exprs = term.match_expressions.clone().unwrap_or_default();
+        let pinned = !exprs.is_empty() && exprs.iter().all(|e| e.key == "kubernetes.io/hostname" && e.operator == "In");
+        if !pinned || term.match_fields.as_ref().is_some_and(|f| !f.is_empty()) {
+            return Vec::new();
+        }
+        hosts.extend(exprs.into_iter().flat_map(|e| e.values.unwrap_or_default()));
+    }
+    hosts
 }
 
 /// The size a StatefulSet's (first) volume claim template asks for.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
@@ -333,6 +333,16 @@ async fn apply_network_policy(client: &Client, names: &Names, policy: Option<Net
     }
 }
 
+/// Deletes the data volume claim of pod `ordinal` (gone already is fine).
+async fn delete_volume(client: &Client, names: &Names, ordinal: i32) -> Result<()> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &names.namespace);
+    match pvcs.delete(&names.pvc(ordinal), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::from(e)),
+    }
+}
+
 /// Carries out the step; `Ok(Some(reason))` when the cluster refused it.
 async fn run_step(
     ctx: &Context,
@@ -349,14 +359,27 @@ async fn run_step(
         Step::RemoveStore { store_id, pod } => format!("removing store {store_id} ({pod}): it holds nothing"),
         Step::CancelDrain { store_id, pod } => format!("cancelling the drain of store {store_id} ({pod}): the scale-in was called off"),
         Step::DeleteVolume { ordinal } => format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)),
+        Step::ReplaceVolume { ordinal, store_id } => format!(
+            "replacing volume {} of {} (store {store_id} is down and the volume's node is gone): the pod comes back as a new store",
+            names.pvc(*ordinal),
+            names.pod(*ordinal)
+        ),
     };
     let result = match step {
-        Step::DeleteVolume { ordinal } => {
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
-            match pvcs.delete(&names.pvc(*ordinal), &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                Err(e) => Err(Error::from(e)),
+        Step::DeleteVolume { ordinal } => delete_volume(&ctx.client, names, *ordinal).await,
+        Step::ReplaceVolume { ordinal, .. } => {
+            // The claim first (it stays until its pod is gone), then the pod:
+            // the StatefulSet makes both again, the claim empty.
+            match delete_volume(&ctx.client, names, *ordinal).await {
+                Ok(()) => {
+                    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &names.namespace);
+                    match pods.delete(&names.pod(*ordinal), &DeleteParams::default()).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Err(e) => Err(Error::from(e)),
+                    }
+                }
+                Err(e) => Err(e),
             }
         }
         admin => match cluster::client(&world.endpoints, tls) {

@@ -493,7 +493,7 @@ async fn first_round_bootstraps_the_cluster() {
             .iter()
             .map(|p| (p["name"].as_str().expect("port name"), p["port"].as_i64().expect("port number")))
             .collect();
-        assert_eq!(ports, [("grpc", 20160), ("status", 20180)]);
+        assert_eq!(ports, [("grpc", 20160), ("client", 20161), ("status", 20180)]);
 
         let pdb = v.apply_pdb().await;
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);

@@ -238,7 +238,9 @@ fn rendered_manifests_pass_kubernetes_validate() {
 
     // One namespace, a ServiceMonitor, two replicas.
     let docs = render_and_validate(VALUE_SETS[1]);
-    assert!(of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty());
+    // Cluster-wide only the read-only Nodes/PersistentVolumes grant.
+    let cluster_wide: Vec<&str> = of_kind(&docs, "ClusterRole").into_iter().chain(of_kind(&docs, "ClusterRoleBinding")).map(name).collect();
+    assert!(cluster_wide.len() == 2 && cluster_wide.iter().all(|n| n.ends_with("-nodes")), "{cluster_wide:?}");
     let deploy = one_of_kind(&docs, "Deployment");
     assert_eq!(deploy["spec"]["replicas"], 2);
     assert!(strings(&deploy["spec"]["template"]["spec"]["containers"][0]["args"]).contains(&"--namespace=apps"));
@@ -363,7 +365,8 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("apps", &["statefulsets"], ALL),
         ("", &["services", "configmaps"], ALL),
         ("policy", &["poddisruptionbudgets"], ALL),
-        ("", &["pods"], &["get", "list", "watch"]),
+        // delete: a pod stranded by a lost node gets a new volume.
+        ("", &["pods"], &["get", "list", "watch", "delete"]),
         ("", &["persistentvolumeclaims"], &["get", "list", "watch", "patch", "delete"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("", &["events"], &["create", "patch"]),
@@ -374,15 +377,34 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("cert-manager.io", &["certificates"], &["create", "patch"]),
     ]);
     let leases = expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update", "patch"])]);
+    // Cluster-wide in both modes, read-only: is a stranded pod's node gone?
+    let nodes = expand(&[("", &["nodes", "persistentvolumes"], &["get"])]);
+    let nodes_role = |docs: &[Value]| -> Value {
+        let roles = of_kind(docs, "ClusterRole");
+        let role = roles.into_iter().find(|r| name(r).ends_with("-nodes")).expect("the nodes ClusterRole").clone();
+        assert_exact(&role, &nodes);
+        let binding = of_kind(docs, "ClusterRoleBinding")
+            .into_iter()
+            .find(|b| b["roleRef"]["name"] == role["metadata"]["name"])
+            .expect("a ClusterRoleBinding for the nodes ClusterRole")
+            .clone();
+        assert_binds(&binding, &role, one_of_kind(docs, "ServiceAccount"));
+        role
+    };
 
     // All namespaces: a ClusterRole, and a Role for the Lease in the release namespace.
     let docs = template(&[]);
     let docs = yaml_docs(&docs);
     let sa = one_of_kind(&docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["namespace"], RELEASE_NS);
-    let cr = one_of_kind(&docs, "ClusterRole");
+    nodes_role(&docs);
+    let crs = of_kind(&docs, "ClusterRole");
+    assert_eq!(crs.len(), 2, "the operator's ClusterRole and the nodes one");
+    let cr = crs.into_iter().find(|r| !name(r).ends_with("-nodes")).expect("the operator's ClusterRole");
     assert_exact(cr, &operator);
-    assert_binds(one_of_kind(&docs, "ClusterRoleBinding"), cr, sa);
+    let binding =
+        of_kind(&docs, "ClusterRoleBinding").into_iter().find(|b| b["roleRef"]["name"] == cr["metadata"]["name"]).expect("binding");
+    assert_binds(binding, cr, sa);
     let role = one_of_kind(&docs, "Role");
     assert_eq!(role["metadata"]["namespace"], RELEASE_NS, "the Lease Role lives in the release namespace");
     assert_exact(role, &leases);
@@ -390,9 +412,10 @@ fn rbac_is_exactly_what_the_operator_uses() {
 
     // One namespace: the same grants in a Role there, nothing cluster-wide.
     let docs = yaml_docs(&template(&["watchNamespace=apps"]));
+    nodes_role(&docs);
     assert!(
-        of_kind(&docs, "ClusterRole").is_empty() && of_kind(&docs, "ClusterRoleBinding").is_empty(),
-        "watchNamespace set: nothing cluster-wide"
+        of_kind(&docs, "ClusterRole").len() == 1 && of_kind(&docs, "ClusterRoleBinding").len() == 1,
+        "watchNamespace set: nothing cluster-wide but reading Nodes and PersistentVolumes"
     );
     let sa = one_of_kind(&docs, "ServiceAccount");
     let roles = of_kind(&docs, "Role");

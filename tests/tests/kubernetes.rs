@@ -39,6 +39,11 @@
 //! every PVC and re-creates the StatefulSet around the same pods, and a
 //! smaller size is refused.
 //!
+//! On three nodes in three zones: a node lost for good strands its store's
+//! pod (its local volume is pinned there); the operator gives the pod a new
+//! volume, it comes back on another node as a new store, and the old store
+//! is retired.
+//!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
 //! back as the same stores with every key, never bootstrapped a second time.
@@ -154,9 +159,15 @@ fn helm_install_apply_scale_out_and_in() {
         let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
         assert_eq!(&row[..4], ["demo", "3", "3", "Running"], "kubectl get kvc:\n{table}");
 
-        // 2. 10,000 keys through the client Service's name.
+        // 2. 10,000 keys through the client Service's name and client port;
+        // meta hands out every store's client address.
         let kv = demo_client();
         write_keys(&kv).await;
+        let listed: BTreeMap<String, String> =
+            kv.list_stores().await.expect("list stores").into_iter().filter_map(|d| d.store).map(|s| (s.name, s.client_address)).collect();
+        let want: BTreeMap<String, String> =
+            (0..3).map(|i| (format!("demo-{i}"), format!("demo-{i}.demo-peer.default.svc:20161"))).collect();
+        assert_eq!(listed, want, "the stores' client addresses");
 
         // 3a. Paused: the scale to 5 is seen (status) but not acted on.
         env.kubectl_ok(&["patch", "-n", NS, "kvc/demo", "--type", "merge", "-p", r#"{"spec":{"paused":true}}"#]);
@@ -279,8 +290,9 @@ fn demo_client() -> Client {
     demo_client_with(None)
 }
 
+/// An application's client: the client Service's client port, as the docs say.
 fn demo_client_with(tls: Option<ClientTls>) -> Client {
-    Client::new(&["demo.default.svc:20160".to_string()], ClientOptions { tls, ..ClientOptions::default() }).expect("client")
+    Client::new(&["demo.default.svc:20161".to_string()], ClientOptions { tls, ..ClientOptions::default() }).expect("client")
 }
 
 async fn write_keys(kv: &Client) {
@@ -689,9 +701,15 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
             assert!(matches!(err, ClientError::Unavailable { .. }), "{what}: {err}");
         }
 
-        // Admin: the application's certificate may not drain a store.
+        // Admin: not served on the client port at all, and on the peer port
+        // the application's certificate may not drain a store.
         let ids = store_ids(&kvcs.get("demo").await.expect("get"));
-        let denied = app.drain_store(ids["demo-2"]).await.expect_err("a drain from CN=shoal-client");
+        let denied = app.drain_store(ids["demo-2"]).await.expect_err("a drain on the client port");
+        assert!(denied.to_string().contains("no endpoint serves the Admin service"), "{denied}");
+        let app_on_peer_port =
+            Client::new(&["demo.default.svc:20160".to_string()], ClientOptions { tls: Some(app_tls.clone()), ..ClientOptions::default() })
+                .expect("client");
+        let denied = app_on_peer_port.drain_store(ids["demo-2"]).await.expect_err("a drain from CN=shoal-client");
         assert!(denied.to_string().contains("shoal-client"), "{denied}");
         assert_eq!(store_state(&app, ids["demo-2"]).await, Ok(Some(StoreState::Up)), "the refused drain changed nothing");
 
@@ -865,5 +883,66 @@ fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
         assert!(!shrink.status.success(), "shrinking was accepted");
         assert!(String::from_utf8_lossy(&shrink.stderr).contains("can grow, not shrink"), "{}", String::from_utf8_lossy(&shrink.stderr));
         check_keys(&kv, "after the volumes grew").await;
+    });
+}
+
+/// A node lost for good, on three nodes (zones a, b and c): the agent kills
+/// the processes of one store pod's node and its Node object is deleted (as
+/// a cloud deletes a machine's). The pod garbage collector removes the pod;
+/// the StatefulSet's new pod cannot be scheduled (its local volume is pinned
+/// to the gone node); the store is down past `maxStoreDownTime`; the operator
+/// replaces the volume (`ReplaceVolume`: claim and pod deleted), the pod comes
+/// back on another node as a new store, which joins, and the old store is
+/// drained and tombstoned. Every key reads back.
+#[test]
+fn a_store_whose_node_is_gone_is_replaced_on_another_node() {
+    let nodes = ["a", "b", "c"].map(|z| k8s::TestNode::in_zone(&format!("node-{z}"), &format!("zone-{z}")));
+    k8s::run_on(nodes.to_vec(), |env| async move {
+        install_operator(&env, &[]);
+        let path = example(&env);
+        let text = std::fs::read_to_string(&path).expect("the example copy");
+        std::fs::write(&path, text.replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    maxStoreDownTimeSecs: 15"))
+            .expect("write");
+        env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
+        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+        let mut phases = BTreeSet::new();
+        wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
+        let kv = demo_client();
+        write_keys(&kv).await;
+        let ids = store_ids(&kvcs.get("demo").await.expect("get"));
+
+        // A store pod on a node the operator does not run on.
+        let operator_pod = env.agent.pods().into_iter().find(|(ns, _)| ns == OPERATOR_NS).expect("the operator's pod").1;
+        let operator_node = env.agent.pod_node(OPERATOR_NS, &operator_pod).expect("the operator's node");
+        let (victim, node) = (0..3)
+            .map(|o| format!("demo-{o}"))
+            .find_map(|p| env.agent.pod_node(NS, &p).filter(|n| *n != operator_node).map(|n| (p, n)))
+            .expect("a store pod away from the operator");
+        let old = ids[&victim];
+        eprintln!("losing {node} with {victim} (store {old}); the operator runs on {operator_node}");
+        env.agent.fail_node(&node).await;
+
+        let st = wait_status(&kvcs, Duration::from_secs(420), "the pod back as a new store, the old one removed", &mut phases, |s| {
+            settled(s, 3) && s.stores.iter().any(|e| e.pod == victim && e.store_id != old)
+        })
+        .await;
+        eprintln!("replaced: {} (phases {phases:?})", summary(&st));
+        let new_node = env.agent.pod_node(NS, &victim).expect("the pod runs again");
+        assert_ne!(new_node, node, "the pod came back on the lost node");
+        let uid = kvcs.get("demo").await.expect("get").metadata.uid;
+        let reasons = event_reasons(&env.client, NS, uid.as_deref()).await;
+        for want in ["ReplaceVolume", "JoinStore", "RemoveStore"] {
+            assert!(reasons.iter().any(|r| r == want), "no {want} Event: {reasons:?}");
+        }
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {
+            let state = store_state(&kv, old).await;
+            if state == Ok(Some(StoreState::Tombstone)) { Ok(()) } else { Err(format!("store {old}: {state:?}")) }
+        })
+        .await;
+        let claim = pvcs_named(&env, &format!("data-{victim}")).await.expect("a new claim");
+        let pv = claim.spec.and_then(|s| s.volume_name).expect("bound");
+        let pv = Api::<PersistentVolume>::all(env.client.clone()).get(&pv).await.expect("the new volume");
+        assert_eq!(shoal_operator::observe::pinned_hosts(&pv), vec![new_node], "the new volume is on the pod's new node");
+        check_keys(&kv, "after the node was lost").await;
     });
 }

@@ -217,6 +217,7 @@ impl MetaState {
             address: req.address.clone(),
             state: StoreState::Pending as i32,
             instance: req.instance.clone(),
+            client_address: String::new(),
         };
         self.put_store(store.clone(), wb)?;
         wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;
@@ -555,7 +556,7 @@ mod tests {
     fn one_store() -> (tempfile::TempDir, Engine, MetaState) {
         let (dir, engine) = setup();
         let mut wb = engine.batch();
-        let up = StoreMeta { id: 1, name: "n1".into(), address: "a1".into(), state: StoreState::Up as i32, instance: String::new() };
+        let up = StoreMeta { id: 1, name: "n1".into(), address: "a1".into(), state: StoreState::Up as i32, ..Default::default() };
         MetaState::write_initial(&mut wb, std::slice::from_ref(&up), &[], 10).unwrap();
         engine.write(wb, true).unwrap();
         let state = MetaState::load(&engine).unwrap();

@@ -94,8 +94,11 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
         .iter()
         .position(|m| m.name == name)
         .ok_or_else(|| Error::InvalidArgument(format!("--name {name:?} is not in --initial-cluster")))?;
-    let stores: Vec<StoreInfo> =
-        members.iter().enumerate().map(|(i, m)| StoreInfo { id: i as u64 + 1, name: m.name.clone(), address: m.addr.clone() }).collect();
+    let stores: Vec<StoreInfo> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| StoreInfo { id: i as u64 + 1, name: m.name.clone(), address: m.addr.clone(), ..Default::default() })
+        .collect();
     let n = stores.len() as u64;
     let group = |id: u64, peer_id_base: u64| Region {
         id,
@@ -114,6 +117,7 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
             address: s.address.clone(),
             state: StoreState::Up as i32,
             instance: String::new(),
+            client_address: s.client_address.clone(),
         })
         .collect();
     let ident = StoreIdent { cluster_id: cluster_id(members), store_id: position as u64 + 1, name: name.to_string() };

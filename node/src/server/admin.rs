@@ -154,7 +154,14 @@ impl AdminService {
         }
         let _serial = self.lock.lock().await;
         self.leader().await?;
-        let cmd = StoreMeta { id: 0, name: req.name, address: req.address, state: StoreState::Pending as i32, instance: req.instance };
+        let cmd = StoreMeta {
+            id: 0,
+            name: req.name,
+            address: req.address,
+            state: StoreState::Pending as i32,
+            instance: req.instance,
+            ..Default::default()
+        };
         match self.meta.propose(meta_cmd::Cmd::RegisterStore(cmd)).await? {
             MetaResult::Store(s) => {
                 tracing::info!(store = s.id, name = %s.name, address = %s.address, instance = %s.instance, state = ?stored_state(&s), "store registered");

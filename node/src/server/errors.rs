@@ -40,7 +40,7 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
     let message = err.to_string();
     match err {
         Error::NotLeader { region_id, leader } => {
-            let leader_addr = leader.as_ref().and_then(|l| registry.address(l.store_id)).unwrap_or_default();
+            let leader_addr = leader.as_ref().and_then(|l| registry.hint_address(l.store_id)).unwrap_or_default();
             region(RegionError { message, not_leader: Some(NotLeader { region_id, leader, leader_addr }), ..Default::default() })
         }
         Error::RegionNotFound(key) => {

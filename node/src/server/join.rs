@@ -55,8 +55,12 @@ pub async fn register(engine: &Engine, cfg: &NodeConfig, addrs: &[String], diale
             cfg.name, resp.store_id
         )));
     }
-    let stores: Vec<StoreInfo> =
-        client.list_stores().await?.into_iter().map(|s| StoreInfo { id: s.id, name: s.name, address: s.address }).collect();
+    let stores: Vec<StoreInfo> = client
+        .list_stores()
+        .await?
+        .into_iter()
+        .map(|s| StoreInfo { id: s.id, name: s.name, address: s.address, client_address: s.client_address })
+        .collect();
     let ident = StoreIdent { cluster_id: resp.cluster_id, store_id: resp.store_id, name: cfg.name.clone() };
     bootstrap::write_joined(engine, &ident, &stores)?;
     tracing::info!(store_id = ident.store_id, cluster_id = ident.cluster_id, %instance, "registered with the cluster; waiting to be admitted");

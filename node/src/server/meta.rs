@@ -18,6 +18,11 @@
 //! its idle peers that their region has left behind ([`crate::meta::idle`]),
 //! and every store that is not tombstoned. A JOINING store that placement has
 //! finished seeding is made UP. A tombstoned store's heartbeat is refused.
+//!
+//! Behind a client port (`--client-listen-addr`, [`MetaService::for_clients`])
+//! only the lookups are served (regions and stores; hints name client
+//! addresses): `Heartbeat` and `AllocId`, which only stores make, answer
+//! PERMISSION_DENIED there.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -62,6 +67,8 @@ pub struct MetaService {
     pub max_store_down_time: Duration,
     pub view: Arc<Mutex<LeaderView>>,
     pub directory: DirectoryCache,
+    /// Serves `Heartbeat` and `AllocId` (false behind the client port).
+    pub store_calls: bool,
 }
 
 /// The stores and regions of one meta state generation, shared by every plan
@@ -118,6 +125,20 @@ fn peer_change(change_type: PeerChangeType, peer: shoal_proto::Peer) -> PeerChan
 }
 
 impl MetaService {
+    /// The same service behind the client port: lookups only, client addresses in hints.
+    pub fn for_clients(&self) -> MetaService {
+        MetaService { registry: self.registry.for_clients(), store_calls: false, ..self.clone() }
+    }
+
+    /// Refuses a store's call on the client port.
+    fn store_call(&self, method: &str) -> Result<()> {
+        if self.store_calls {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!("Meta.{method} is served on the peer port only (stores call it), not on the client port")))
+        }
+    }
+
     pub(super) async fn serve<T: WithHeader>(&self, method: &str, work: impl Future<Output = Result<T>>) -> Result<Response<T>, Status> {
         match serve_request(&self.metrics, &self.registry, method, self.timeout, "meta did not answer", work).await {
             Ok(v) => Ok(Response::new(v)),
@@ -269,8 +290,8 @@ impl MetaService {
                 }
             }
         }
-        // Registry: a new address (a rescheduled pod) or a store meta never saw.
-        if known.as_ref().is_none_or(|k| k.address != me.address) {
+        // Registry: a new address (a rescheduled pod, a client port added) or a store meta never saw.
+        if known.as_ref().is_none_or(|k| k.address != me.address || k.client_address != me.client_address) {
             let state = known.map_or(StoreState::Up as i32, |k| k.state);
             self.propose(meta_cmd::Cmd::PutStore(StoreMeta { state, ..me.clone() })).await?;
         }
@@ -432,10 +453,18 @@ impl Meta for MetaService {
     }
 
     async fn alloc_id(&self, request: Request<AllocIdRequest>) -> Result<Response<AllocIdResponse>, Status> {
-        self.serve("AllocId", self.alloc_id_inner(request.into_inner())).await
+        self.serve("AllocId", async {
+            self.store_call("AllocId")?;
+            self.alloc_id_inner(request.into_inner()).await
+        })
+        .await
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        self.serve("Heartbeat", self.heartbeat_inner(request.into_inner())).await
+        self.serve("Heartbeat", async {
+            self.store_call("Heartbeat")?;
+            self.heartbeat_inner(request.into_inner()).await
+        })
+        .await
     }
 }

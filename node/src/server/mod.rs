@@ -8,9 +8,13 @@
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
 //! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]), `Admin`
 //! ([`admin::AdminService`], sharing Meta's state) and `Status`
-//! ([`status::StatusService`]) on the listen address — over TLS, mutual with
-//! `--client-cert-auth`, when the node has certificates ([`tls`]) — and [`http::StatusHttp`]
-//! on the status address; start the [`heartbeat::Heartbeat`] task, which reports
+//! ([`status::StatusService`]) on the listen address (the peer port); with
+//! `--client-listen-addr`, `Kv`, `Meta`'s lookups and `Status` on a client
+//! port too, which names client addresses in its hints
+//! ([`registry::StoreRegistry::for_clients`], [`meta::MetaService::for_clients`]),
+//! so that a network policy can keep clients off Raft and Admin; both over TLS,
+//! mutual with `--client-cert-auth`, when the node has certificates ([`tls`]);
+//! and [`http::StatusHttp`] on the status address; start the [`heartbeat::Heartbeat`] task, which reports
 //! to meta, splits regions and carries out placement orders.
 //!
 //! Shutdown (SIGTERM): hand the leadership of every region led here to other
@@ -92,6 +96,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         }
         if s.id == ident.store_id {
             s.address = cfg.advertise_addr();
+            s.client_address = cfg.client_advertise_addr();
         }
     }
     bootstrap::save_stores(&engine, &stores)?;
@@ -99,6 +104,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         id: ident.store_id,
         name: cfg.name.clone(),
         address: cfg.advertise_addr(),
+        client_address: cfg.client_advertise_addr(),
     });
     let registry = StoreRegistry::new(stores).with_dialer(dialer);
 
@@ -134,8 +140,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     });
 
     let grpc_listener = TcpListener::bind(cfg.listen_addr).await?;
+    let client_listener = match cfg.client_listen_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     let status_listener = TcpListener::bind(cfg.status_addr).await?;
-    tracing::info!(store_id = ident.store_id, name = %cfg.name, listen = %cfg.listen_addr, status = %cfg.status_addr, "shoal-node serving");
+    tracing::info!(store_id = ident.store_id, name = %cfg.name, listen = %cfg.listen_addr, client = ?cfg.client_listen_addr, status = %cfg.status_addr, "shoal-node serving");
 
     let failpoints = cfg.enable_failpoints.then(|| engine.clone());
     let status_tls = if cfg.status_tls { tls.clone() } else { None };
@@ -165,6 +175,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         max_store_down_time: cfg.max_store_down_time(),
         view: Arc::new(std::sync::Mutex::new(leader_view::LeaderView::new(cfg.meta_leader_gap()))),
         directory: Default::default(),
+        store_calls: true,
     };
     let admin = admin::AdminService {
         meta: meta.clone(),
@@ -183,6 +194,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
                 address: me.address.clone(),
                 state: StoreState::Up as i32,
                 instance: String::new(),
+                client_address: me.client_address.clone(),
             },
             meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
             interval: cfg.heartbeat_interval(),
@@ -195,6 +207,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .run(),
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_watch = shutdown_rx.clone();
     let raft = transport::RaftService {
         store: handle.clone(),
         store_id: ident.store_id,
@@ -203,7 +216,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         metrics: metrics.clone(),
         guard: tls::PeerGuard { tls: tls.clone(), allowed: cfg.peer_allowed_cn.clone() },
     };
-    let status = status::StatusService { store: handle.clone(), me, registry, column_families: engine.user_cfs().to_vec() };
+    let status =
+        status::StatusService { store: handle.clone(), me, registry: registry.clone(), column_families: engine.user_cfs().to_vec() };
+    // The client port: the same services, lookups only, client addresses in hints.
+    let client_router = client_listener.map(|listener| {
+        let kv = kv::KvService { registry: registry.for_clients(), ..kv.clone() };
+        let router = grpc_server()
+            .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
+            .add_service(MetaServer::new(meta.for_clients()))
+            .add_service(StatusServer::new(status.clone()));
+        (router, listener)
+    });
 
     // The store loop ending on its own (an engine failure) stops the node too.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
@@ -225,24 +248,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         let _ = shutdown_tx.send(true);
     };
 
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+    let router = grpc_server()
         .add_service(KvServer::new(kv).max_decoding_message_size(max_message))
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
         .add_service(MetaServer::new(meta))
         .add_service(AdminServer::new(admin))
         .add_service(StatusServer::new(status));
-    let served = match tls {
-        None => router.serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), stop).await,
-        Some(tls) => {
-            let reload = tokio::spawn(tls::watch(tls.clone(), cfg.tls_reload_interval(), metrics.clone()));
-            let served = router.serve_with_incoming_shutdown(tls::incoming(grpc_listener, tls, metrics.clone()), stop).await;
-            reload.abort();
-            served
+    let reload = tls.clone().map(|tls| tokio::spawn(tls::watch(tls, cfg.tls_reload_interval(), metrics.clone())));
+    // Both ports stop when `stop` has run (after the evacuation).
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let clients = async {
+        match client_router {
+            Some((router, listener)) => serve_grpc(router, listener, tls.clone(), metrics.clone(), stopped(shutdown_watch.clone())).await,
+            None => Ok(()),
         }
     };
+    let peers = serve_grpc(router, grpc_listener, tls.clone(), metrics.clone(), stopped(shutdown_watch.clone()));
+    let ((), served, served_clients) = tokio::join!(stop, peers, clients);
+    if let Some(reload) = reload {
+        reload.abort();
+    }
 
     handle.shutdown();
     http.abort();
@@ -255,5 +282,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .map_err(|_| Error::Internal("store loop watcher panicked".into()))?
         .map_err(|_| Error::Internal("store loop panicked".into()))?;
     served.map_err(|e| Error::Internal(format!("grpc server: {e}")))?;
+    served_clients.map_err(|e| Error::Internal(format!("grpc server (client port): {e}")))?;
     loop_result
+}
+
+/// A gRPC server with the node's transport settings.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+}
+
+/// Serves `router` on `listener` (over TLS when the node has certificates) until `shutdown`.
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<tls::Tls>>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::result::Result<(), tonic::transport::Error> {
+    match tls {
+        None => router.serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown).await,
+        Some(tls) => router.serve_with_incoming_shutdown(tls::incoming(listener, tls, metrics), shutdown).await,
+    }
 }

@@ -1,6 +1,10 @@
 //! [`StoreRegistry`]: the stores this node knows, by id — for addressing Raft
 //! messages and for the leader address in `NotLeader` answers — and how to
 //! dial them ([`StoreRegistry::endpoint`]: TLS or not, see `tls::Dialer`).
+//!
+//! A store has one address (its peer port, every service) and may have a
+//! client address (a port serving clients only). Services behind the client
+//! port hold [`StoreRegistry::for_clients`], whose hints name client addresses.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -14,12 +18,20 @@ use super::tls::Dialer;
 pub struct StoreRegistry {
     stores: Arc<RwLock<BTreeMap<u64, StoreInfo>>>,
     dialer: Dialer,
+    /// Hints name client addresses (this copy serves the client port).
+    client_hints: bool,
 }
 
 impl StoreRegistry {
     pub fn new(stores: Vec<StoreInfo>) -> StoreRegistry {
         let map = stores.into_iter().map(|s| (s.id, s)).collect();
-        StoreRegistry { stores: Arc::new(RwLock::new(map)), dialer: Dialer::default() }
+        StoreRegistry { stores: Arc::new(RwLock::new(map)), dialer: Dialer::default(), client_hints: false }
+    }
+
+    /// The same stores, for the services behind the client port: [`Self::hint_address`]
+    /// names client addresses where stores have them.
+    pub fn for_clients(&self) -> StoreRegistry {
+        StoreRegistry { client_hints: true, ..self.clone() }
     }
 
     /// The same stores, dialed with `dialer`.
@@ -33,8 +45,17 @@ impl StoreRegistry {
         self.dialer.endpoint(addr)
     }
 
+    /// The address stores reach `store_id` at.
     pub fn address(&self, store_id: u64) -> Option<String> {
         self.stores.read().ok()?.get(&store_id).map(|s| s.address.clone())
+    }
+
+    /// The address to name in a `NotLeader` hint: the store's client address
+    /// when this copy serves the client port and the store has one.
+    pub fn hint_address(&self, store_id: u64) -> Option<String> {
+        let stores = self.stores.read().ok()?;
+        let s = stores.get(&store_id)?;
+        Some(if self.client_hints && !s.client_address.is_empty() { s.client_address.clone() } else { s.address.clone() })
     }
 
     pub fn all(&self) -> Vec<StoreInfo> {

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::registry::StoreRegistry;
 use crate::raftstore::store_loop::StoreHandle;
 
+#[derive(Clone)]
 pub struct StatusService {
     pub store: StoreHandle,
     pub me: StoreInfo,

@@ -2,15 +2,21 @@
 //!
 //! For a `KvCluster` `demo` in namespace `ns`: the StatefulSet, the client
 //! Service and the PodDisruptionBudget are `demo`, the headless Service is
-//! `demo-peer`, the ConfigMap `demo-config`; pod `i` is `demo-i` and peers
-//! reach it at `demo-i.demo-peer.ns.svc:20160`.
+//! `demo-peer`, the ConfigMap `demo-config`; pod `i` is `demo-i`, peers and
+//! the operator reach it at `demo-i.demo-peer.ns.svc:20160` (the peer port:
+//! every service) and clients at `demo-i.demo-peer.ns.svc:20161` (the client
+//! port: Kv, Meta's lookups, Status).
 
 use std::collections::BTreeMap;
 
 use crate::crd::KvCluster;
 
-/// gRPC port of a store (Kv, Raft, Meta, Admin).
+/// gRPC port of a store, its peer port: every service (Kv, Raft, Meta, Admin,
+/// Status), for the other stores and the operator.
 pub const GRPC_PORT: i32 = 20160;
+/// gRPC port for clients only: Kv, Meta's lookups and Status (the node's
+/// `--client-listen-addr`); meta hands clients this port's addresses.
+pub const CLIENT_PORT: i32 = 20161;
 /// HTTP status port (`/metrics`, `/healthz`, `/readyz`).
 pub const STATUS_PORT: i32 = 20180;
 /// Field manager of every server-side apply.
@@ -119,7 +125,13 @@ impl Names {
         format!("{}.{}.{}.svc:{GRPC_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
     }
 
-    /// The client Service's address: any ready store of the cluster.
+    /// The address clients reach pod `ordinal`'s client port at.
+    pub fn client_port_addr(&self, ordinal: i32) -> String {
+        format!("{}.{}.{}.svc:{CLIENT_PORT}", self.pod(ordinal), self.peer_service(), self.namespace)
+    }
+
+    /// The client Service's address on the peer port: any ready store of the
+    /// cluster (joining stores register through it).
     pub fn client_addr(&self) -> String {
         format!("{}.{}.svc:{GRPC_PORT}", self.client_service(), self.namespace)
     }

@@ -1,15 +1,17 @@
 //! The NetworkPolicy `<name>` (with `spec.networkPolicy.enabled`): ingress to
 //! the stores only from
 //!
-//! - the cluster's own stores, on the gRPC port (Raft, snapshots, joins);
-//! - the operator's pods, on the gRPC port (its Admin and Meta calls): the
-//!   namespace and labels it runs with ([`OperatorPeer`]);
-//! - `clients`, on the gRPC port (default: every pod of the namespace);
+//! - the cluster's own stores, on the peer and client ports (Raft, snapshots,
+//!   joins, heartbeats);
+//! - the operator's pods, on the peer and client ports (its Admin and Meta
+//!   calls): the namespace and labels it runs with ([`OperatorPeer`]);
+//! - `clients`, on the client port only (default: every pod of the
+//!   namespace), which serves Kv, Meta's lookups and Status but not Raft,
+//!   snapshots, Admin or the stores' own Meta calls;
 //! - `metrics`, on the status port (default: anyone: probes and scrapers).
 //!
-//! Egress is not restricted. The Admin API shares the gRPC port with clients,
-//! so a client the policy lets in reaches it too: mutual TLS and the
-//! operator-only Common Name (`spec.tls`) are what keep it out.
+//! Egress is not restricted. With `spec.tls`, mutual TLS and the per-service
+//! Common Name checks guard the peer port as well.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{GRPC_PORT, STATUS_PORT};
+use super::names::{CLIENT_PORT, GRPC_PORT, STATUS_PORT};
 use super::{BuildInput, meta};
 
 /// Where the operator runs: its namespace and its pods' labels.
@@ -64,10 +66,9 @@ pub fn network_policy(input: &BuildInput<'_>, operator: &OperatorPeer) -> Option
     };
     let namespace = NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..Default::default() };
     let clients = spec.clients.clone().unwrap_or_else(|| vec![namespace]);
-    let mut grpc_from = vec![stores, the_operator];
-    grpc_from.extend(clients);
     let ingress = vec![
-        NetworkPolicyIngressRule { from: Some(grpc_from), ports: Some(vec![port(GRPC_PORT)]) },
+        NetworkPolicyIngressRule { from: Some(vec![stores, the_operator]), ports: Some(vec![port(GRPC_PORT), port(CLIENT_PORT)]) },
+        NetworkPolicyIngressRule { from: Some(clients), ports: Some(vec![port(CLIENT_PORT)]) },
         // `from` left out: any source.
         NetworkPolicyIngressRule { from: spec.metrics.clone(), ports: Some(vec![port(STATUS_PORT)]) },
     ];

@@ -1,11 +1,13 @@
 //! The two Services: a headless one that gives every pod a stable DNS name for
 //! its peers (published before the pod is ready, since peers must reach each
-//! other to elect the leaders that make them ready), and a client one.
+//! other to elect the leaders that make them ready), and a client one. Both
+//! carry the peer port (`grpc`: joins go through the client Service), the
+//! client port (`client`: applications) and the status port.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::names::{GRPC_PORT, STATUS_PORT};
+use super::names::{CLIENT_PORT, GRPC_PORT, STATUS_PORT};
 use super::{BuildInput, meta};
 
 fn ports() -> Vec<ServicePort> {
@@ -16,7 +18,7 @@ fn ports() -> Vec<ServicePort> {
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    vec![port("grpc", GRPC_PORT), port("status", STATUS_PORT)]
+    vec![port("grpc", GRPC_PORT), port("client", CLIENT_PORT), port("status", STATUS_PORT)]
 }
 
 /// `<name>-peer`: headless, for `<pod>.<name>-peer.<ns>.svc`; Prometheus

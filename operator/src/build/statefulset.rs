@@ -37,7 +37,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::node_toml;
 use super::names::{
-    CLUSTER_STATE_KEY, CONFIG_FILE_KEY, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, DATA_VOLUME, GRPC_PORT, OPERATOR_CN, STATUS_PORT, TLS_MOUNT,
+    CLIENT_PORT, CLUSTER_STATE_KEY, CONFIG_FILE_KEY, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, DATA_VOLUME, GRPC_PORT, OPERATOR_CN, STATUS_PORT,
+    TLS_MOUNT,
 };
 use super::tls::{CA_KEY, CERT_KEY, KEY_KEY};
 use super::{BuildInput, meta};
@@ -142,6 +143,8 @@ fn container(input: &BuildInput<'_>) -> Container {
         format!("--config={CONFIG_MOUNT}/{CONFIG_FILE_KEY}"),
         format!("--listen-addr=0.0.0.0:{GRPC_PORT}"),
         format!("--advertise-addr=$(POD_NAME).{}.$(POD_NAMESPACE).svc:{GRPC_PORT}", names.peer_service()),
+        format!("--client-listen-addr=0.0.0.0:{CLIENT_PORT}"),
+        format!("--client-advertise-addr=$(POD_NAME).{}.$(POD_NAMESPACE).svc:{CLIENT_PORT}", names.peer_service()),
         format!("--status-addr=0.0.0.0:{STATUS_PORT}"),
         format!("--initial-cluster={initial_cluster}"),
         "--initial-cluster-state=$(SHOAL_INITIAL_CLUSTER_STATE)".to_string(),
@@ -206,6 +209,7 @@ fn container(input: &BuildInput<'_>) -> Container {
         ]),
         ports: Some(vec![
             ContainerPort { name: Some("grpc".into()), container_port: GRPC_PORT, protocol: Some("TCP".into()), ..Default::default() },
+            ContainerPort { name: Some("client".into()), container_port: CLIENT_PORT, protocol: Some("TCP".into()), ..Default::default() },
             ContainerPort { name: Some("status".into()), container_port: STATUS_PORT, protocol: Some("TCP".into()), ..Default::default() },
         ]),
         // Opening RocksDB or applying a large snapshot can take a while: the

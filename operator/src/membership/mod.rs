@@ -22,7 +22,13 @@
 //!    seeding at a time — and placement seeds it by snapshot until it is `Up`.
 //! 3. **Replace.** A store left behind by a pod whose volume was lost (an
 //!    older store of the same pod name) is drained once its successor is up,
-//!    then removed.
+//!    then removed. A store `Down` (silent past the cluster's
+//!    `maxStoreDownTime`, so meta has re-replicated what it could) whose pod
+//!    cannot be scheduled because its volume is pinned to a node that no
+//!    longer exists ([`Observed::stranded`]) gets a new volume
+//!    ([`Step::ReplaceVolume`]: its claim and pod are deleted); the pod comes
+//!    back empty as a new store, which joins, and the old one is then
+//!    replaced as above.
 //! 4. **Scale in.** The highest ordinals first, one at a time: drain the store
 //!    (refused below the replication factor), remove it once it holds no
 //!    peer, and only when every store above the target is tombstoned shrink
@@ -105,6 +111,9 @@ pub struct Observed {
     pub pods: Vec<i32>,
     /// Ordinals of the data volumes (PVCs) that exist.
     pub pvcs: Vec<i32>,
+    /// Ordinals of pods that cannot be scheduled because their volume is
+    /// pinned to a node that no longer exists: that volume is gone for good.
+    pub stranded: Vec<i32>,
     /// The stores, or why the cluster could not be asked.
     pub stores: Result<Vec<ObservedStore>, String>,
     /// Whether the ConfigMap already tells empty pods to join
@@ -169,6 +178,12 @@ pub enum Step {
     DeleteVolume {
         ordinal: i32,
     },
+    /// A down store's pod is stranded (its volume's node is gone): delete its
+    /// claim and pod, so that it comes back with a new volume as a new store.
+    ReplaceVolume {
+        ordinal: i32,
+        store_id: u64,
+    },
 }
 
 impl Step {
@@ -180,6 +195,7 @@ impl Step {
             Step::RemoveStore { .. } => ("remove", "RemoveStore", "Remove"),
             Step::CancelDrain { .. } => ("cancel_drain", "CancelDrain", "CancelDrain"),
             Step::DeleteVolume { .. } => ("delete_volume", "DeleteVolume", "Delete"),
+            Step::ReplaceVolume { .. } => ("replace_volume", "ReplaceVolume", "Replace"),
         }
     }
 }

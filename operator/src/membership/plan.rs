@@ -239,12 +239,25 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
                     progress.push(format!("{} waits for its drain to be cancelled", label(s)));
                 }
             }
+            Some(s) if s.state == StoreState::Down && obs.stranded.contains(&o) => {
+                if step.is_none() {
+                    step = Some(Step::ReplaceVolume { ordinal: o, store_id: s.id });
+                    progress.push(format!(
+                        "replacing {}: its volume's node is gone, so {} comes back with a new volume as a new store",
+                        label(s),
+                        s.name
+                    ));
+                } else {
+                    progress.push(format!("{} waits for a new volume (its node is gone)", label(s)));
+                }
+            }
             Some(s) if s.state == StoreState::Down => {
                 degraded.push((
                     "StoreDown",
                     format!(
                         "{} is down: its pod has not reported for too long, and scaling waits for it (`kubectl describe pod {}`); \
-                         if the pod cannot come back (its node or volume is lost), delete its PVC and pod: it returns as a new \
+                         if its volume's node is deleted the operator gives the pod a new volume by itself; if the pod cannot \
+                         come back for another reason (its volume is lost), delete its PVC and pod: it returns as a new \
                          store and the old one is drained",
                         label(s),
                         s.name

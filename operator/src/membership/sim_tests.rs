@@ -1,5 +1,5 @@
-//! The membership driver against a simulated cluster: random scale requests
-//! and lost volumes, plans applied round after round. Every step is checked
+//! The membership driver against a simulated cluster: random scale requests,
+//! lost volumes, outages and lost nodes, plans applied round after round. Every step is checked
 //! against the safety rules (no drain below the replication factor, no
 //! removal of a store holding peers, no shrink past a live store, no volume
 //! deleted under a live store, one join and one drain at a time), and once the
@@ -43,6 +43,9 @@ struct Sim {
     peers: u64,
     /// Pods whose process is stopped (node failure) for this many more rounds.
     paused: BTreeMap<i32, u32>,
+    /// Pods whose node is gone with their volume: they cannot run until
+    /// they get a new volume.
+    stranded: BTreeSet<i32>,
     /// What the ConfigMap says since the last applied plan (`existing`).
     formed: bool,
 }
@@ -64,6 +67,7 @@ impl Sim {
             now: 1_000,
             peers: 24 * rf as u64,
             paused: BTreeMap::new(),
+            stranded: BTreeSet::new(),
             formed: false,
         }
     }
@@ -93,6 +97,7 @@ impl Sim {
             sts_replicas: self.sts,
             pods: self.pods.iter().copied().collect(),
             pvcs: self.pvcs.keys().copied().collect(),
+            stranded: self.stranded.iter().copied().filter(|o| self.pods.contains(o)).collect(),
             stores: Ok(stores),
             formed: self.formed,
             now: self.now,
@@ -153,6 +158,12 @@ impl Sim {
                 let ordinal = self.names.ordinal_of(&s.name).expect("a pod's store");
                 assert!(ordinal < target, "cancelled the drain of {} at or above the target {target}", s.name);
             }
+            Some(Step::ReplaceVolume { ordinal, store_id }) => {
+                assert!(self.stranded.contains(ordinal), "replaced the volume of pod {ordinal}, which is not stranded");
+                assert_eq!(self.pvcs.get(ordinal).copied().flatten(), Some(*store_id), "replaced a volume that holds another store");
+                let s = self.stores.iter().find(|s| s.id == *store_id).expect("replaced store exists");
+                assert_eq!(Sim::shown(s), StoreState::Down, "replaced the volume of a store that is not down: {s:?}");
+            }
             Some(Step::DeleteVolume { ordinal }) => {
                 assert!(*ordinal >= plan.sts_replicas, "volume {ordinal} deleted below the StatefulSet size {}", plan.sts_replicas);
                 assert!(!obs.pods.contains(ordinal), "volume {ordinal} deleted under a running pod");
@@ -185,6 +196,10 @@ impl Sim {
             Some(Step::DeleteVolume { ordinal }) => {
                 self.pvcs.remove(ordinal);
             }
+            Some(Step::ReplaceVolume { ordinal, .. }) => {
+                self.pvcs.remove(ordinal);
+                self.stranded.remove(ordinal);
+            }
             None => {}
         }
     }
@@ -210,8 +225,12 @@ impl Sim {
             *left -= 1;
             *left > 0
         });
-        let running: BTreeSet<u64> =
-            self.pods.iter().filter(|o| !self.paused.contains_key(o)).filter_map(|o| self.pvcs.get(o).copied().flatten()).collect();
+        let running: BTreeSet<u64> = self
+            .pods
+            .iter()
+            .filter(|o| !self.paused.contains_key(o) && !self.stranded.contains(o))
+            .filter_map(|o| self.pvcs.get(o).copied().flatten())
+            .collect();
         for s in &mut self.stores {
             s.alive = running.contains(&s.id);
             s.silent = if s.alive { 0 } else { s.silent + 1 };
@@ -254,6 +273,19 @@ impl Sim {
         }
     }
 
+    /// Loses the node of pod `ordinal`, and with it the volume pinned there:
+    /// the pod cannot be scheduled again on that volume. One at a time, as
+    /// [`Sim::lose_volume`].
+    fn lose_node(&mut self, ordinal: i32) {
+        let before = self.pvcs.get(&ordinal).copied();
+        self.lose_volume(ordinal);
+        if self.pvcs.get(&ordinal).copied() != before {
+            // The volume still names its store: it is pinned, not empty.
+            self.pvcs.insert(ordinal, before.flatten());
+            self.stranded.insert(ordinal);
+        }
+    }
+
     fn settled(&self) -> bool {
         let live: Vec<&SimStore> = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).collect();
         self.memory.bootstrapped
@@ -285,6 +317,7 @@ impl Sim {
 enum Event {
     Scale(i32),
     LoseVolume(i32),
+    LoseNode(i32),
     /// A pod's process stops for this many rounds (long enough to show Down).
     Outage(i32, u32),
     Rounds(usize),
@@ -294,6 +327,7 @@ fn events(rf: i32) -> impl Strategy<Value = Vec<Event>> {
     let event = prop_oneof![
         (rf..=6).prop_map(Event::Scale),
         (0..6i32).prop_map(Event::LoseVolume),
+        (0..6i32).prop_map(Event::LoseNode),
         ((0..6i32), (1..30u32)).prop_map(|(o, r)| Event::Outage(o, r)),
         (1..40usize).prop_map(Event::Rounds),
     ];
@@ -313,6 +347,7 @@ proptest! {
             match ev {
                 Event::Scale(n) => sim.replicas = n,
                 Event::LoseVolume(o) => sim.lose_volume(o),
+                Event::LoseNode(o) => sim.lose_node(o),
                 Event::Outage(o, rounds) => { sim.paused.insert(o, rounds); }
                 Event::Rounds(k) => for _ in 0..k { sim.round(); },
             }
@@ -385,6 +420,33 @@ fn a_lost_volume_gets_a_new_store_and_the_old_one_is_retired() {
     assert_eq!(
         steps,
         [
+            Step::JoinStore { store_id: 4, pod: "demo-1".into() },
+            Step::DrainStore { store_id: 2, pod: "demo-1".into() },
+            Step::RemoveStore { store_id: 2, pod: "demo-1".into() },
+        ]
+    );
+    assert_eq!(sim.stores.iter().find(|s| s.id == 2).map(|s| s.stored), Some(StoreState::Tombstone));
+}
+
+#[test]
+fn a_down_store_whose_node_is_gone_gets_a_new_volume_and_is_retired() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    sim.lose_node(1);
+    assert!(sim.stranded.contains(&1));
+    // (`check` asserts that the store is shown Down when its volume is replaced.)
+    let mut steps = Vec::new();
+    for _ in 0..300 {
+        steps.extend(sim.round().step);
+        if sim.settled() {
+            break;
+        }
+    }
+    assert!(sim.settled(), "{sim:#?}");
+    assert_eq!(
+        steps,
+        [
+            Step::ReplaceVolume { ordinal: 1, store_id: 2 },
             Step::JoinStore { store_id: 4, pod: "demo-1".into() },
             Step::DrainStore { store_id: 2, pod: "demo-1".into() },
             Step::RemoveStore { store_id: 2, pod: "demo-1".into() },
@@ -548,6 +610,7 @@ fn a_join_that_stops_receiving_regions_is_degraded() {
         sts_replicas: Some(4),
         pods: vec![0, 1, 2, 3],
         pvcs: vec![0, 1, 2, 3],
+        stranded: vec![],
         stores: Ok(vec![
             store(1, StoreState::Up, 10),
             store(2, StoreState::Up, 10),

@@ -19,7 +19,7 @@ pub mod time;
 use std::future::Future;
 use std::process::Output;
 
-pub use agent::NodeAgent;
+pub use agent::{NodeAgent, TestNode};
 pub use control_plane::{ControlPlane, repo_root};
 
 /// The node the agent registers.
@@ -57,10 +57,19 @@ fn ok(out: Output, what: &str) -> String {
     stdout
 }
 
-/// Runs `test` in a fresh control plane with one node agent. Call it from a
-/// plain `#[test]` (it builds its own runtime: the mount namespace must be
-/// entered before any runtime thread exists).
+/// Runs `test` in a fresh control plane with one node, [`NODE`]. Call it
+/// from a plain `#[test]` (it builds its own runtime: the mount namespace
+/// must be entered before any runtime thread exists).
 pub fn run<F, Fut>(test: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_on(vec![TestNode::new(NODE)], test)
+}
+
+/// Like [`run`], with the agent running `nodes`.
+pub fn run_on<F, Fut>(nodes: Vec<TestNode>, test: F)
 where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = ()>,
@@ -73,7 +82,7 @@ where
         let control_plane = tokio::task::spawn_blocking(ControlPlane::start).await.expect("start the control plane");
         let client = control_plane.client().await;
         let apiserver = control_plane.apiserver.clone();
-        let agent = NodeAgent::start(client.clone(), NODE, crate::bin_dir(), hosts, apiserver).await;
+        let agent = NodeAgent::start(client.clone(), nodes, crate::bin_dir(), hosts, apiserver).await;
         test(Env { client, agent, control_plane, _hosts_dir: hosts_dir }).await;
     });
 }

@@ -89,7 +89,7 @@ async fn serve(node: Node) -> Receiver {
 }
 
 fn registry(addr: &str) -> StoreRegistry {
-    StoreRegistry::new(vec![StoreInfo { id: RECEIVER, name: "r".into(), address: addr.to_string() }])
+    StoreRegistry::new(vec![StoreInfo { id: RECEIVER, name: "r".into(), address: addr.to_string(), ..Default::default() }])
 }
 
 /// A deterministic byte stream that does not compress.

@@ -1,8 +1,9 @@
 //! The test node agent: our own small kubelet for a real control plane.
 //!
-//! [`NodeAgent`] registers a Node and keeps it alive ([`node`]: status and a
-//! Lease in `kube-node-lease`), then every [`TICK`] syncs the pods that the
-//! real scheduler bound to it ([`pods`]): each pod gets its own IP (local in
+//! [`NodeAgent`] registers one or more Nodes ([`TestNode`]: a name and a
+//! zone label) and keeps them alive ([`node`]: status and a Lease in
+//! `kube-node-lease`), then every [`TICK`] syncs the pods that the real
+//! scheduler bound to them ([`pods`]): each pod gets its own IP (local in
 //! the test's network namespace, see [`super::hosts`]) and its first container runs as a real local process ([`process`]) — the
 //! image name maps to our binaries, `shoal-node` or `shoal-operator` — with
 //! the pod's env, args and volumes ([`launch`]), its startup, liveness and
@@ -12,9 +13,15 @@
 //! ([`status`]). A pod being deleted is stopped as the kubelet stops it —
 //! SIGTERM, the grace period, SIGKILL — and then removed from the API.
 //!
+//! [`NodeAgent::fail_node`] loses a node as a cloud loses a machine: its
+//! pods' processes are killed without a word to the API, and the Node object
+//! is deleted (as the cloud node controller deletes the Node of a deleted
+//! VM), so that the real pod garbage collector removes its pods and volumes
+//! pinned to it can no longer be used.
+//!
 //! It also provisions volumes ([`volumes`]): a default StorageClass
 //! `shoal-local` (WaitForFirstConsumer) whose claims, once the scheduler has
-//! picked this node, get a `local` PersistentVolume backed by a directory,
+//! picked one of its nodes, get a `local` PersistentVolume pinned to that node and backed by a directory,
 //! deleted with the directory when the claim is released, as a local-path
 //! provisioner does. And it serves the cluster's names ([`dns`]): pod
 //! hostnames and Service names from the real EndpointSlices into the hosts
@@ -33,7 +40,7 @@ mod process;
 mod status;
 mod volumes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,10 +58,43 @@ pub use self::volumes::{PROVISIONER, STORAGE_CLASS};
 /// How often pods, volumes and names are synced.
 pub const TICK: Duration = Duration::from_millis(250);
 
+/// A Node the agent registers and runs pods for.
+#[derive(Clone, Debug)]
+pub struct TestNode {
+    pub name: String,
+    /// Its `topology.kubernetes.io/zone` label, if any.
+    pub zone: Option<String>,
+}
+
+impl TestNode {
+    pub fn new(name: &str) -> TestNode {
+        TestNode { name: name.to_string(), zone: None }
+    }
+
+    pub fn in_zone(name: &str, zone: &str) -> TestNode {
+        TestNode { name: name.to_string(), zone: Some(zone.to_string()) }
+    }
+
+    /// The Node's labels: hostname, OS, architecture and the zone.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), self.name.clone()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ("kubernetes.io/arch".to_string(), "amd64".to_string()),
+        ]);
+        if let Some(zone) = &self.zone {
+            labels.insert("topology.kubernetes.io/zone".to_string(), zone.clone());
+        }
+        labels
+    }
+}
+
 /// A pod the agent runs, by uid.
 struct PodRt {
     ns: String,
     name: String,
+    /// The node it runs on.
+    node: String,
     ip: String,
     pod: Pod,
     process: Option<PodProcess>,
@@ -85,7 +125,9 @@ struct State {
 
 struct Shared {
     client: kube::Client,
-    node: String,
+    nodes: Vec<TestNode>,
+    /// Nodes lost with [`NodeAgent::fail_node`].
+    failed: Mutex<HashSet<String>>,
     root: tempfile::TempDir,
     bin_dir: PathBuf,
     /// The API server as pods reach it.
@@ -97,6 +139,12 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("node agent state")
+    }
+
+    /// Names of the nodes not lost.
+    fn live_nodes(&self) -> Vec<String> {
+        let failed = self.failed.lock().expect("failed nodes");
+        self.nodes.iter().filter(|n| !failed.contains(&n.name)).map(|n| n.name.clone()).collect()
     }
 
     fn log_path(&self, ns: &str, pod: &str) -> PathBuf {
@@ -120,10 +168,16 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// Registers Node `node` through `client` and runs its pods with binaries
+    /// Registers `nodes` through `client` and runs their pods with binaries
     /// from `bin_dir`; `hosts` is the test's hosts file, `apiserver` the
     /// API server's address for in-cluster clients.
-    pub async fn start(client: kube::Client, node: &str, bin_dir: PathBuf, hosts: HostsFile, apiserver: (String, u16)) -> NodeAgent {
+    pub async fn start(
+        client: kube::Client,
+        nodes: Vec<TestNode>,
+        bin_dir: PathBuf,
+        hosts: HostsFile,
+        apiserver: (String, u16),
+    ) -> NodeAgent {
         // SHOAL_K8S_KEEP=1 keeps the pods' logs and volumes after the test, to look at.
         let keep = std::env::var_os("SHOAL_K8S_KEEP").is_some();
         let root = tempfile::Builder::new().prefix("shoal-node-agent-").disable_cleanup(keep).tempdir().expect("node agent temp root");
@@ -135,14 +189,17 @@ impl NodeAgent {
         }
         let shared = Arc::new(Shared {
             client,
-            node: node.to_string(),
+            nodes: nodes.clone(),
+            failed: Mutex::new(HashSet::new()),
             root,
             bin_dir,
             apiserver,
             hosts: Mutex::new(hosts),
             state: Mutex::new(State::default()),
         });
-        node::register(&shared).await.expect("register the Node");
+        for n in &nodes {
+            node::register(&shared, n).await.expect("register the Node");
+        }
         volumes::ensure_storage_class(&shared).await.expect("create the StorageClass");
         let tasks = vec![
             tokio::spawn(node::heartbeat(shared.clone())),
@@ -152,6 +209,29 @@ impl NodeAgent {
             tokio::spawn(dns::run(shared.clone())),
         ];
         NodeAgent { shared, tasks }
+    }
+
+    /// Loses node `name`: kills its pods' processes (no status written, no
+    /// grace period), stops its heartbeats and deletes its Node object and
+    /// Lease. Its pods and volumes are left to the control plane.
+    pub async fn fail_node(&self, name: &str) {
+        self.shared.failed.lock().expect("failed nodes").insert(name.to_string());
+        let lost: Vec<PodRt> = {
+            let mut st = self.shared.state();
+            let uids: Vec<String> = st.pods.iter().filter(|(_, rt)| rt.node == name).map(|(uid, _)| uid.clone()).collect();
+            uids.iter().filter_map(|u| st.pods.remove(u)).collect()
+        };
+        for mut rt in lost {
+            if let Some(p) = rt.process.as_mut() {
+                p.kill();
+            }
+        }
+        node::delete(&self.shared, name).await.expect("delete the lost Node");
+    }
+
+    /// The node pod `ns/pod` runs on, while it runs.
+    pub fn pod_node(&self, ns: &str, pod: &str) -> Option<String> {
+        self.find(ns, pod, |rt| rt.node.clone())
     }
 
     /// The temp root: `volumes/<pv>/`, `pods/<uid>/`, `logs/<ns>_<pod>.log`.

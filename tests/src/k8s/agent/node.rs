@@ -1,8 +1,8 @@
-//! The Node object: registered once with a Ready status, then kept alive as
-//! a kubelet keeps it — its Lease in `kube-node-lease` renewed every few
-//! seconds and its status (conditions' heartbeat times) every
+//! The Node objects: each registered once with a Ready status, then kept
+//! alive as a kubelet keeps it — its Lease in `kube-node-lease` renewed every
+//! few seconds and its status (conditions' heartbeat times) every
 //! [`STATUS_EVERY`], so that the node lifecycle controller never marks it
-//! NotReady and evicts its pods.
+//! NotReady and evicts its pods — until the test loses it ([`delete`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::Shared;
+use super::{Shared, TestNode};
 use crate::k8s::hosts::NODE_IP;
 use crate::k8s::time::{now_micro, now_rfc3339};
 
@@ -21,7 +21,7 @@ const LEASE_SECONDS: i32 = 40;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 const STATUS_EVERY: Duration = Duration::from_secs(20);
 
-fn status(shared: &Shared) -> serde_json::Value {
+fn status(node: &str) -> serde_json::Value {
     let now = now_rfc3339();
     let cond = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({ "type": type_, "status": status, "reason": reason, "message": message,
@@ -37,7 +37,7 @@ fn status(shared: &Shared) -> serde_json::Value {
             cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
         ],
-        "addresses": [{ "type": "InternalIP", "address": NODE_IP }, { "type": "Hostname", "address": shared.node }],
+        "addresses": [{ "type": "InternalIP", "address": NODE_IP }, { "type": "Hostname", "address": node }],
         "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
         "nodeInfo": {
             "machineID": "shoal-test", "systemUUID": "shoal-test", "bootID": "shoal-test",
@@ -48,19 +48,12 @@ fn status(shared: &Shared) -> serde_json::Value {
 }
 
 /// Creates the Node (or takes over one of that name) and marks it Ready.
-pub async fn register(shared: &Shared) -> Result<(), kube::Error> {
+pub async fn register(shared: &Shared, spec: &TestNode) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {
-            "name": shared.node,
-            "labels": {
-                "kubernetes.io/hostname": shared.node,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-            }
-        },
+        "metadata": { "name": spec.name, "labels": spec.labels() },
         "spec": {},
     }))
     .expect("a Node");
@@ -69,20 +62,36 @@ pub async fn register(shared: &Shared) -> Result<(), kube::Error> {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e),
     }
-    nodes.patch_status(&shared.node, &PatchParams::default(), &Patch::Merge(json!({ "status": status(shared) }))).await?;
-    renew_lease(shared).await
+    nodes.patch_status(&spec.name, &PatchParams::default(), &Patch::Merge(json!({ "status": status(&spec.name) }))).await?;
+    renew_lease(shared, &spec.name).await
 }
 
-async fn renew_lease(shared: &Shared) -> Result<(), kube::Error> {
+/// Deletes a lost node's Node object and Lease.
+pub async fn delete(shared: &Shared, node: &str) -> Result<(), kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    for result in
+        [leases.delete(node, &DeleteParams::default()).await.map(drop), nodes.delete(node, &DeleteParams::default()).await.map(drop)]
+    {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn renew_lease(shared: &Shared, node: &str) -> Result<(), kube::Error> {
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
     let now = now_micro();
     let patch = json!({ "spec": { "renewTime": now } });
-    match leases.patch(&shared.node, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match leases.patch(node, &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
             let lease: Lease = serde_json::from_value(json!({
-                "metadata": { "name": shared.node, "namespace": "kube-node-lease" },
-                "spec": { "holderIdentity": shared.node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now }
+                "metadata": { "name": node, "namespace": "kube-node-lease" },
+                "spec": { "holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now }
             }))
             .expect("a Lease");
             leases.create(&PostParams::default(), &lease).await.map(drop)
@@ -91,20 +100,25 @@ async fn renew_lease(shared: &Shared) -> Result<(), kube::Error> {
     }
 }
 
-/// Renews the Lease and the status until aborted.
+/// Renews the live nodes' Leases and statuses until aborted.
 pub async fn heartbeat(shared: Arc<Shared>) {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let mut last_status = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        if let Err(e) = renew_lease(&shared).await {
-            eprintln!("node agent: renew the node Lease: {e}");
-        }
-        if last_status.elapsed() >= STATUS_EVERY {
+        let status_due = last_status.elapsed() >= STATUS_EVERY;
+        if status_due {
             last_status = tokio::time::Instant::now();
-            let patch = Patch::Merge(json!({ "status": status(&shared) }));
-            if let Err(e) = nodes.patch_status(&shared.node, &PatchParams::default(), &patch).await {
-                eprintln!("node agent: update the Node status: {e}");
+        }
+        for node in shared.live_nodes() {
+            if let Err(e) = renew_lease(&shared, &node).await {
+                eprintln!("node agent: renew the Lease of {node}: {e}");
+            }
+            if status_due {
+                let patch = Patch::Merge(json!({ "status": status(&node) }));
+                if let Err(e) = nodes.patch_status(&node, &PatchParams::default(), &patch).await {
+                    eprintln!("node agent: update the status of {node}: {e}");
+                }
             }
         }
     }

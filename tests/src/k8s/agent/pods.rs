@@ -1,5 +1,5 @@
-//! The pod sync loop. Every [`super::TICK`]: list the pods bound to this
-//! node; start the new ones (a fresh IP each, then [`launch::plan`] and
+//! The pod sync loop. Every [`super::TICK`]: list the pods bound to the
+//! agent's live nodes; start the new ones (a fresh IP each, then [`launch::plan`] and
 //! [`PodProcess::spawn`]); stop those being deleted (SIGTERM, the pod's
 //! grace period, SIGKILL, then delete the Pod object for good, as the
 //! kubelet confirms a deletion); forget those gone; reap exited processes and
@@ -69,9 +69,11 @@ pub async fn refresh(shared: Arc<Shared>) {
 
 async fn sync(shared: &Arc<Shared>) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::all(shared.client.clone());
-    let listed = api.list(&ListParams::default().fields(&format!("spec.nodeName={}", shared.node))).await?;
+    let live = shared.live_nodes();
+    let listed = api.list(&ListParams::default()).await?;
     let mut seen = HashSet::new();
-    for pod in listed.items {
+    let ours = |pod: &Pod| pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| live.contains(n));
+    for pod in listed.items.into_iter().filter(ours) {
         let Some(uid) = pod.metadata.uid.clone() else { continue };
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
@@ -118,9 +120,11 @@ async fn start_pod(shared: &Arc<Shared>, pod: Pod) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let log = shared.log_path(&ns, &name);
     note(&log, &format!("pod {uid} assigned to this node"));
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     let rt = PodRt {
         ns,
         name,
+        node,
         ip: shared.next_ip(),
         pod,
         process: None,
@@ -146,7 +150,7 @@ fn pod_context<'a>(shared: &'a Shared, uid: &str, pod: &'a Pod, ip: String) -> P
         client: &shared.client,
         pod,
         ip,
-        node: &shared.node,
+        node: pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default(),
         apiserver: (&shared.apiserver.0, shared.apiserver.1),
         bin_dir: &shared.bin_dir,
         pod_dir: shared.root.path().join("pods").join(uid),

@@ -4,7 +4,7 @@
 //! (provisioner [`PROVISIONER`], `WaitForFirstConsumer`, reclaim `Delete`).
 //! For a claim of that class the real scheduler picks a node and writes it
 //! into the claim (`volume.kubernetes.io/selected-node`); [`run`] then makes
-//! a directory and a `local` PersistentVolume pinned to this node with a
+//! a directory and a `local` PersistentVolume pinned to that node with a
 //! `claimRef` to the claim, and the real PV controller binds the two. When a
 //! claim is deleted (the real PVC-protection controller lets it go only once
 //! no pod uses it), its volume turns `Released`: the directory is removed and
@@ -82,14 +82,17 @@ async fn sync(shared: &Shared) -> Result<(), kube::Error> {
             }
         }
     }
-    // Pending claims of our class, placed on this node: provision.
+    // Pending claims of our class, placed on one of our live nodes: provision.
+    let live = shared.live_nodes();
     let pvcs: Api<PersistentVolumeClaim> = Api::all(shared.client.clone());
     for pvc in pvcs.list(&ListParams::default()).await?.items {
         let spec = pvc.spec.clone().unwrap_or_default();
         resize(&shared.client, &pvs, &pvc, &volumes).await?;
         let pending = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
-        let selected = pvc.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)) == Some(&shared.node);
-        if !pending || !selected || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS) || pvc.metadata.deletion_timestamp.is_some() {
+        let Some(node) = pvc.metadata.annotations.as_ref().and_then(|a| a.get(SELECTED_NODE)).filter(|n| live.contains(n)).cloned() else {
+            continue;
+        };
+        if !pending || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS) || pvc.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let uid = pvc.metadata.uid.clone().unwrap_or_default();
@@ -114,7 +117,7 @@ async fn sync(shared: &Shared) -> Result<(), kube::Error> {
                     "namespace": pvc.metadata.namespace, "name": pvc.metadata.name, "uid": uid
                 },
                 "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
-                    { "key": "kubernetes.io/hostname", "operator": "In", "values": [shared.node] }
+                    { "key": "kubernetes.io/hostname", "operator": "In", "values": [node] }
                 ] }] } }
             }
         }))
