@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc);
     }
     println!("cargo:rerun-if-changed=proto/shoal.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/shoal.proto"], &["proto"])?;
+    // Maps as BTreeMap: ordered (stable output, comparable records).
+    tonic_prost_build::configure().btree_map(".").compile_protos(&["proto/shoal.proto"], &["proto"])?;
     Ok(())
 }

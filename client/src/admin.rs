@@ -1,5 +1,5 @@
 //! Calls to the `Admin` service: the store lifecycle (join, drain, cancel a
-//! drain, remove, status). Like Meta, it is served by the meta leader; the
+//! drain, remove, status) and the stores' topology labels. Like Meta, it is served by the meta leader; the
 //! calls follow its `not_leader` hints the same way ([`Client::leader_call`]).
 //!
 //! Every call is safe to repeat (asking for the state a store is in already
@@ -11,7 +11,7 @@
 use std::future::Future;
 
 use shoal_proto::admin_client::AdminClient;
-use shoal_proto::{RegisterStoreRequest, RegisterStoreResponse, StoreRequest, StoreStatus, StoreStatusResponse};
+use shoal_proto::{RegisterStoreRequest, RegisterStoreResponse, StoreLabels, StoreRequest, StoreStatus, StoreStatusResponse};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -66,6 +66,14 @@ impl Client {
     /// A drained store (holding no peers) → TOMBSTONE.
     pub async fn remove_store(&self, store_id: u64) -> Result<StoreStatus> {
         self.store_call(store_id, |mut c, r| async move { c.remove_store(r).await }).await
+    }
+
+    /// Replaces the store's topology labels (`zone`: placement spreads each
+    /// region's replicas over zones). Bad labels are [`ClientError::InvalidArgument`].
+    pub async fn set_store_labels(&self, store_id: u64, labels: &std::collections::BTreeMap<String, String>) -> Result<StoreStatus> {
+        let req = StoreLabels { store_id, labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
+        let resp = self.admin_call(req, |mut c, r| async move { c.set_store_labels(r).await }).await?;
+        resp.status.ok_or_else(|| ClientError::Server(format!("no status in the answer about store {store_id}")))
     }
 
     /// The store's state (DOWN when not heard from), what it holds, and what

@@ -1,6 +1,7 @@
 //! `shoalctl region list|show` and `shoalctl store list`: the region directory
 //! and the store registry, as the Meta service knows them; `shoalctl store
-//! join|drain|cancel-drain|remove|status ID`: the store lifecycle (Admin). A
+//! join|drain|cancel-drain|remove|status ID`: the store lifecycle (Admin);
+//! `shoalctl store label ID KEY=VALUE...`: its topology labels (`zone`). A
 //! refusal exits nonzero with the server's reason.
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ pub enum StoreCommand {
     Remove { id: u64 },
     /// Show a store's state, what it holds and what is left to move.
     Status { id: u64 },
+    /// Replace a store's topology labels, KEY=VALUE each (`zone=…`: placement
+    /// keeps each region's replicas in distinct zones); none clears them.
+    Label { id: u64, labels: Vec<String> },
 }
 
 pub async fn region(endpoints: &[String], p: &Printer, cmd: RegionCommand) -> Result<ExitCode> {
@@ -90,6 +94,14 @@ pub async fn store(endpoints: &[String], p: &Printer, cmd: StoreCommand) -> Resu
         StoreCommand::CancelDrain { id } => show_status(p, client.cancel_drain(id).await?)?,
         StoreCommand::Remove { id } => show_status(p, client.remove_store(id).await?)?,
         StoreCommand::Status { id } => show_status(p, client.store_status(id).await?)?,
+        StoreCommand::Label { id, labels } => {
+            let mut map = std::collections::BTreeMap::new();
+            for l in &labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("label {l:?} is not KEY=VALUE"))?;
+                map.insert(k.to_string(), v.to_string());
+            }
+            show_status(p, client.set_store_labels(id, &map).await?)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -127,6 +139,7 @@ pub fn status_json(s: &StoreStatus) -> Value {
         "id": store.id,
         "name": store.name,
         "address": store.address,
+        "labels": store.labels,
         "state": state(s.state),
         "region_count": s.region_count,
         "leader_count": s.leader_count,
@@ -187,6 +200,7 @@ pub fn store_json(d: &StoreDetail) -> Value {
     // Which data directory registered it (empty for bootstrapped stores): tells
     // apart two stores of one name, the older one having lost its data.
     v["instance"] = json!(s.instance);
+    v["labels"] = json!(s.labels);
     for (k, n) in [
         ("region_count", st.region_count),
         ("leader_count", st.leader_count),
@@ -351,6 +365,7 @@ mod tests {
                 state: StoreState::Up as i32,
                 instance: "ab12".into(),
                 client_address: "127.0.0.1:3".into(),
+                labels: [("zone".to_string(), "a".to_string())].into(),
             }),
             stats: Some(StoreStats { capacity_bytes: 100, available_bytes: 40, region_count: 3, leader_count: 1, ..Default::default() }),
         };
@@ -359,6 +374,7 @@ mod tests {
             ("id", json!(2)),
             ("address", json!("127.0.0.1:2")),
             ("client_address", json!("127.0.0.1:3")),
+            ("labels", json!({"zone": "a"})),
             ("instance", json!("ab12")),
             ("state", json!("up")),
             ("region_count", json!(3)),

@@ -14,8 +14,8 @@ use shoal_proto::meta_server::{Meta, MetaServer};
 use shoal_proto::{
     AllocIdRequest, AllocIdResponse, GetRegionByKeyRequest, GetRegionByKeyResponse, GetStoreRequest, GetStoreResponse, HeartbeatRequest,
     HeartbeatResponse, ListStoresRequest, ListStoresResponse, MetaHeader, NotLeader, Peer, RegionError, RegisterStoreRequest,
-    RegisterStoreResponse, ScanRegionsRequest, ScanRegionsResponse, StoreDetail, StoreMeta, StoreRequest, StoreStats, StoreStatus,
-    StoreStatusResponse,
+    RegisterStoreResponse, ScanRegionsRequest, ScanRegionsResponse, StoreDetail, StoreLabels, StoreMeta, StoreRequest, StoreStats,
+    StoreStatus, StoreStatusResponse,
 };
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -111,6 +111,10 @@ impl Fake {
 #[tonic::async_trait]
 impl Admin for Fake {
     async fn register_store(&self, _: Request<RegisterStoreRequest>) -> Result<Response<RegisterStoreResponse>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    async fn set_store_labels(&self, _: Request<StoreLabels>) -> Result<Response<StoreStatusResponse>, Status> {
         Err(Status::unimplemented("not in the fake"))
     }
 

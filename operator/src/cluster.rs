@@ -15,6 +15,9 @@ use shoal_proto::StoreState as ProtoState;
 use crate::error::Result;
 use crate::membership::{ObservedStore, Step, StoreState};
 
+/// The store label placement spreads replicas over (the node's `ZONE_LABEL`).
+pub const ZONE_LABEL: &str = "zone";
+
 /// A client for the cluster reachable at `endpoints` (`IP:PORT`), with the
 /// operator's certificate when the cluster has TLS on.
 pub fn client(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client> {
@@ -54,6 +57,7 @@ pub async fn stores(client: &Client) -> Result<Vec<ObservedStore>> {
             regions: stats.region_count,
             leaders: stats.leader_count,
             heard: stats.last_heartbeat_ms > 0,
+            zone: meta.labels.get(ZONE_LABEL).cloned(),
         };
         if matches!(s.state, StoreState::Draining | StoreState::Down) {
             let st = client.store_status(s.id).await?;
@@ -72,6 +76,13 @@ pub async fn run_step(client: &Client, step: &Step) -> Result<()> {
         Step::DrainStore { store_id, .. } => client.drain_store(*store_id).await.map(drop)?,
         Step::RemoveStore { store_id, .. } => client.remove_store(*store_id).await.map(drop)?,
         Step::CancelDrain { store_id, .. } => client.cancel_drain(*store_id).await.map(drop)?,
+        Step::LabelStore { store_id, zone, .. } => {
+            // Only `zone` changes: labels set by other hands stay.
+            let current = client.store_status(*store_id).await?.store.map(|s| s.labels).unwrap_or_default();
+            let mut labels: std::collections::BTreeMap<String, String> = current.into_iter().collect();
+            labels.insert(ZONE_LABEL.to_string(), zone.clone());
+            client.set_store_labels(*store_id, &labels).await.map(drop)?
+        }
         Step::DeleteVolume { .. } | Step::ReplaceVolume { .. } => {}
     }
     Ok(())

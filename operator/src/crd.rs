@@ -302,6 +302,9 @@ pub struct PodOverrides {
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Replace the default: at most one store above even per node
+    /// (`DoNotSchedule`: one per node while there are enough nodes) and per
+    /// zone (`ScheduleAnyway`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// Priority class of the storage pods.

@@ -6,7 +6,10 @@
 //! volume is a PersistentVolume pinned to nodes by hostname and none of those
 //! Nodes exists any more, the volume is gone with its node. That takes `get`
 //! on PersistentVolumes and Nodes (cluster-wide; the chart grants it); without
-//! it the pod is not counted as stranded.
+//! it the pod is not counted as stranded. Each running pod's Node also gives
+//! its zone (`topology.kubernetes.io/zone`), which the store is labelled with.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -77,6 +80,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
             pods: pod_ordinals,
             pvcs: pvc_ordinals,
             stranded: stranded(client, names, &pods, &pvcs).await,
+            pod_zones: pod_zones(client, names, &live_pods).await,
             stores,
             formed,
             now,
@@ -100,6 +104,38 @@ async fn stranded(client: &Client, names: &Names, pods: &[Pod], pvcs: &[Persiste
             Ok(true) => out.push(o),
             Ok(false) => {}
             Err(e) => tracing::warn!(pod = ?pod.metadata.name, %volume, error = %e, "cannot tell whether the volume's node is gone"),
+        }
+    }
+    out
+}
+
+/// The Node label a pod's zone is read from.
+pub const NODE_ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The zone of each live pod's Node (pods not scheduled yet, and Nodes without
+/// the label, are left out; a Node that cannot be read is logged and left out).
+async fn pod_zones(client: &Client, names: &Names, pods: &[&Pod]) -> BTreeMap<i32, String> {
+    let nodes = Api::<Node>::all(client.clone());
+    let mut zone_of: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for pod in pods {
+        let (Some(o), Some(node)) =
+            (pod.metadata.name.as_deref().and_then(|n| names.ordinal_of(n)), pod.spec.as_ref().and_then(|s| s.node_name.clone()))
+        else {
+            continue;
+        };
+        if !zone_of.contains_key(&node) {
+            let zone = match nodes.get_opt(&node).await {
+                Ok(n) => n.and_then(|n| n.metadata.labels?.get(NODE_ZONE_LABEL).cloned()),
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "cannot read the Node's zone");
+                    None
+                }
+            };
+            zone_of.insert(node.clone(), zone);
+        }
+        if let Some(zone) = zone_of[&node].clone() {
+            out.insert(o, zone);
         }
     }
     out

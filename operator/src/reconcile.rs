@@ -359,6 +359,7 @@ async fn run_step(
         Step::RemoveStore { store_id, pod } => format!("removing store {store_id} ({pod}): it holds nothing"),
         Step::CancelDrain { store_id, pod } => format!("cancelling the drain of store {store_id} ({pod}): the scale-in was called off"),
         Step::DeleteVolume { ordinal } => format!("deleting volume {} of retired pod {}", names.pvc(*ordinal), names.pod(*ordinal)),
+        Step::LabelStore { store_id, pod, zone } => format!("labelling store {store_id} ({pod}) with zone {zone}, its node's"),
         Step::ReplaceVolume { ordinal, store_id } => format!(
             "replacing volume {} of {} (store {store_id} is down and the volume's node is gone): the pod comes back as a new store",
             names.pvc(*ordinal),

@@ -175,3 +175,36 @@ fn the_service_monitor_selects_exactly_one_service_per_store() {
         "job=\"shoal\", as monitoring/ expects"
     );
 }
+
+/// Without spread constraints or affinity in the spec, the pods get the
+/// defaults: preferred anti-affinity per node, at most one store above even
+/// per node (not scheduled otherwise; tainted nodes not counted) and per zone
+/// (scheduled anyway).
+#[test]
+fn the_default_spread_is_one_store_per_node_and_over_zones() {
+    let mut kvc = fixture();
+    kvc.spec.pod.topology_spread_constraints.clear();
+    let input = BuildInput { kvc: &kvc, names: Names::of(&kvc), sts_replicas: 3, initial_members: 3, bootstrapped: false };
+    let sts = build(&input).statefulset;
+    let pod = sts.spec.and_then(|s| s.template.spec).expect("pod spec");
+    let spread: Vec<(String, String, i32, Option<String>)> = pod
+        .topology_spread_constraints
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let selects = c
+                .label_selector
+                .and_then(|l| l.match_labels)
+                .is_some_and(|m| m.get("app.kubernetes.io/instance").map(String::as_str) == Some("demo"));
+            assert!(selects, "each constraint counts this cluster's pods");
+            (c.topology_key, c.when_unsatisfiable, c.max_skew, c.node_taints_policy)
+        })
+        .collect();
+    assert_eq!(
+        spread,
+        [
+            ("kubernetes.io/hostname".into(), "DoNotSchedule".into(), 1, Some("Honor".into())),
+            ("topology.kubernetes.io/zone".into(), "ScheduleAnyway".into(), 1, Some("Honor".into())),
+        ]
+    );
+}

@@ -39,10 +39,11 @@
 //! every PVC and re-creates the StatefulSet around the same pods, and a
 //! smaller size is refused.
 //!
-//! On three nodes in three zones: a node lost for good strands its store's
-//! pod (its local volume is pinned there); the operator gives the pod a new
-//! volume, it comes back on another node as a new store, and the old store
-//! is retired.
+//! On four nodes in three zones: one store per node, each labelled with its
+//! node's zone, every region with a replica in each zone; then a node lost
+//! for good strands its store's pod (its local volume is pinned there); the
+//! operator gives the pod a new volume, it comes back on another node as a new
+//! store, and the old store is retired.
 //!
 //! Deleting a `KvCluster` lets the real garbage collector take its children
 //! and pods but keeps the volumes; the same `KvCluster` applied again comes
@@ -886,44 +887,79 @@ fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
     });
 }
 
-/// A node lost for good, on three nodes (zones a, b and c): the agent kills
-/// the processes of one store pod's node and its Node object is deleted (as
-/// a cloud deletes a machine's). The pod garbage collector removes the pod;
-/// the StatefulSet's new pod cannot be scheduled (its local volume is pinned
-/// to the gone node); the store is down past `maxStoreDownTime`; the operator
-/// replaces the volume (`ReplaceVolume`: claim and pod deleted), the pod comes
-/// back on another node as a new store, which joins, and the old store is
+/// Zones and a node lost for good, on four nodes: `node-a1` and `node-a2` in
+/// zone a, `node-b` in b, `node-c` in c, and four stores. The default spread
+/// puts one store on each node; the operator labels each store with its
+/// node's zone, and placement moves replicas until every region has one in
+/// each zone. Then the agent kills the processes of one store pod's node and
+/// its Node object is deleted (as a cloud deletes a machine's): the pod
+/// garbage collector removes the pod; the StatefulSet's new pod cannot be
+/// scheduled (its local volume is pinned to the gone node); the store is down
+/// past `maxStoreDownTime`; the operator replaces the volume
+/// (`ReplaceVolume`: claim and pod deleted), the pod comes back on another
+/// node as a new store, which joins and is labelled, and the old store is
 /// drained and tombstoned. Every key reads back.
 #[test]
-fn a_store_whose_node_is_gone_is_replaced_on_another_node() {
-    let nodes = ["a", "b", "c"].map(|z| k8s::TestNode::in_zone(&format!("node-{z}"), &format!("zone-{z}")));
+fn zones_spread_every_region_and_a_store_whose_node_is_gone_is_replaced() {
+    let nodes =
+        [("a1", "a"), ("a2", "a"), ("b", "b"), ("c", "c")].map(|(n, z)| k8s::TestNode::in_zone(&format!("node-{n}"), &format!("zone-{z}")));
+    let zone_by_node: BTreeMap<String, String> = nodes.iter().map(|n| (n.name.clone(), n.zone.clone().unwrap_or_default())).collect();
     k8s::run_on(nodes.to_vec(), |env| async move {
         install_operator(&env, &[]);
         let path = example(&env);
         let text = std::fs::read_to_string(&path).expect("the example copy");
-        std::fs::write(&path, text.replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    maxStoreDownTimeSecs: 15"))
-            .expect("write");
+        let text = text
+            .replace("  replicas: 3\n", "  replicas: 4\n")
+            .replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    maxStoreDownTimeSecs: 15");
+        std::fs::write(&path, text).expect("write");
         env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
         let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
         let mut phases = BTreeSet::new();
-        wait_status(&kvcs, Duration::from_secs(300), "3 stores up", &mut phases, |s| settled(s, 3)).await;
+        wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
         let kv = demo_client();
         write_keys(&kv).await;
+        let pod_nodes: BTreeMap<String, String> =
+            (0..4).map(|o| format!("demo-{o}")).map(|p| (p.clone(), env.agent.pod_node(NS, &p).expect("a node"))).collect();
+        let on: BTreeSet<&String> = pod_nodes.values().collect();
+        assert_eq!(on.len(), 4, "one store per node: {pod_nodes:?}");
+
+        // Labelled with their nodes' zones; every region in three zones.
+        wait_until(Duration::from_secs(180), Duration::from_millis(500), "every region in three zones", || async {
+            let stores = kv.list_stores().await.map_err(|e| e.to_string())?;
+            let mut zone_of_store = BTreeMap::new();
+            for s in stores.iter().filter_map(|d| d.store.as_ref()) {
+                let want = zone_by_node[&pod_nodes[&s.name]].clone();
+                if s.labels.get("zone") != Some(&want) {
+                    return Err(format!("store {} ({}) has labels {:?}, not zone {want}", s.id, s.name, s.labels));
+                }
+                zone_of_store.insert(s.id, want);
+            }
+            let regions = kv.scan_regions(b"", b"", 10_000).await.map_err(|e| e.to_string())?;
+            for r in regions.iter().filter_map(|r| r.region.as_ref()) {
+                let zones: BTreeSet<&String> = r.peers.iter().filter_map(|p| zone_of_store.get(&p.store_id)).collect();
+                if zones.len() != 3 || r.peers.len() != 3 {
+                    return Err(format!("region {} on {:?} spans {zones:?}", r.id, r.peers));
+                }
+            }
+            Ok(regions.len())
+        })
+        .await;
         let ids = store_ids(&kvcs.get("demo").await.expect("get"));
 
         // A store pod on a node the operator does not run on.
         let operator_pod = env.agent.pods().into_iter().find(|(ns, _)| ns == OPERATOR_NS).expect("the operator's pod").1;
         let operator_node = env.agent.pod_node(OPERATOR_NS, &operator_pod).expect("the operator's node");
-        let (victim, node) = (0..3)
-            .map(|o| format!("demo-{o}"))
-            .find_map(|p| env.agent.pod_node(NS, &p).filter(|n| *n != operator_node).map(|n| (p, n)))
+        let (victim, node) = pod_nodes
+            .iter()
+            .find(|(_, n)| **n != operator_node)
+            .map(|(p, n)| (p.clone(), n.clone()))
             .expect("a store pod away from the operator");
         let old = ids[&victim];
         eprintln!("losing {node} with {victim} (store {old}); the operator runs on {operator_node}");
         env.agent.fail_node(&node).await;
 
         let st = wait_status(&kvcs, Duration::from_secs(420), "the pod back as a new store, the old one removed", &mut phases, |s| {
-            settled(s, 3) && s.stores.iter().any(|e| e.pod == victim && e.store_id != old)
+            settled(s, 4) && s.stores.iter().any(|e| e.pod == victim && e.store_id != old)
         })
         .await;
         eprintln!("replaced: {} (phases {phases:?})", summary(&st));
@@ -931,7 +967,7 @@ fn a_store_whose_node_is_gone_is_replaced_on_another_node() {
         assert_ne!(new_node, node, "the pod came back on the lost node");
         let uid = kvcs.get("demo").await.expect("get").metadata.uid;
         let reasons = event_reasons(&env.client, NS, uid.as_deref()).await;
-        for want in ["ReplaceVolume", "JoinStore", "RemoveStore"] {
+        for want in ["ReplaceVolume", "JoinStore", "RemoveStore", "LabelStore"] {
             assert!(reasons.iter().any(|r| r == want), "no {want} Event: {reasons:?}");
         }
         wait_until(Duration::from_secs(60), Duration::from_millis(500), "the old store tombstoned", || async {

@@ -11,14 +11,19 @@
 //!    target any more (draining, down, removed) is removed; a caught-up learner
 //!    is promoted, and if the region would then have more voters than the
 //!    replication factor, the same joint change removes one (on a bad store
-//!    first, else on the most loaded store; never the leader — if only the
-//!    leader could go, leadership moves first); a leader on a draining store
+//!    first, else one sharing its zone with another voter, else on the most
+//!    loaded store; never the leader — if only the leader could go,
+//!    leadership moves first); a leader on a draining store
 //!    moves to a voter on a good store; voters on bad stores or missing voters
 //!    get a learner on the best target (UP or JOINING, not holding the region,
+//!    in a zone the region's other replicas are not in if there is one, then
 //!    fewest regions, fewer than `max_snapshots_per_store` learners being
-//!    seeded); extra voters are removed;
+//!    seeded); extra voters are removed; a healthy region two of whose voters
+//!    share a zone gets a learner in an unused zone when a store there can
+//!    take it;
 //! 2. balances region counts across good stores ([`balance`]), which also seeds
-//!    JOINING stores up to their share;
+//!    JOINING stores up to their share, never moving a replica into a zone
+//!    another replica of the region is in;
 //! 3. balances leaders: while the store with the most leaders has more than
 //!    `tolerance` above the one with the fewest, it moves one of its regions'
 //!    leadership to a voter on the other, at most `max_transfers` per plan;
@@ -29,6 +34,10 @@
 //! New peer ids are not chosen here: an [`Change::AddLearner`] names the store,
 //! and the caller allocates the id. A JOINING store with no learners on it and
 //! nothing more to receive is listed in [`Plan::seeded`].
+//!
+//! Zones come from the stores' `zone` labels (`Admin.SetStoreLabels`); a
+//! store without one is a zone of its own. With at least as many zones as the
+//! replication factor, every region ends with its replicas in distinct zones.
 //!
 //! A region's voters never drop below the replication factor through these
 //! orders: voters are removed only in the same change that promotes a learner,
@@ -80,6 +89,8 @@ pub struct Cluster<'a> {
     /// Every store with its effective state (DOWN for one not heard from for
     /// too long).
     pub stores: &'a BTreeMap<u64, StoreState>,
+    /// The `zone` label of each store that has one.
+    pub zones: &'a BTreeMap<u64, String>,
     /// Every region placement manages, the meta region included.
     pub regions: &'a [RegionInfo],
     /// Region id → its peers (ids) that are not caught up with the leader.
@@ -139,7 +150,7 @@ fn region_epoch(info: &RegionInfo) -> RegionEpoch {
 /// Plans the next orders for `cluster`.
 pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
     let regions = cluster.regions;
-    let directory = Model::new(cluster.stores, regions, cluster.cooling);
+    let directory = Model::new(cluster.stores, cluster.zones, regions, cluster.cooling);
     let mut m = directory.clone();
     let mut out = Plan::default();
     // Regions (by index) that got an order in this plan or may not get one.
@@ -198,7 +209,7 @@ pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
     }
 
     balance_leaders(&mut m, regions, cluster.pending, &skip, cfg, &mut out);
-    out.seeded = balance::seeded(&m, &directory, &touched, cfg);
+    out.seeded = balance::seeded(&m, &directory, regions, &touched, cfg);
     out
 }
 
@@ -276,7 +287,7 @@ mod tests {
     fn plan(stores: &BTreeSet<u64>, regions: &[RegionInfo], cooling: &HashSet<u64>, cfg: &PlacementConfig) -> Plan {
         let stores: BTreeMap<u64, StoreState> = stores.iter().map(|s| (*s, StoreState::Up)).collect();
         let cooling: HashMap<u64, Cooldown> = cooling.iter().map(|r| (*r, Cooldown::default())).collect();
-        super::plan(&Cluster { stores: &stores, regions, pending: &HashMap::new(), cooling: &cooling }, cfg)
+        super::plan(&Cluster { stores: &stores, zones: &BTreeMap::new(), regions, pending: &HashMap::new(), cooling: &cooling }, cfg)
     }
 
     fn region(id: u64, leader: u64, stores: &[u64]) -> RegionInfo {
@@ -350,7 +361,10 @@ mod tests {
         let pending: HashMap<u64, HashSet<u64>> = [(2, [202].into()), (3, [303].into()), (4, HashSet::new())].into();
         // Leader moves only (no repair or region move may take a region first).
         let cfg = PlacementConfig { max_transfers: 100, max_ops: 0, ..Default::default() };
-        let p = super::plan(&Cluster { stores: &stores, regions: &regions, pending: &pending, cooling: &HashMap::new() }, &cfg);
+        let p = super::plan(
+            &Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &pending, cooling: &HashMap::new() },
+            &cfg,
+        );
         let moved: BTreeSet<u64> = p.transfers.iter().map(|t| t.region_id).collect();
         assert!(!moved.is_empty() && moved.iter().all(|r| *r >= 4), "moved {moved:?}");
     }

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use prost::Message as _;
-use shoal_proto::{MetaCmd, MetaIdState, RegionEpoch, RegionInfo, SetStoreState, StoreMeta, StoreState, meta_cmd};
+use shoal_proto::{MetaCmd, MetaIdState, RegionEpoch, RegionInfo, SetStoreState, StoreLabels, StoreMeta, StoreState, meta_cmd};
 
 use super::META_REGION_ID;
 use crate::error::{Error, Result};
@@ -44,7 +44,7 @@ use crate::storage::cf::CF_META;
 use crate::storage::{Engine, WriteBatch};
 
 /// What applying a meta command returns to its proposer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum MetaResult {
     Done,
     /// Ids `first .. first + count` were handed out.
@@ -184,6 +184,7 @@ impl MetaState {
                 if let Some(known) = self.stores.get(&store.id) {
                     store.state = known.state;
                     store.instance = known.instance.clone();
+                    store.labels = known.labels.clone();
                 }
                 self.put_store(store, wb)?;
                 Ok(MetaResult::Done)
@@ -195,6 +196,12 @@ impl MetaState {
                     return Ok(MetaResult::Store(known));
                 }
                 let updated = StoreMeta { state: *to, ..known };
+                self.put_store(updated.clone(), wb)?;
+                Ok(MetaResult::Store(updated))
+            }
+            Some(meta_cmd::Cmd::SetStoreLabels(StoreLabels { store_id, labels })) => {
+                let Some(known) = self.stores.get(store_id).cloned() else { return Ok(MetaResult::NoSuchStore(*store_id)) };
+                let updated = StoreMeta { labels: labels.clone(), ..known };
                 self.put_store(updated.clone(), wb)?;
                 Ok(MetaResult::Store(updated))
             }
@@ -218,6 +225,7 @@ impl MetaState {
             state: StoreState::Pending as i32,
             instance: req.instance.clone(),
             client_address: String::new(),
+            labels: Default::default(),
         };
         self.put_store(store.clone(), wb)?;
         wb.put(CF_META, keys::META_ID_KEY, &MetaIdState { next_id: self.next_id }.encode_to_vec())?;

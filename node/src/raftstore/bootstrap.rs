@@ -118,6 +118,7 @@ pub fn bootstrap_or_load(engine: &Engine, name: &str, members: &[InitialMember])
             state: StoreState::Up as i32,
             instance: String::new(),
             client_address: s.client_address.clone(),
+            labels: Default::default(),
         })
         .collect();
     let ident = StoreIdent { cluster_id: cluster_id(members), store_id: position as u64 + 1, name: name.to_string() };

@@ -21,19 +21,22 @@
 //! else is a new store, PENDING (rule in [`crate::meta::state`]).
 //!
 //! With `--admin-allowed-cn` (mutual TLS), the operator's calls (join, drain,
-//! cancel-drain, remove, status) are served only to a client certificate whose
+//! cancel-drain, remove, status, labels) are served only to a client certificate whose
 //! Common Name is on the list; anyone else gets `PERMISSION_DENIED`, counted in
 //! `shoal_admin_denied_total`. `RegisterStore` stays open to every certificate
 //! the handshake accepted: stores register themselves, and a registered store
 //! is PENDING until an allowed caller joins it.
+//!
+//! `SetStoreLabels` replaces a store's topology labels (the operator's call,
+//! under the same check); placement reads `zone` from them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use shoal_proto::admin_server::Admin;
 use shoal_proto::{
-    RegionInfo, RegisterStoreRequest, RegisterStoreResponse, StoreMeta, StoreRequest, StoreState, StoreStatus, StoreStatusResponse,
-    meta_cmd,
+    RegionInfo, RegisterStoreRequest, RegisterStoreResponse, StoreLabels, StoreMeta, StoreRequest, StoreState, StoreStatus,
+    StoreStatusResponse, meta_cmd,
 };
 use tonic::{Request, Response, Status};
 
@@ -226,6 +229,20 @@ impl AdminService {
         self.transition(meta, req.store_id, &[StoreState::Draining, StoreState::Pending], StoreState::Tombstone).await
     }
 
+    async fn set_labels_inner(&self, req: StoreLabels) -> Result<StoreStatusResponse> {
+        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        check_labels(&labels)?;
+        let _serial = self.lock.lock().await;
+        let meta = self.leader().await?;
+        let store = self.find(meta, req.store_id)?;
+        if store.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>() == labels {
+            return Ok(self.respond(meta, &store));
+        }
+        let after = self.meta.set_labels(req.store_id, labels).await?;
+        tracing::info!(store = req.store_id, labels = ?after.labels, "store labels changed");
+        Ok(self.respond(meta, &after))
+    }
+
     async fn store_status_inner(&self, req: StoreRequest) -> Result<StoreStatusResponse> {
         let meta = self.leader().await?;
         let store = self.find(meta, req.store_id)?;
@@ -248,8 +265,30 @@ impl AdminService {
     }
 }
 
+/// Labels as `SetStoreLabels` documents them: at most 16; keys and values at
+/// most 63 bytes of `[A-Za-z0-9._-]`, keys not empty.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > 16 {
+        return Err(Error::InvalidArgument(format!("at most 16 labels, got {}", labels.len())));
+    }
+    let ok = |s: &str| s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    for (k, v) in labels {
+        if k.is_empty() || !ok(k) || !ok(v) {
+            return Err(Error::InvalidArgument(format!(
+                "label {k:?}={v:?}: keys and values are at most 63 bytes of [A-Za-z0-9._-], keys not empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn set_store_labels(&self, request: Request<StoreLabels>) -> Result<Response<StoreStatusResponse>, Status> {
+        let allowed = self.authorize(&request);
+        self.meta.serve("SetStoreLabels", async { self.set_labels_inner(allowed.map(|()| request.into_inner())?).await }).await
+    }
+
     async fn register_store(&self, request: Request<RegisterStoreRequest>) -> Result<Response<RegisterStoreResponse>, Status> {
         self.meta.serve("RegisterStore", self.register_inner(request.into_inner())).await
     }
@@ -283,6 +322,18 @@ impl Admin for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        let one = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert!(check_labels(&one("zone", "eu-west-1a")).is_ok());
+        assert!(check_labels(&one("zone", "")).is_ok(), "an empty value clears nothing but is allowed");
+        assert!(check_labels(&one("", "a")).is_err());
+        assert!(check_labels(&one("zone", "a b")).is_err());
+        assert!(check_labels(&one("zone", &"x".repeat(64))).is_err());
+        let many: BTreeMap<String, String> = (0..17).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        assert!(check_labels(&many).is_err());
+    }
 
     #[test]
     fn bytes_to_move_off_a_draining_store_and_onto_a_joining_one() {

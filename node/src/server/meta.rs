@@ -33,8 +33,8 @@ use shoal_proto::meta_server::Meta;
 use shoal_proto::{
     AllocIdRequest, AllocIdResponse, ChangePeers, DestroyPeer, GetRegionByKeyRequest, GetRegionByKeyResponse, GetStoreRequest,
     GetStoreResponse, HeartbeatRequest, HeartbeatResponse, ListStoresRequest, ListStoresResponse, MetaCmd, MetaHeader, MetaRegions,
-    Operator, PeerChange, PeerChangeType, RegionInfo, ScanRegionsRequest, ScanRegionsResponse, SetStoreState, StoreDetail, StoreMeta,
-    StoreState, TransferLeader, meta_cmd, operator,
+    Operator, PeerChange, PeerChangeType, RegionInfo, ScanRegionsRequest, ScanRegionsResponse, SetStoreState, StoreDetail, StoreLabels,
+    StoreMeta, StoreState, TransferLeader, meta_cmd, operator,
 };
 use tonic::{Request, Response, Status};
 
@@ -49,6 +49,9 @@ use crate::meta::{META_REGION_ID, SharedMeta};
 use crate::metrics::Metrics;
 use crate::raftstore::peer::CmdResult;
 use crate::raftstore::store_loop::StoreHandle;
+
+/// The store label placement spreads a region's replicas over.
+pub const ZONE_LABEL: &str = "zone";
 
 /// Every state a store can be shown in, for the `shoal_stores{state}` gauge.
 const STATES: [StoreState; 6] =
@@ -211,6 +214,15 @@ impl MetaService {
         }
     }
 
+    pub(super) async fn set_labels(&self, id: u64, labels: BTreeMap<String, String>) -> Result<StoreMeta> {
+        let cmd = StoreLabels { store_id: id, labels: labels.into_iter().collect() };
+        match self.propose(meta_cmd::Cmd::SetStoreLabels(cmd)).await? {
+            MetaResult::Store(s) => Ok(s),
+            MetaResult::NoSuchStore(id) => Err(Error::NotFound(format!("no store {id}"))),
+            other => Err(Error::Internal(format!("store label change answered with {other:?}"))),
+        }
+    }
+
     pub(super) async fn alloc_ids(&self, count: u32) -> Result<u64> {
         match self.propose(meta_cmd::Cmd::AllocIds(count)).await? {
             MetaResult::Ids { first, .. } => Ok(first),
@@ -356,7 +368,8 @@ impl MetaService {
                 })
             };
             let cooling = view.cooling(now, current);
-            let cluster = Cluster { stores: &stores, regions: &regions, pending: view.pending(), cooling: &cooling };
+            let zones: BTreeMap<u64, String> = stored.iter().filter_map(|s| Some((s.id, s.labels.get(ZONE_LABEL)?.clone()))).collect();
+            let cluster = Cluster { stores: &stores, zones: &zones, regions: &regions, pending: view.pending(), cooling: &cooling };
             let plan = placement::plan(&cluster, &self.placement);
             let changes: Vec<_> = plan.changes.iter().filter(|c| c.leader_store == store_id).cloned().collect();
             let transfers: Vec<_> = plan.transfers.iter().filter(|t| t.from_store == store_id).cloned().collect();

@@ -195,6 +195,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
                 state: StoreState::Up as i32,
                 instance: String::new(),
                 client_address: me.client_address.clone(),
+                labels: Default::default(),
             },
             meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
             interval: cfg.heartbeat_interval(),

@@ -28,8 +28,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapKeySelector, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -97,7 +97,11 @@ fn pod_spec(input: &BuildInput<'_>) -> PodSpec {
         affinity: Some(spec.pod.affinity.clone().unwrap_or_else(|| default_affinity(input))),
         tolerations: non_empty(spec.pod.tolerations.clone()),
         node_selector: (!spec.pod.node_selector.is_empty()).then(|| spec.pod.node_selector.clone()),
-        topology_spread_constraints: non_empty(spec.pod.topology_spread_constraints.clone()),
+        topology_spread_constraints: Some(if spec.pod.topology_spread_constraints.is_empty() {
+            default_spread(input)
+        } else {
+            spec.pod.topology_spread_constraints.clone()
+        }),
         priority_class_name: spec.pod.priority_class_name.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -246,6 +250,22 @@ fn default_affinity(input: &BuildInput<'_>) -> Affinity {
         }),
         ..Default::default()
     }
+}
+
+/// One store per Kubernetes node while there are enough nodes, and never
+/// more than one above even (`DoNotSchedule`, counting only nodes whose
+/// taints the pod tolerates: a cordoned or lost node does not hold the others
+/// back); spread over zones as well as they allow (`ScheduleAnyway`).
+fn default_spread(input: &BuildInput<'_>) -> Vec<TopologySpreadConstraint> {
+    let spread = |key: &str, when: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.into(),
+        when_unsatisfiable: when.into(),
+        label_selector: Some(LabelSelector { match_labels: Some(input.names.selector_labels()), ..Default::default() }),
+        node_taints_policy: Some("Honor".into()),
+        ..Default::default()
+    };
+    vec![spread("kubernetes.io/hostname", "DoNotSchedule"), spread("topology.kubernetes.io/zone", "ScheduleAnyway")]
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {

@@ -29,12 +29,15 @@
 //!    ([`Step::ReplaceVolume`]: its claim and pod are deleted); the pod comes
 //!    back empty as a new store, which joins, and the old one is then
 //!    replaced as above.
-//! 4. **Scale in.** The highest ordinals first, one at a time: drain the store
+//! 4. **Zones.** A store whose `zone` label is not its pod's Node's zone gets
+//!    it ([`Step::LabelStore`]), when nothing else is to be done: placement
+//!    spreads each region's replicas over the zones.
+//! 5. **Scale in.** The highest ordinals first, one at a time: drain the store
 //!    (refused below the replication factor), remove it once it holds no
 //!    peer, and only when every store above the target is tombstoned shrink
 //!    the StatefulSet; then delete the retired pods' volumes. A volume whose
 //!    store was not tombstoned is never deleted.
-//! 5. A new `spec.replicas` while a scaling runs waits until it is done
+//! 6. A new `spec.replicas` while a scaling runs waits until it is done
 //!    ([`crate::crd::ScalingStatus`]), with one exception: raised during a
 //!    scale-in before any store in the way was removed, it calls the scale-in
 //!    off: the store being drained is put back (`CancelDrain`) and the target
@@ -100,6 +103,8 @@ pub struct ObservedStore {
     pub leaders: u64,
     /// Whether the meta leader has heard a heartbeat from it.
     pub heard: bool,
+    /// Its `zone` label, if it has one.
+    pub zone: Option<String>,
 }
 
 /// What the operator saw this round.
@@ -114,6 +119,9 @@ pub struct Observed {
     /// Ordinals of pods that cannot be scheduled because their volume is
     /// pinned to a node that no longer exists: that volume is gone for good.
     pub stranded: Vec<i32>,
+    /// The zone (`topology.kubernetes.io/zone`) of the Node each running pod
+    /// is on, by ordinal, where the Node has one.
+    pub pod_zones: std::collections::BTreeMap<i32, String>,
     /// The stores, or why the cluster could not be asked.
     pub stores: Result<Vec<ObservedStore>, String>,
     /// Whether the ConfigMap already tells empty pods to join
@@ -184,6 +192,12 @@ pub enum Step {
         ordinal: i32,
         store_id: u64,
     },
+    /// The store's `zone` label becomes its pod's Node's zone.
+    LabelStore {
+        store_id: u64,
+        pod: String,
+        zone: String,
+    },
 }
 
 impl Step {
@@ -196,6 +210,7 @@ impl Step {
             Step::CancelDrain { .. } => ("cancel_drain", "CancelDrain", "CancelDrain"),
             Step::DeleteVolume { .. } => ("delete_volume", "DeleteVolume", "Delete"),
             Step::ReplaceVolume { .. } => ("replace_volume", "ReplaceVolume", "Replace"),
+            Step::LabelStore { .. } => ("label", "LabelStore", "Label"),
         }
     }
 }

@@ -304,6 +304,19 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
         sts = target;
         progress.push(format!("shrinking the StatefulSet to {target}"));
     }
+    // Zones: the store running in each pod labelled with its Node's zone (not
+    // a down one: its pod may be a new one, elsewhere, about to register
+    // another store).
+    if step.is_none() {
+        let mislabelled = obs.pod_zones.iter().find_map(|(o, zone)| {
+            let s = view.current(*o).filter(|s| !matches!(s.state, StoreState::Tombstone | StoreState::Down))?;
+            (s.zone.as_ref() != Some(zone)).then(|| (s, zone.clone()))
+        });
+        if let Some((s, zone)) = mislabelled {
+            progress.push(format!("labelling {} with zone {zone}", label(s)));
+            step = Some(Step::LabelStore { store_id: s.id, pod: s.name.clone(), zone });
+        }
+    }
     if step.is_none() {
         let retired = obs.pvcs.iter().copied().filter(|&o| o >= sts && !obs.pods.contains(&o) && !view.by_ordinal.contains_key(&o)).min();
         if let Some(o) = retired {

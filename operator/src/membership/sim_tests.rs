@@ -91,6 +91,7 @@ impl Sim {
                 regions: s.regions,
                 leaders: s.leaders,
                 heard: s.alive,
+                zone: None,
             })
             .collect();
         Observed {
@@ -98,6 +99,7 @@ impl Sim {
             pods: self.pods.iter().copied().collect(),
             pvcs: self.pvcs.keys().copied().collect(),
             stranded: self.stranded.iter().copied().filter(|o| self.pods.contains(o)).collect(),
+            pod_zones: BTreeMap::new(),
             stores: Ok(stores),
             formed: self.formed,
             now: self.now,
@@ -164,6 +166,10 @@ impl Sim {
                 let s = self.stores.iter().find(|s| s.id == *store_id).expect("replaced store exists");
                 assert_eq!(Sim::shown(s), StoreState::Down, "replaced the volume of a store that is not down: {s:?}");
             }
+            Some(Step::LabelStore { store_id, .. }) => {
+                let s = self.stores.iter().find(|s| s.id == *store_id).expect("labelled store exists");
+                assert!(!matches!(Sim::shown(s), StoreState::Tombstone | StoreState::Down), "labelled a store not running: {s:?}");
+            }
             Some(Step::DeleteVolume { ordinal }) => {
                 assert!(*ordinal >= plan.sts_replicas, "volume {ordinal} deleted below the StatefulSet size {}", plan.sts_replicas);
                 assert!(!obs.pods.contains(ordinal), "volume {ordinal} deleted under a running pod");
@@ -200,6 +206,7 @@ impl Sim {
                 self.pvcs.remove(ordinal);
                 self.stranded.remove(ordinal);
             }
+            Some(Step::LabelStore { .. }) => {}
             None => {}
         }
     }
@@ -605,12 +612,14 @@ fn a_join_that_stops_receiving_regions_is_degraded() {
         regions,
         leaders: 0,
         heard: true,
+        zone: None,
     };
     let observed = |joining_regions: u64, now: i64| Observed {
         sts_replicas: Some(4),
         pods: vec![0, 1, 2, 3],
         pvcs: vec![0, 1, 2, 3],
         stranded: vec![],
+        pod_zones: BTreeMap::new(),
         stores: Ok(vec![
             store(1, StoreState::Up, 10),
             store(2, StoreState::Up, 10),
@@ -657,4 +666,22 @@ fn a_raise_after_a_lost_volume_does_not_cancel_onto_the_orphan() {
     sim.round();
     sim.replicas = 4;
     sim.settle(2_000);
+}
+
+#[test]
+fn stores_get_their_nodes_zones_one_at_a_time_once_nothing_else_is_to_do() {
+    let mut sim = Sim::new(3, 3);
+    sim.settle(50);
+    let mut obs = sim.observe();
+    obs.pod_zones = BTreeMap::from([(0, "a".to_string()), (1, "b".to_string()), (2, "c".to_string())]);
+    let p = plan(&sim.names, &sim.desired(), &sim.memory, &obs);
+    assert_eq!(p.step, Some(Step::LabelStore { store_id: 1, pod: "demo-0".into(), zone: "a".into() }));
+    // Labelled: nothing more.
+    if let Ok(stores) = obs.stores.as_mut() {
+        for (s, z) in stores.iter_mut().zip(["a", "b", "c"]) {
+            s.zone = Some(z.to_string());
+        }
+    }
+    let p = plan(&sim.names, &sim.desired(), &sim.memory, &obs);
+    assert_eq!((p.step, p.phase), (None, Phase::Running));
 }

@@ -49,8 +49,9 @@ pub(super) fn next_move(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>
     None
 }
 
-/// A healthy region on `from` and not on `to` (one `from` does not lead first,
-/// so that the later removal needs no leader transfer).
+/// A healthy region on `from` and not on `to`, whose other peers are not in
+/// `to`'s zone (a move never makes two replicas share a zone); one `from` does
+/// not lead first, so that the later removal needs no leader transfer.
 fn movable(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>, from: u64, to: u64, cfg: &PlacementConfig) -> Option<usize> {
     let candidates = regions.iter().enumerate().filter(|(i, info)| {
         let Some(r) = info.region.as_ref() else { return false };
@@ -60,6 +61,7 @@ fn movable(m: &Model, regions: &[RegionInfo], skip: &HashSet<usize>, from: u64, 
             && !r.peers.iter().any(|p| p.store_id == to)
             && r.peers.iter().all(|p| !p.is_learner && m.good(p.store_id))
             && r.peers.len() == cfg.replication_factor
+            && !r.peers.iter().any(|p| p.store_id != from && m.domain(p.store_id) == m.domain(to))
     });
     let mut fallback = None;
     for (i, info) in candidates {
@@ -83,12 +85,16 @@ pub(super) fn apply(m: &mut Model, mv: Move) -> Vec<Change> {
 }
 
 /// JOINING stores that are seeded: no learner on them (in the directory or
-/// ordered), nothing ordered for them in this plan, and no good store holding
-/// more than `tolerance` regions above them (if one did, some region of it
-/// would not be on them yet, so balance would move more).
-pub(super) fn seeded(m: &Model, directory: &Model, touched: &HashSet<u64>, cfg: &PlacementConfig) -> Vec<u64> {
-    let top = m.good_stores().map(|s| m.count(s)).max().unwrap_or(0);
+/// ordered), nothing ordered for them in this plan, and no region balance
+/// could still move onto them (from a good store holding more than
+/// `tolerance` regions above them, zones allowing: a store in a crowded zone
+/// may stay below the others for good).
+pub(super) fn seeded(m: &Model, directory: &Model, regions: &[RegionInfo], touched: &HashSet<u64>, cfg: &PlacementConfig) -> Vec<u64> {
+    let none = HashSet::new();
+    let more_to_receive = |s: u64| {
+        m.good_stores().any(|from| m.count(from) > m.count(s) + cfg.tolerance && movable(m, regions, &none, from, s, cfg).is_some())
+    };
     m.stores_in(StoreState::Joining)
-        .filter(|s| directory.seeding(*s) == 0 && m.seeding(*s) == 0 && !touched.contains(s) && top <= m.count(*s) + cfg.tolerance)
+        .filter(|s| directory.seeding(*s) == 0 && m.seeding(*s) == 0 && !touched.contains(s) && !more_to_receive(*s))
         .collect()
 }

@@ -1,8 +1,14 @@
-//! The cluster as one plan sees it: each store's effective state and how many
-//! peers, learners being seeded and leaders it holds — updated as the plan
-//! orders changes, so that later decisions of the same plan see earlier ones.
+//! The cluster as one plan sees it: each store's effective state, its zone,
+//! and how many peers, learners being seeded and leaders it holds — updated as
+//! the plan orders changes, so that later decisions of the same plan see
+//! earlier ones.
+//!
+//! Zones: a store's *domain* is its `zone` label, or the store itself when it
+//! has none (an unlabeled store shares a failure domain with no other). A
+//! region's replicas should sit in distinct domains while enough domains
+//! have good stores.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::{Peer, RegionInfo, StoreState};
 
@@ -11,6 +17,8 @@ use super::{Change, Cooldown};
 #[derive(Clone, Debug, Default)]
 pub(super) struct Model {
     states: BTreeMap<u64, StoreState>,
+    /// Each labeled store's zone.
+    zones: BTreeMap<u64, String>,
     /// Peers (voters and learners) per store, the meta region's included.
     pub regions: HashMap<u64, usize>,
     /// Learners per store: peers still being seeded, or about to be.
@@ -19,8 +27,14 @@ pub(super) struct Model {
 }
 
 impl Model {
-    pub fn new(stores: &BTreeMap<u64, StoreState>, regions: &[RegionInfo], cooling: &HashMap<u64, Cooldown>) -> Model {
-        let mut m = Model { states: stores.clone(), ..Default::default() };
+    pub fn new(
+        stores: &BTreeMap<u64, StoreState>,
+        zones: &BTreeMap<u64, String>,
+        regions: &[RegionInfo],
+        cooling: &HashMap<u64, Cooldown>,
+    ) -> Model {
+        let zones = zones.iter().filter(|(_, z)| !z.is_empty()).map(|(s, z)| (*s, z.clone())).collect();
+        let mut m = Model { states: stores.clone(), zones, ..Default::default() };
         for info in regions {
             let Some(r) = info.region.as_ref() else { continue };
             for p in &r.peers {
@@ -65,6 +79,22 @@ impl Model {
         self.states.iter().filter(move |(_, st)| **st == state).map(|(id, _)| *id)
     }
 
+    /// The failure domain of `store`: its zone, or the store itself.
+    pub fn domain(&self, store: u64) -> String {
+        self.zones.get(&store).cloned().unwrap_or_else(|| format!("store-{store}"))
+    }
+
+    /// The domains of the peers in `peers` on good stores.
+    pub fn domains_of<'a>(&self, peers: impl Iterator<Item = &'a Peer>) -> BTreeSet<String> {
+        peers.filter(|p| self.good(p.store_id)).map(|p| self.domain(p.store_id)).collect()
+    }
+
+    /// Whether two of `voters` (on good stores) share a domain.
+    pub fn shares_domain(&self, voters: &[Peer]) -> bool {
+        let good: Vec<&Peer> = voters.iter().filter(|v| self.good(v.store_id)).collect();
+        self.domains_of(good.iter().copied()).len() < good.len()
+    }
+
     pub fn count(&self, store: u64) -> usize {
         self.regions.get(&store).copied().unwrap_or(0)
     }
@@ -78,11 +108,20 @@ impl Model {
     }
 
     /// The good store that should get a new peer of a region on `taken`: not
-    /// holding it, under its limit of learners being seeded, fewest regions.
+    /// holding it, under its limit of learners being seeded; in a domain none
+    /// of `taken`'s good peers is in if there is one, then fewest regions.
     pub fn best_target(&self, taken: &[Peer], max_snapshots: usize) -> Option<u64> {
+        let used = self.domains_of(taken.iter());
         self.good_stores()
             .filter(|s| !taken.iter().any(|p| p.store_id == *s) && self.seeding(*s) < max_snapshots)
-            .min_by_key(|s| (self.count(*s), *s))
+            .min_by_key(|s| (used.contains(&self.domain(*s)), self.count(*s), *s))
+    }
+
+    /// A good store for a region on `taken` in a domain none of its good
+    /// peers is in (to spread it over zones), if any.
+    pub fn new_domain_target(&self, taken: &[Peer], max_snapshots: usize) -> Option<u64> {
+        let used = self.domains_of(taken.iter());
+        self.best_target(taken, max_snapshots).filter(|s| !used.contains(&self.domain(*s)))
     }
 
     pub fn apply(&mut self, changes: &[Change]) {

@@ -1,7 +1,9 @@
 //! Repairs of one region: learners promoted or dropped, leaders moved off
 //! draining stores, voters on bad stores replaced, missing voters added, extra
-//! voters removed. At most one order per region; the region's voters never drop
-//! below the replication factor and its leader is never removed.
+//! voters removed, and voters sharing a zone spread out when a good store in
+//! an unused zone exists (a learner there; its promotion removes one of the
+//! voters sharing a zone). At most one order per region; the region's voters
+//! never drop below the replication factor and its leader is never removed.
 
 use std::collections::HashSet;
 
@@ -61,25 +63,28 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
         return Some(Action::Change(vec![Change::Remove(*bad)]));
     }
     if voters.len() > rf {
-        let v = most_loaded(m, voters.iter().filter(|v| v.store_id != leader))?;
+        let v = removal_candidate(m, &voters, leader)?;
         return Some(Action::Change(vec![Change::Remove(v)]));
+    }
+    // Healthy, but two voters share a zone while a store in another one could take one.
+    if m.shares_domain(&voters)
+        && let Some(store_id) = m.new_domain_target(&r.peers, cfg.max_snapshots_per_store)
+    {
+        return Some(Action::Change(vec![Change::AddLearner { store_id }]));
     }
     None
 }
 
-/// The voter to remove when one must go: one on a bad store first, else the one
-/// on the store with the most regions; never the leader (`None` if only the
-/// leader qualifies).
+/// The voter to remove when one must go: one on a bad store first, else one
+/// sharing its zone with another voter, else the one on the store with the
+/// most regions; never the leader (`None` if only the leader qualifies).
 fn removal_candidate(m: &Model, voters: &[Peer], leader: u64) -> Option<Peer> {
     let bad: Vec<&Peer> = voters.iter().filter(|v| !m.good(v.store_id)).collect();
     if !bad.is_empty() {
         return bad.iter().find(|v| v.store_id != leader).map(|v| **v);
     }
-    most_loaded(m, voters.iter().filter(|v| v.store_id != leader))
-}
-
-fn most_loaded<'a>(m: &Model, peers: impl Iterator<Item = &'a Peer>) -> Option<Peer> {
-    peers.max_by_key(|p| (m.count(p.store_id), p.store_id)).copied()
+    let shared = |v: &Peer| voters.iter().filter(|w| m.domain(w.store_id) == m.domain(v.store_id)).count() > 1;
+    voters.iter().filter(|v| v.store_id != leader).max_by_key(|v| (shared(v), m.count(v.store_id), v.store_id)).copied()
 }
 
 /// A voter on a good store other than the leader's, on the store leading fewest.

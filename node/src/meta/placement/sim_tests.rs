@@ -3,7 +3,7 @@
 //! the invariants are checked after every round until placement has nothing
 //! left to do.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,6 +14,7 @@ use crate::meta::META_REGION_ID;
 
 struct Sim {
     stores: BTreeMap<u64, StoreState>,
+    zones: BTreeMap<u64, String>,
     regions: Vec<RegionInfo>,
     pending: HashMap<u64, HashSet<u64>>,
     cfg: PlacementConfig,
@@ -37,11 +38,20 @@ fn region(id: u64, leader: u64, stores: &[u64]) -> RegionInfo {
 
 impl Sim {
     fn new(stores: &[(u64, StoreState)], regions: Vec<RegionInfo>, cfg: PlacementConfig) -> Sim {
-        Sim { stores: stores.iter().copied().collect(), regions, pending: HashMap::new(), cfg, next_peer: 100_000, rounds: 0 }
+        Sim {
+            stores: stores.iter().copied().collect(),
+            zones: BTreeMap::new(),
+            regions,
+            pending: HashMap::new(),
+            cfg,
+            next_peer: 100_000,
+            rounds: 0,
+        }
     }
 
     fn plan(&self) -> Plan {
-        let cluster = Cluster { stores: &self.stores, regions: &self.regions, pending: &self.pending, cooling: &HashMap::new() };
+        let cluster =
+            Cluster { stores: &self.stores, zones: &self.zones, regions: &self.regions, pending: &self.pending, cooling: &HashMap::new() };
         plan(&cluster, &self.cfg)
     }
 
@@ -266,7 +276,8 @@ fn one_order_per_region_cooling_respected_and_the_op_limit_holds() {
     let cooling: HashMap<u64, Cooldown> =
         (2..12).map(|id| (id, Cooldown { adds_learner_on: if id < 4 { Some(4) } else { None } })).collect();
     let stores: BTreeMap<u64, StoreState> = stores.into_iter().collect();
-    let p = plan(&Cluster { stores: &stores, regions: &regions, pending: &HashMap::new(), cooling: &cooling }, &cfg);
+    let p =
+        plan(&Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &HashMap::new(), cooling: &cooling }, &cfg);
     assert_eq!(p.changes.len(), cfg.max_ops, "{p:?}");
     assert!(p.changes.iter().all(|c| !(2..12).contains(&c.region_id)), "cooling regions left alone");
     let to4 = p.changes.iter().filter(|c| c.changes == vec![Change::AddLearner { store_id: 4 }]).count();
@@ -287,9 +298,13 @@ fn a_pending_learner_waits_and_a_promotion_removes_the_most_loaded_voter_never_t
     regions.push(region(20, 1, &[2, 3, 4]));
     let pending: HashMap<u64, HashSet<u64>> = [(7, HashSet::from([99]))].into();
     let cfg = PlacementConfig::default();
-    let p = plan(&Cluster { stores: &stores, regions: &regions, pending: &pending, cooling: &HashMap::new() }, &cfg);
+    let p =
+        plan(&Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &pending, cooling: &HashMap::new() }, &cfg);
     assert!(p.changes.iter().all(|c| c.region_id != 7), "a pending learner waits: {p:?}");
-    let p = plan(&Cluster { stores: &stores, regions: &regions, pending: &HashMap::new(), cooling: &HashMap::new() }, &cfg);
+    let p = plan(
+        &Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &HashMap::new(), cooling: &HashMap::new() },
+        &cfg,
+    );
     let order = p.changes.iter().find(|c| c.region_id == 7).expect("an order for region 7");
     assert_eq!(
         order.changes,
@@ -308,7 +323,7 @@ fn when_only_the_leader_could_go_leadership_moves_first() {
     r.region.as_mut().unwrap().peers.push(Peer { id: 99, store_id: 4, is_learner: true });
     let regions = vec![r];
     let p = plan(
-        &Cluster { stores: &stores, regions: &regions, pending: &HashMap::new(), cooling: &HashMap::new() },
+        &Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &HashMap::new(), cooling: &HashMap::new() },
         &PlacementConfig::default(),
     );
     assert!(p.changes.is_empty(), "{p:?}");
@@ -353,6 +368,97 @@ fn random_layouts_settle_without_ever_losing_a_voter() {
         }
         sim.assert_healthy();
         sim.assert_balanced();
+        assert_eq!(sim.stores[&(n_stores + 1)], StoreState::Up, "seed {seed}: the joining store was seeded");
+    }
+}
+
+impl Sim {
+    /// Every region's replicas in `want` distinct zones (a store without a
+    /// zone is one of its own).
+    fn assert_spread(&self, want: usize, what: &str) {
+        for info in &self.regions {
+            let r = info.region.as_ref().unwrap();
+            let zones: BTreeSet<String> =
+                r.peers.iter().map(|p| self.zones.get(&p.store_id).cloned().unwrap_or_else(|| format!("store-{}", p.store_id))).collect();
+            assert_eq!(zones.len(), want, "{what}: region {} on {:?} spans zones {zones:?}", r.id, r.peers);
+        }
+    }
+}
+
+#[test]
+fn replicas_spread_over_zones_and_never_share_one_while_enough_exist() {
+    // Six stores in three zones, every region starting on stores 1-3, two of
+    // which share zone a.
+    let zones = [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")];
+    let mut sim = Sim::new(&up(&[1, 2, 3, 4, 5, 6]), three_store_regions(17), PlacementConfig::default());
+    sim.zones = zones.iter().map(|(s, z)| (*s, z.to_string())).collect();
+    sim.settle();
+    sim.assert_healthy();
+    sim.assert_spread(3, "six stores in three zones");
+    sim.assert_balanced();
+
+    // Zone c lost (both stores down): two zones left, regions keep three
+    // replicas (two share a zone), and spread again once c is back as new stores.
+    sim.stores.insert(5, StoreState::Down);
+    sim.stores.insert(6, StoreState::Down);
+    sim.settle();
+    assert_eq!(sim.count(5) + sim.count(6), 0);
+    sim.assert_spread(2, "two zones left");
+    sim.stores.insert(7, StoreState::Joining);
+    sim.stores.insert(8, StoreState::Joining);
+    sim.zones.insert(7, "c".into());
+    sim.zones.insert(8, "c".into());
+    sim.settle();
+    sim.assert_spread(3, "zone c back");
+    assert_eq!(sim.stores[&7], StoreState::Up);
+    assert_eq!(sim.stores[&8], StoreState::Up);
+}
+
+#[test]
+fn a_store_alone_in_its_zone_holds_every_region_and_the_others_are_still_seeded() {
+    // Zone a: stores 1 and 4 (joining); zones b and c: one store each. Every
+    // region keeps a replica on 2 and on 3; zone a's two stores share the
+    // third, and the joining one is marked seeded though it holds fewer.
+    let mut stores = up(&[1, 2, 3]);
+    stores.push((4, StoreState::Joining));
+    let mut sim = Sim::new(&stores, three_store_regions(11), PlacementConfig::default());
+    sim.zones = [(1, "a"), (4, "a"), (2, "b"), (3, "c")].iter().map(|(s, z)| (*s, z.to_string())).collect();
+    sim.settle();
+    sim.assert_healthy();
+    sim.assert_spread(3, "three zones");
+    assert_eq!(sim.stores[&4], StoreState::Up, "store 4 was marked seeded");
+    assert_eq!((sim.count(2), sim.count(3)), (12, 12));
+    assert!(sim.count(1).abs_diff(sim.count(4)) <= 1, "zone a's stores share its replicas: {} and {}", sim.count(1), sim.count(4));
+}
+
+#[test]
+fn random_zoned_layouts_settle_spread_over_zones() {
+    for seed in 0..40u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n_stores = rng.random_range(3..8u64);
+        let mut stores: Vec<(u64, StoreState)> = (1..=n_stores).map(|s| (s, StoreState::Up)).collect();
+        // Stores 1-3 in zones a, b, c; the rest anywhere.
+        let names = ["a", "b", "c"];
+        let zones: BTreeMap<u64, String> =
+            (1..=n_stores).map(|s| (s, names[if s <= 3 { s as usize - 1 } else { rng.random_range(0..3) }].to_string())).collect();
+        let mut regions = Vec::new();
+        for id in 1..rng.random_range(3..30u64) {
+            let mut on: Vec<u64> = (1..=n_stores).collect();
+            while on.len() > 3 {
+                on.remove(rng.random_range(0..on.len()));
+            }
+            regions.push(region(id, on[rng.random_range(0..on.len())], &on));
+        }
+        stores.push((n_stores + 1, StoreState::Joining));
+        let mut zones = zones;
+        zones.insert(n_stores + 1, names[rng.random_range(0..3)].to_string());
+        let cfg =
+            PlacementConfig { max_snapshots_per_store: rng.random_range(1..4), max_ops: rng.random_range(1..10), ..Default::default() };
+        let mut sim = Sim::new(&stores, regions, cfg);
+        sim.zones = zones;
+        sim.settle();
+        sim.assert_healthy();
+        sim.assert_spread(3, &format!("seed {seed}"));
         assert_eq!(sim.stores[&(n_stores + 1)], StoreState::Up, "seed {seed}: the joining store was seeded");
     }
 }
