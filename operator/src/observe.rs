@@ -3,10 +3,11 @@
 //! into the driver's [`Observed`].
 //!
 //! A pod that cannot be scheduled is looked at further ([`stranded`]): if its
-//! volume is a PersistentVolume pinned to nodes by hostname and none of those
-//! Nodes exists any more, the volume is gone with its node. That takes `get`
-//! on PersistentVolumes and Nodes (cluster-wide; the chart grants it); without
-//! it the pod is not counted as stranded. Each running pod's Node also gives
+//! volume is a PersistentVolume pinned to nodes by hostname and no Node with
+//! such a `kubernetes.io/hostname` label exists any more, the volume is gone
+//! with its node. That takes `get` on PersistentVolumes and Nodes and `list`
+//! on Nodes (cluster-wide; the chart grants it); without it the pod is not
+//! counted as stranded. Each running pod's Node also gives
 //! its zone (`topology.kubernetes.io/zone`), which the store is labelled with.
 
 use std::collections::BTreeMap;
@@ -152,20 +153,19 @@ fn unschedulable(pod: &Pod) -> bool {
             .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
 }
 
-/// Whether PersistentVolume `name` is pinned by hostname to nodes none of which exists.
+/// Whether PersistentVolume `name` is pinned by hostname to nodes none of
+/// which exists. Nodes are found by their `kubernetes.io/hostname` label,
+/// which is what the volume names (it differs from the Node's name where the
+/// kubelet overrides its hostname).
 async fn volume_node_gone(client: &Client, name: &str) -> std::result::Result<bool, kube::Error> {
     let Some(pv) = Api::<PersistentVolume>::all(client.clone()).get_opt(name).await? else { return Ok(false) };
     let hosts = pinned_hosts(&pv);
-    if hosts.is_empty() {
+    if hosts.is_empty() || hosts.iter().any(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))) {
         return Ok(false);
     }
-    let nodes = Api::<Node>::all(client.clone());
-    for host in hosts {
-        if nodes.get_opt(&host).await?.is_some() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let selector = format!("kubernetes.io/hostname in ({})", hosts.join(","));
+    let nodes = Api::<Node>::all(client.clone()).list_metadata(&ListParams::default().labels(&selector)).await?;
+    Ok(nodes.items.is_empty())
 }
 
 /// The hostnames a volume's required node affinity pins it to; empty unless

@@ -378,7 +378,7 @@ fn rbac_is_exactly_what_the_operator_uses() {
     ]);
     let leases = expand(&[("coordination.k8s.io", &["leases"], &["get", "create", "update", "patch"])]);
     // Cluster-wide in both modes, read-only: is a stranded pod's node gone?
-    let nodes = expand(&[("", &["nodes", "persistentvolumes"], &["get"])]);
+    let nodes = expand(&[("", &["nodes", "persistentvolumes"], &["get"]), ("", &["nodes"], &["list"])]);
     let nodes_role = |docs: &[Value]| -> Value {
         let roles = of_kind(docs, "ClusterRole");
         let role = roles.into_iter().find(|r| name(r).ends_with("-nodes")).expect("the nodes ClusterRole").clone();

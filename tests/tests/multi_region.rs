@@ -185,3 +185,29 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
     wait_for(Duration::from_secs(30), "the restarted store serves again", || async { back.get("default", b"after").await.ok().flatten() })
         .await;
 }
+
+/// Four stores, three replicas: one store ends up without a peer of the meta
+/// group. A client that knows only that store still reaches meta: the store
+/// answers `NotLeader` with the meta leader its own heartbeats reach (it used
+/// to answer "no region on this store serves key []", and the client, with
+/// no other address, retried it until its deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_a_meta_peer_points_clients_to_the_meta_leader() {
+    let cluster = Cluster::start(4, &["--heartbeat-interval-ms", "300"]).await;
+    let lonely = wait_for(Duration::from_secs(60), "a store without a meta peer", || async {
+        for i in 0..4 {
+            let status = cluster.status(i).await.ok()?;
+            if !status.regions.iter().any(|r| r.region.as_ref().is_some_and(|r| r.id == shoal_tests::META_REGION_ID)) {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await;
+    let opts = shoal_client::ClientOptions { deadline: Duration::from_secs(10), ..cluster.client_options() };
+    let client = Client::new(&[cluster.nodes[lonely].grpc.clone()], opts).expect("client");
+    let stores = client.list_stores().await.expect("meta through a store without a meta peer");
+    assert_eq!(stores.len(), 4);
+    client.put("default", b"through-the-lonely-store", b"1").await.expect("a write routed from there");
+    assert_eq!(client.get("default", b"through-the-lonely-store").await.expect("read"), Some(b"1".to_vec()));
+}

@@ -19,6 +19,9 @@
 //! and every store that is not tombstoned. A JOINING store that placement has
 //! finished seeding is made UP. A tombstoned store's heartbeat is refused.
 //!
+//! A store without a meta peer (a cluster with more stores than replicas)
+//! answers `NotLeader` naming the meta leader its own heartbeats reach.
+//!
 //! Behind a client port (`--client-listen-addr`, [`MetaService::for_clients`])
 //! only the lookups are served (regions and stores; hints name client
 //! addresses): `Heartbeat` and `AllocId`, which only stores make, answer
@@ -72,6 +75,9 @@ pub struct MetaService {
     pub directory: DirectoryCache,
     /// Serves `Heartbeat` and `AllocId` (false behind the client port).
     pub store_calls: bool,
+    /// The meta leader's address as this store's heartbeats last found it:
+    /// where a store without a meta peer points callers.
+    pub meta_leader: Arc<Mutex<Option<String>>>,
 }
 
 /// The stores and regions of one meta state generation, shared by every plan
@@ -157,9 +163,22 @@ impl MetaService {
     /// Waits until this store's meta peer may answer as leader; returns the state.
     pub(super) async fn leader_state(&self) -> Result<&SharedMeta> {
         let meta = self.meta.as_ref().ok_or_else(|| Error::Unavailable("this store holds no meta peer".into()))?;
-        self.store.read_region(META_REGION_ID).await?;
+        match self.store.read_region(META_REGION_ID).await {
+            // No meta peer here (more stores than replicas): point at the
+            // leader this store's heartbeats reach, so that a client that
+            // knows only this store finds it.
+            Err(Error::RegionNotFound(key)) => return Err(self.elsewhere().unwrap_or(Error::RegionNotFound(key))),
+            other => drop(other?),
+        }
         self.view().served(Instant::now());
         Ok(meta)
+    }
+
+    /// `NotLeader` naming the meta leader's store, if this store knows it.
+    fn elsewhere(&self) -> Option<Error> {
+        let addr = self.meta_leader.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let store_id = self.registry.all().into_iter().find(|s| s.address == addr)?.id;
+        Some(Error::NotLeader { region_id: META_REGION_ID, leader: Some(shoal_proto::Peer { id: 0, store_id, is_learner: false }) })
     }
 
     pub(super) fn read<T>(meta: &SharedMeta, f: impl FnOnce(&MetaState) -> T) -> T {

@@ -6,7 +6,7 @@
 //! and kept.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_proto::admin_client::AdminClient;
@@ -26,7 +26,9 @@ pub struct MetaClient {
     seeds: Vec<String>,
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
-    leader: Mutex<Option<String>>,
+    /// The meta leader's address as last found (shared with the store's Meta
+    /// service, which points callers there when it holds no meta peer).
+    leader: Arc<Mutex<Option<String>>>,
 }
 
 /// What one attempt against one store gave.
@@ -45,7 +47,17 @@ fn answer<T>(header: Option<MetaHeader>, value: T) -> Answer<T> {
 
 impl MetaClient {
     pub fn new(registry: StoreRegistry, seeds: Vec<String>, timeout: Duration) -> MetaClient {
-        MetaClient { registry, seeds, timeout, channels: Mutex::new(HashMap::new()), leader: Mutex::new(None) }
+        MetaClient::sharing_leader(registry, seeds, timeout, Arc::default())
+    }
+
+    /// Like [`MetaClient::new`], keeping the leader it finds in `leader`.
+    pub fn sharing_leader(
+        registry: StoreRegistry,
+        seeds: Vec<String>,
+        timeout: Duration,
+        leader: Arc<Mutex<Option<String>>>,
+    ) -> MetaClient {
+        MetaClient { registry, seeds, timeout, channels: Mutex::new(HashMap::new()), leader }
     }
 
     fn client(&self, addr: &str) -> Result<Channel> {

@@ -152,6 +152,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let http =
         tokio::spawn(http::StatusHttp { store: handle.clone(), metrics: metrics.clone(), failpoints }.serve(status_listener, status_tls));
 
+    // Where the meta leader is, as the heartbeats find it (for Meta's hints).
+    let meta_leader: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let max_message = cfg.max_value_size.saturating_mul(2).saturating_add(cfg.max_key_size + (1 << 20)).max(cfg.max_batch_size + (1 << 20));
     let kv = kv::KvService {
         store: handle.clone(),
@@ -176,6 +178,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         view: Arc::new(std::sync::Mutex::new(leader_view::LeaderView::new(cfg.meta_leader_gap()))),
         directory: Default::default(),
         store_calls: true,
+        meta_leader: meta_leader.clone(),
     };
     let admin = admin::AdminService {
         meta: meta.clone(),
@@ -197,7 +200,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
                 client_address: me.client_address.clone(),
                 labels: Default::default(),
             },
-            meta: meta_client::MetaClient::new(registry.clone(), join_addrs.clone(), cfg.request_timeout()),
+            meta: meta_client::MetaClient::sharing_leader(registry.clone(), join_addrs.clone(), cfg.request_timeout(), meta_leader),
             interval: cfg.heartbeat_interval(),
             wanted: heartbeat_wanted,
             split: SplitConfig { split_size: cfg.region_split_size, split_keys: cfg.region_split_keys },

@@ -51,11 +51,13 @@ impl StoreRegistry {
     }
 
     /// The address to name in a `NotLeader` hint: the store's client address
-    /// when this copy serves the client port and the store has one.
+    /// when this copy serves the client port (none while it is not known
+    /// here yet: a client told the peer address would cache it, and a network
+    /// policy drops what it sends there; without a hint it asks meta).
     pub fn hint_address(&self, store_id: u64) -> Option<String> {
         let stores = self.stores.read().ok()?;
         let s = stores.get(&store_id)?;
-        Some(if self.client_hints && !s.client_address.is_empty() { s.client_address.clone() } else { s.address.clone() })
+        if !self.client_hints { Some(s.address.clone()) } else { Some(s.client_address.clone()).filter(|a| !a.is_empty()) }
     }
 
     pub fn all(&self) -> Vec<StoreInfo> {

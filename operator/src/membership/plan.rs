@@ -28,6 +28,11 @@ impl<'a> View<'a> {
         View { by_ordinal, all: stores }
     }
 
+    /// Whether no store but `id` is `Down`.
+    fn none_down_but(&self, id: u64) -> bool {
+        !self.all.iter().any(|s| s.id != id && s.state == StoreState::Down)
+    }
+
     /// The store pod `o` runs now: its newest live store.
     fn current(&self, o: i32) -> Option<&'a ObservedStore> {
         self.by_ordinal.get(&o).and_then(|l| l.last().copied())
@@ -239,7 +244,9 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
                     progress.push(format!("{} waits for its drain to be cancelled", label(s)));
                 }
             }
-            Some(s) if s.state == StoreState::Down && obs.stranded.contains(&o) => {
+            // One at a time, and only while no other store is down: two
+            // volumes replaced at once could take a region's majority with them.
+            Some(s) if s.state == StoreState::Down && obs.stranded.contains(&o) && view.none_down_but(s.id) => {
                 if step.is_none() {
                     step = Some(Step::ReplaceVolume { ordinal: o, store_id: s.id });
                     progress.push(format!(
@@ -250,6 +257,18 @@ pub fn plan(names: &Names, desired: &Desired, memory: &Memory, obs: &Observed) -
                 } else {
                     progress.push(format!("{} waits for a new volume (its node is gone)", label(s)));
                 }
+            }
+            Some(s) if s.state == StoreState::Down && obs.stranded.contains(&o) => {
+                degraded.push((
+                    "StoreDown",
+                    format!(
+                        "{} is down and its volume's node is gone: the operator gives {} a new volume once no other store \
+                         is down (two volumes replaced at once could lose a region's majority); if more than one store's node \
+                         is gone for good, delete one such pod's PVC and pod by hand to start",
+                        label(s),
+                        s.name
+                    ),
+                ));
             }
             Some(s) if s.state == StoreState::Down => {
                 degraded.push((

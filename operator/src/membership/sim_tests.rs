@@ -162,6 +162,9 @@ impl Sim {
             }
             Some(Step::ReplaceVolume { ordinal, store_id }) => {
                 assert!(self.stranded.contains(ordinal), "replaced the volume of pod {ordinal}, which is not stranded");
+                let down: Vec<u64> =
+                    self.stores.iter().filter(|s| s.id != *store_id && Sim::shown(s) == StoreState::Down).map(|s| s.id).collect();
+                assert!(down.is_empty(), "replaced the volume of store {store_id} while {down:?} are down too");
                 assert_eq!(self.pvcs.get(ordinal).copied().flatten(), Some(*store_id), "replaced a volume that holds another store");
                 let s = self.stores.iter().find(|s| s.id == *store_id).expect("replaced store exists");
                 assert_eq!(Sim::shown(s), StoreState::Down, "replaced the volume of a store that is not down: {s:?}");
@@ -275,15 +278,21 @@ impl Sim {
             .filter(|(o, _)| **o != ordinal)
             .all(|(_, held)| held.is_some_and(|id| self.stores.iter().any(|s| s.id == id && s.stored == StoreState::Up)));
         let no_orphans = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).count() == self.pvcs.len();
-        if self.rf > 1 && others_intact && no_orphans && self.pods.contains(&ordinal) {
+        if self.rf > 1 && others_intact && no_orphans && self.stranded.is_empty() && self.pods.contains(&ordinal) {
             self.pvcs.insert(ordinal, None);
         }
     }
 
     /// Loses the node of pod `ordinal`, and with it the volume pinned there:
-    /// the pod cannot be scheduled again on that volume. One at a time, as
-    /// [`Sim::lose_volume`].
+    /// the pod cannot be scheduled again on that volume. One failure at a
+    /// time: every other store must be running (two nodes lost at once wait
+    /// for a person, see `plan`).
     fn lose_node(&mut self, ordinal: i32) {
+        let others_running =
+            self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).all(|s| s.alive || s.name == self.names.pod(ordinal));
+        if !others_running || !self.stranded.is_empty() {
+            return;
+        }
         let before = self.pvcs.get(&ordinal).copied();
         self.lose_volume(ordinal);
         if self.pvcs.get(&ordinal).copied() != before {
@@ -684,4 +693,24 @@ fn stores_get_their_nodes_zones_one_at_a_time_once_nothing_else_is_to_do() {
     }
     let p = plan(&sim.names, &sim.desired(), &sim.memory, &obs);
     assert_eq!((p.step, p.phase), (None, Phase::Running));
+}
+
+#[test]
+fn a_stranded_store_waits_while_another_store_is_not_up() {
+    let mut sim = Sim::new(4, 3);
+    sim.settle(50);
+    sim.paused.insert(3, 200);
+    sim.lose_node(1);
+    let mut waited = None;
+    for _ in 0..60 {
+        let p = sim.round();
+        assert!(!matches!(p.step, Some(Step::ReplaceVolume { .. })), "replaced while demo-3 is down: {p:?}");
+        if let Some((_, m)) = p.degraded.filter(|(_, m)| m.contains("once no other store is down")) {
+            waited = Some(m);
+        }
+    }
+    assert!(waited.expect("the wait is reported").contains("store 2 (demo-1)"));
+    sim.paused.clear();
+    sim.settle(600);
+    assert_eq!(sim.stores.iter().find(|s| s.id == 2).map(|s| s.stored), Some(StoreState::Tombstone));
 }

@@ -35,7 +35,7 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
         let ready = learners.iter().find(|l| !pending.is_some_and(|p| p.contains(&l.id)))?;
         let mut changes = vec![Change::Promote(*ready)];
         if voters.len() + 1 > rf {
-            match removal_candidate(m, &voters, leader) {
+            match removal_candidate(m, &voters, Some(ready), leader) {
                 Some(v) => changes.push(Change::Remove(v)),
                 // Only the leader could go: move leadership first, then promote.
                 None => {
@@ -63,8 +63,10 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
         return Some(Action::Change(vec![Change::Remove(*bad)]));
     }
     if voters.len() > rf {
-        let v = removal_candidate(m, &voters, leader)?;
-        return Some(Action::Change(vec![Change::Remove(v)]));
+        return match removal_candidate(m, &voters, None, leader) {
+            Some(v) => Some(Action::Change(vec![Change::Remove(v)])),
+            None => leadership_target(m, &voters, leader).map(Action::Transfer),
+        };
     }
     // Healthy, but two voters share a zone while a store in another one could take one.
     if m.shares_domain(&voters)
@@ -75,16 +77,24 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
     None
 }
 
-/// The voter to remove when one must go: one on a bad store first, else one
-/// sharing its zone with another voter, else the one on the store with the
-/// most regions; never the leader (`None` if only the leader qualifies).
-fn removal_candidate(m: &Model, voters: &[Peer], leader: u64) -> Option<Peer> {
+/// The voter to remove when one must go (`joining`: the learner promoted in
+/// the same change, which stays): one on a bad store first, else one sharing
+/// its zone with another voter or with `joining`, else the one on the store
+/// with the most regions; never the leader (`None` if only the leader
+/// qualifies: the caller moves leadership first). Removing by region count
+/// while a zone is shared would leave the region with two replicas in one zone.
+fn removal_candidate(m: &Model, voters: &[Peer], joining: Option<&Peer>, leader: u64) -> Option<Peer> {
     let bad: Vec<&Peer> = voters.iter().filter(|v| !m.good(v.store_id)).collect();
     if !bad.is_empty() {
         return bad.iter().find(|v| v.store_id != leader).map(|v| **v);
     }
-    let shared = |v: &Peer| voters.iter().filter(|w| m.domain(w.store_id) == m.domain(v.store_id)).count() > 1;
-    voters.iter().filter(|v| v.store_id != leader).max_by_key(|v| (shared(v), m.count(v.store_id), v.store_id)).copied()
+    let staying: Vec<&Peer> = voters.iter().chain(joining).collect();
+    let shared = |v: &Peer| staying.iter().filter(|w| m.domain(w.store_id) == m.domain(v.store_id)).count() > 1;
+    let sharing: Vec<&Peer> = voters.iter().filter(|v| shared(v)).collect();
+    if !sharing.is_empty() {
+        return sharing.into_iter().filter(|v| v.store_id != leader).max_by_key(|v| (m.count(v.store_id), v.store_id)).copied();
+    }
+    voters.iter().filter(|v| v.store_id != leader).max_by_key(|v| (m.count(v.store_id), v.store_id)).copied()
 }
 
 /// A voter on a good store other than the leader's, on the store leading fewest.
