@@ -71,7 +71,7 @@ impl Client {
     /// Replaces the store's topology labels (`zone`: placement spreads each
     /// region's replicas over zones). Bad labels are [`ClientError::InvalidArgument`].
     pub async fn set_store_labels(&self, store_id: u64, labels: &std::collections::BTreeMap<String, String>) -> Result<StoreStatus> {
-        let req = StoreLabels { store_id, labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
+        let req = StoreLabels { store_id, labels: labels.clone() };
         let resp = self.admin_call(req, |mut c, r| async move { c.set_store_labels(r).await }).await?;
         resp.status.ok_or_else(|| ClientError::Server(format!("no status in the answer about store {store_id}")))
     }

@@ -78,8 +78,7 @@ pub async fn run_step(client: &Client, step: &Step) -> Result<()> {
         Step::CancelDrain { store_id, .. } => client.cancel_drain(*store_id).await.map(drop)?,
         Step::LabelStore { store_id, zone, .. } => {
             // Only `zone` changes: labels set by other hands stay.
-            let current = client.store_status(*store_id).await?.store.map(|s| s.labels).unwrap_or_default();
-            let mut labels: std::collections::BTreeMap<String, String> = current.into_iter().collect();
+            let mut labels = client.store_status(*store_id).await?.store.map(|s| s.labels).unwrap_or_default();
             labels.insert(ZONE_LABEL.to_string(), zone.clone());
             client.set_store_labels(*store_id, &labels).await.map(drop)?
         }

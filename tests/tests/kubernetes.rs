@@ -287,6 +287,23 @@ async fn apply_example_with(env: &Env, spec_tail: &str) -> Api<KvCluster> {
     kvcs
 }
 
+/// `kubectl apply` the example with 4 replicas and `config_line` added to
+/// `spec.config`; waits until the 4 stores are up. The phases seen so far.
+async fn apply_four_stores_with(env: &Env, config_line: &str) -> (Api<KvCluster>, BTreeSet<String>) {
+    let path = example(env);
+    let text = std::fs::read_to_string(&path).expect("the example copy");
+    assert!(text.contains("  replicas: 3\n"), "the example's replicas changed: update this test");
+    let text = text
+        .replace("  replicas: 3\n", "  replicas: 4\n")
+        .replace("regionSplitSize: 131072", &format!("regionSplitSize: 131072\n    {config_line}"));
+    std::fs::write(&path, text).expect("write");
+    env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
+    let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
+    let mut phases = BTreeSet::new();
+    wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+    (kvcs, phases)
+}
+
 fn demo_client() -> Client {
     demo_client_with(None)
 }
@@ -792,17 +809,7 @@ fn an_operator_managed_tls_cluster_scales_and_refuses_strangers() {
 fn a_scale_in_called_off_half_way_keeps_the_store_then_volumes_grow() {
     k8s::run(|env| async move {
         install_operator(&env, &[]);
-        let path = example(&env);
-        let text = std::fs::read_to_string(&path).expect("the example copy");
-        assert!(text.contains("  replicas: 3\n"), "the example's replicas changed: update this test");
-        let text = text
-            .replace("  replicas: 3\n", "  replicas: 4\n")
-            .replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    snapshotMaxBytesPerSec: 262144");
-        std::fs::write(&path, text).expect("write");
-        env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
-        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
-        let mut phases = BTreeSet::new();
-        wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+        let (kvcs, mut phases) = apply_four_stores_with(&env, "snapshotMaxBytesPerSec: 262144").await;
         let kv = demo_client();
         write_keys(&kv).await;
         // 8 MB that does not compress: moving demo-3's share of it at 256 KiB/s
@@ -906,16 +913,7 @@ fn zones_spread_every_region_and_a_store_whose_node_is_gone_is_replaced() {
     let zone_by_node: BTreeMap<String, String> = nodes.iter().map(|n| (n.name.clone(), n.zone.clone().unwrap_or_default())).collect();
     k8s::run_on(nodes.to_vec(), |env| async move {
         install_operator(&env, &[]);
-        let path = example(&env);
-        let text = std::fs::read_to_string(&path).expect("the example copy");
-        let text = text
-            .replace("  replicas: 3\n", "  replicas: 4\n")
-            .replace("regionSplitSize: 131072", "regionSplitSize: 131072\n    maxStoreDownTimeSecs: 15");
-        std::fs::write(&path, text).expect("write");
-        env.kubectl_ok(&["apply", "-n", NS, "-f", &path]);
-        let kvcs: Api<KvCluster> = Api::namespaced(env.client.clone(), NS);
-        let mut phases = BTreeSet::new();
-        wait_status(&kvcs, Duration::from_secs(300), "4 stores up", &mut phases, |s| settled(s, 4)).await;
+        let (kvcs, mut phases) = apply_four_stores_with(&env, "maxStoreDownTimeSecs: 15").await;
         let kv = demo_client();
         write_keys(&kv).await;
         let pod_nodes: BTreeMap<String, String> =

@@ -12,7 +12,7 @@ use shoal_tests::{Cluster, free_ports, wait_until};
 async fn labels_of(cluster: &Cluster, id: u64) -> Result<BTreeMap<String, String>, String> {
     let stores = cluster.client().list_stores().await.map_err(|e| e.to_string())?;
     let store = stores.into_iter().filter_map(|d| d.store).find(|s| s.id == id).ok_or(format!("no store {id}"))?;
-    Ok(store.labels.into_iter().collect())
+    Ok(store.labels)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,12 +230,12 @@ impl AdminService {
     }
 
     async fn set_labels_inner(&self, req: StoreLabels) -> Result<StoreStatusResponse> {
-        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        let labels = req.labels;
         check_labels(&labels)?;
         let _serial = self.lock.lock().await;
         let meta = self.leader().await?;
         let store = self.find(meta, req.store_id)?;
-        if store.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>() == labels {
+        if store.labels == labels {
             return Ok(self.respond(meta, &store));
         }
         let after = self.meta.set_labels(req.store_id, labels).await?;

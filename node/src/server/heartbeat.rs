@@ -190,10 +190,7 @@ impl Heartbeat {
 
     /// Adds stores meta knows to the registry (and to disk, for restarts).
     fn learn_stores(&self, stores: Vec<StoreMeta>) {
-        let infos: Vec<StoreInfo> = stores
-            .into_iter()
-            .map(|s| StoreInfo { id: s.id, name: s.name, address: s.address, client_address: s.client_address })
-            .collect();
+        let infos: Vec<StoreInfo> = stores.into_iter().map(StoreRegistry::info_of).collect();
         if self.registry.update(infos)
             && let Err(e) = bootstrap::save_stores(&self.engine, &self.registry.all())
         {

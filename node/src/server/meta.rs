@@ -234,7 +234,7 @@ impl MetaService {
     }
 
     pub(super) async fn set_labels(&self, id: u64, labels: BTreeMap<String, String>) -> Result<StoreMeta> {
-        let cmd = StoreLabels { store_id: id, labels: labels.into_iter().collect() };
+        let cmd = StoreLabels { store_id: id, labels };
         match self.propose(meta_cmd::Cmd::SetStoreLabels(cmd)).await? {
             MetaResult::Store(s) => Ok(s),
             MetaResult::NoSuchStore(id) => Err(Error::NotFound(format!("no store {id}"))),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use shoal_proto::StoreInfo;
+use shoal_proto::{StoreInfo, StoreMeta};
 use tonic::transport::Endpoint;
 
 use super::tls::Dialer;
@@ -62,6 +62,11 @@ impl StoreRegistry {
 
     pub fn all(&self) -> Vec<StoreInfo> {
         self.stores.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The registry's record of a store as meta lists it.
+    pub fn info_of(s: StoreMeta) -> StoreInfo {
+        StoreInfo { id: s.id, name: s.name, address: s.address, client_address: s.client_address }
     }
 
     /// Takes the stores meta lists (new ones, new addresses); returns whether

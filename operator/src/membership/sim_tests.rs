@@ -302,6 +302,18 @@ impl Sim {
         }
     }
 
+    /// The steps of the rounds until settled (at most `max`); panics if it never is.
+    fn steps_until_settled(&mut self, max: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for _ in 0..max {
+            steps.extend(self.round().step);
+            if self.settled() {
+                return steps;
+            }
+        }
+        panic!("did not settle in {max} rounds: {self:#?}");
+    }
+
     fn settled(&self) -> bool {
         let live: Vec<&SimStore> = self.stores.iter().filter(|s| s.stored != StoreState::Tombstone).collect();
         self.memory.bootstrapped
@@ -425,14 +437,7 @@ fn a_lost_volume_gets_a_new_store_and_the_old_one_is_retired() {
     let mut sim = Sim::new(3, 3);
     sim.settle(50);
     sim.lose_volume(1);
-    let mut steps = Vec::new();
-    for _ in 0..300 {
-        steps.extend(sim.round().step);
-        if sim.settled() {
-            break;
-        }
-    }
-    assert!(sim.settled(), "{sim:#?}");
+    let steps = sim.steps_until_settled(300);
     assert_eq!(
         steps,
         [
@@ -451,14 +456,7 @@ fn a_down_store_whose_node_is_gone_gets_a_new_volume_and_is_retired() {
     sim.lose_node(1);
     assert!(sim.stranded.contains(&1));
     // (`check` asserts that the store is shown Down when its volume is replaced.)
-    let mut steps = Vec::new();
-    for _ in 0..300 {
-        steps.extend(sim.round().step);
-        if sim.settled() {
-            break;
-        }
-    }
-    assert!(sim.settled(), "{sim:#?}");
+    let steps = sim.steps_until_settled(300);
     assert_eq!(
         steps,
         [
