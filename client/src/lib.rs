@@ -71,6 +71,7 @@
 //! Reads are linearizable unless [`ReadConsistency::Stale`] is asked for.
 
 mod admin;
+pub mod backup;
 mod batch;
 pub mod cache;
 mod meta;
@@ -263,7 +264,7 @@ impl Client {
         &self.endpoints
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel> {
         let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());

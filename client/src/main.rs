@@ -1,8 +1,9 @@
 //! `shoalctl`: read and write a Shoal cluster, inspect it, run a local
-//! playground, and benchmark it. See `shoalctl --help`.
+//! playground, benchmark it, back it up and restore it. See `shoalctl --help`.
 //!
 //! Exit codes: 0 success; 1 `get` of a missing key; 2 any error.
 
+mod backups;
 mod bench;
 mod certs;
 mod cluster;
@@ -103,6 +104,11 @@ enum Command {
     Playground(playground::PlaygroundArgs),
     /// Load keys, then run YCSB-like workloads and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Online, consistent backups of the whole cluster (file:// or s3://).
+    #[command(subcommand)]
+    Backup(backups::BackupCommand),
+    /// Restore a backup into this (new, empty) cluster, after checking every file.
+    Restore(backups::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -139,6 +145,8 @@ fn main() -> ExitCode {
             Command::Store(cmd) => cluster::store(&cli.endpoints, &fmt, cmd).await,
             Command::Playground(args) => playground::run(args).await,
             Command::Bench(args) => bench::run(&cli.endpoints, &fmt, args).await,
+            Command::Backup(cmd) => backups::run(&cli.endpoints, &fmt, cmd).await,
+            Command::Restore(args) => backups::restore(&cli.endpoints, &fmt, args).await,
         }
     });
     match result {

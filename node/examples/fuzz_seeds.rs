@@ -71,6 +71,7 @@ fn main() {
         region: Some(region(5)),
         files: vec![SnapshotFile { cf: "default".into(), size: raw.len() as u64, checksum: crc32fast::hash(&raw), keys: 1 }],
         key: Some(SnapshotKey { region_id: 5, term: 6, index: 7 }),
+        backup_fence: String::new(),
     };
     let mut snap = Snapshot::default();
     snap.mut_metadata().index = 7;
@@ -102,7 +103,13 @@ fn main() {
 
     // peer_storage: a region with one applied entry in its log.
     let conf = ConfState { voters: vec![91], ..Default::default() };
-    let state = RegionLocalState { region: Some(region(9)), state: 0, conf_state: conf.write_to_bytes().expect("encode"), applying: None };
+    let state = RegionLocalState {
+        region: Some(region(9)),
+        state: 0,
+        conf_state: conf.write_to_bytes().expect("encode"),
+        applying: None,
+        backup_fence: String::new(),
+    };
     let raft_state = RaftLocalState { term: 6, vote: 91, commit: 5, last_index: 5 };
     let apply = RaftApplyState { applied_index: 5, truncated_index: 4, truncated_term: 6 };
     let entry = Entry { term: 6, index: 5, ..Default::default() };

@@ -337,7 +337,7 @@ fn while_a_snapshot_applies_the_store_goes_on_with_its_other_regions() {
 fn snapshot_message(region: &shoal_proto::Region, to: u64, index: u64) -> RaftMessage {
     use protobuf::Message as _;
     let key = shoal_proto::SnapshotKey { region_id: region.id, term: 6, index };
-    let data = shoal_proto::SnapshotData { region: Some(region.clone()), files: vec![], key: Some(key) };
+    let data = shoal_proto::SnapshotData { region: Some(region.clone()), files: vec![], key: Some(key), ..Default::default() };
     let mut m = raft::prelude::Message::default();
     m.set_msg_type(raft::prelude::MessageType::MsgSnapshot);
     m.to = to;

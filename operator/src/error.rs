@@ -12,6 +12,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("Shoal cluster: {0}")]
     Cluster(#[from] shoal_client::ClientError),
+    /// A backup or restore failed (storage, a damaged backup, the cluster).
+    #[error(transparent)]
+    Backup(#[from] shoal_client::backup::BackupError),
     /// A certificate the cluster needs is not there yet (cert-manager has
     /// not issued it) or cannot be used; what to do, in words.
     #[error("TLS: {0}")]
@@ -32,6 +35,7 @@ impl Error {
             Error::Kube(_) => "kube_api",
             Error::Cluster(shoal_client::ClientError::FailedPrecondition(_)) => "refused",
             Error::Cluster(_) => "cluster",
+            Error::Backup(_) => "backup",
             Error::Certificate(_) => "certificate",
             Error::Finalizer(_) => "finalizer",
             Error::Internal(_) => "internal",
@@ -48,6 +52,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
             Error::Kube(_) => "KubernetesApiError",
             Error::Cluster(_) => "ClusterUnreachable",
+            Error::Backup(_) => "BackupFailed",
             Error::Certificate(_) => "CertificateNotReady",
             Error::Finalizer(_) | Error::Internal(_) => "ReconcileFailed",
         }

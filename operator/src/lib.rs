@@ -19,9 +19,14 @@
 //!    StatefulSet, [`storage`]);
 //! 6. **status** — replicas, stores, conditions and the scaling in progress.
 //!
+//! A new cluster with `spec.restoreFrom` is then loaded from that backup,
+//! once ([`restore`]). A second controller takes `KvBackup`s: one backup, or
+//! one per tick of a cron schedule with the newest kept ([`backup`]).
+//!
 //! Around it: the CRD types ([`crd`]), metrics ([`metrics`]), leader election
 //! on a Lease ([`leader`]) and the HTTP endpoints ([`http`]).
 
+pub mod backup;
 pub mod build;
 pub mod certificates;
 pub mod cluster;
@@ -33,6 +38,7 @@ pub mod membership;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod restore;
 pub mod status;
 pub mod storage;
 pub mod validate;

@@ -15,7 +15,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use shoal_operator::build::network_policy::OperatorPeer;
-use shoal_operator::crd::KvCluster;
+use shoal_operator::crd::{KvBackup, KvCluster};
 use shoal_operator::leader::LeaseLock;
 use shoal_operator::metrics::Metrics;
 use shoal_operator::reconcile::{Context, error_policy, reconcile};
@@ -29,10 +29,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prints the KvCluster CustomResourceDefinition as YAML.
-    Crd,
+    /// Prints a CustomResourceDefinition as YAML (KvCluster unless --kind says KvBackup).
+    Crd {
+        #[arg(long, value_enum, default_value_t = CrdKind::KvCluster)]
+        kind: CrdKind,
+    },
     /// Runs the operator.
     Run(RunArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    #[value(name = "KvCluster")]
+    KvCluster,
+    #[value(name = "KvBackup")]
+    KvBackup,
 }
 
 #[derive(clap::Args)]
@@ -72,8 +83,12 @@ struct RunArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
+        Command::Crd { kind: CrdKind::KvCluster } => {
             print!("{}", shoal_operator::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Crd { kind: CrdKind::KvBackup } => {
+            print!("{}", shoal_operator::crd::backup_crd_yaml());
             Ok(())
         }
         Command::Run(args) => {
@@ -118,8 +133,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         join_stall: Duration::from_secs(args.join_stall_timeout_secs),
         failures: Mutex::new(Default::default()),
         operator: OperatorPeer::parse(&args.lease_namespace, &args.operator_pod_labels).map_err(anyhow::Error::msg)?,
+        restoring: Default::default(),
     });
-    let controller = controller(&client, args.namespace.as_deref(), ctx);
+    let backup_ctx = ctx.clone();
+    let controller = async {
+        futures::join!(
+            controller(&client, args.namespace.as_deref(), ctx),
+            backup_controller(&client, args.namespace.as_deref(), backup_ctx)
+        );
+    };
     let result = match &lease {
         Some(lease) => tokio::select! {
             () = controller => Ok(()),
@@ -176,6 +198,19 @@ async fn controller(client: &Client, namespace: Option<&str>, ctx: Arc<Context>)
             match res {
                 Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
                 Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Runs the `KvBackup` controller until SIGTERM or SIGINT.
+async fn backup_controller(client: &Client, namespace: Option<&str>, ctx: Arc<Context>) {
+    Controller::new(api::<KvBackup>(client, namespace), watcher::Config::default())
+        .graceful_shutdown_on(shutdown_signal())
+        .run(shoal_operator::backup::reconcile, shoal_operator::backup::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "KvBackup round failed");
             }
         })
         .await;

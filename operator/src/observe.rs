@@ -58,12 +58,7 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
         })
         .collect();
     pvc_ordinals.sort_unstable();
-    let endpoints: Vec<String> = live_pods
-        .iter()
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .filter(|ip| !ip.is_empty())
-        .map(|ip| if ip.contains(':') { format!("[{ip}]:{GRPC_PORT}") } else { format!("{ip}:{GRPC_PORT}") })
-        .collect();
+    let endpoints = pod_endpoints(&live_pods);
 
     let stores = if endpoints.is_empty() {
         Err("no pod has an address yet".to_string())
@@ -90,6 +85,23 @@ pub async fn observe(client: &Client, names: &Names, now: i64, tls: Option<&Clie
         endpoints,
         sts_storage,
     })
+}
+
+/// The gRPC (peer port) addresses of `pods` that have an IP.
+pub fn pod_endpoints(pods: &[&Pod]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| if ip.contains(':') { format!("[{ip}]:{GRPC_PORT}") } else { format!("{ip}:{GRPC_PORT}") })
+        .collect()
+}
+
+/// Where a cluster's stores are reached now: its live pods' gRPC addresses.
+pub async fn endpoints(client: &Client, names: &Names) -> Result<Vec<String>> {
+    let selector = ListParams::default().labels(&names.selector_string());
+    let pods = Api::<Pod>::namespaced(client.clone(), &names.namespace).list(&selector).await?.items;
+    let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    Ok(pod_endpoints(&live))
 }
 
 /// Ordinals of pods that the scheduler cannot place because their volume is

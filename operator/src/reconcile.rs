@@ -7,7 +7,9 @@
 //! and writes the whole status. A round that is in the middle of something
 //! asks to run again in a few seconds; a settled cluster is looked at again
 //! every 30 s, and at once whenever the `KvCluster`, one of its children or
-//! one of its pods changes. With `spec.paused` a round observes and writes
+//! one of its pods changes. A new cluster with `spec.restoreFrom` is loaded
+//! from its backup once it has formed ([`crate::restore`], in a task of its
+//! own), started after the round's status is written. With `spec.paused` a round observes and writes
 //! the status (phase `Paused`, an Event when it starts) but applies nothing and
 //! takes no step.
 //!
@@ -46,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::observe::{World, observe};
 use crate::status::{self, RoundOutcome};
 use crate::validate::validate;
-use crate::{certificates, cluster, storage};
+use crate::{certificates, cluster, restore, storage};
 
 /// The finalizer the operator puts on every `KvCluster`.
 pub const FINALIZER: &str = "shoal.dev/cleanup";
@@ -64,6 +66,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Where the operator runs, for the clusters' NetworkPolicies.
     pub operator: OperatorPeer,
+    /// The restores (`spec.restoreFrom`) running in this operator.
+    pub restoring: restore::Restoring,
 }
 
 fn key(kvc: &KvCluster) -> String {
@@ -245,6 +249,10 @@ async fn round(kvc: Arc<KvCluster>, ctx: &Context) -> Result<Action> {
     write_status(ctx, &api, &kvc, status::status(&outcome(step_error))).await?;
     if let Some(e) = failure {
         return Err(e);
+    }
+    if kvc.spec.restore_from.is_some() {
+        let ready = restore::ready(plan.memory.bootstrapped, &world.observed, kvc.spec.replication_factor);
+        restore::step(&ctx.client, &ctx.recorder, &ctx.restoring, &kvc, &names, ready, &world.endpoints, tls).await?;
     }
     let busy = plan.progress.is_some() || plan.step.is_some() || plan.degraded.is_some();
     Ok(Action::requeue(Duration::from_secs(if busy { 3 } else { 30 })))

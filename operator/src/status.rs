@@ -108,6 +108,7 @@ pub fn status(o: &RoundOutcome<'_>) -> KvClusterStatus {
         drain: progress_status(plan.memory.drain.as_ref(), o.previous.drain.as_ref(), o),
         join: progress_status(plan.memory.join.as_ref(), o.previous.join.as_ref(), o),
         observed_generation: o.generation,
+        restore: o.previous.restore.clone(),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use kube::core::cel::{validate_cel, validate_cel_update};
-use shoal_operator::crd::{KvCluster, crd_yaml};
+use shoal_operator::crd::{KvBackup, KvCluster, RestoreFromSpec, backup_crd_yaml, crd_yaml};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -13,11 +13,39 @@ fn repo() -> PathBuf {
 
 #[test]
 fn committed_crds_match_the_generated_one() {
-    let generated = crd_yaml();
-    for path in ["crds/kvcluster.yaml", "charts/shoal-operator/crds/kvcluster.yaml"] {
-        let committed = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
-        assert!(committed == generated, "{path} has drifted from the Rust types: run `cargo run -p shoal-operator -- crd > {path}`");
+    for (kind, generated) in [("KvCluster", crd_yaml()), ("KvBackup", backup_crd_yaml())] {
+        let file = format!("{}.yaml", kind.to_lowercase());
+        for path in [format!("crds/{file}"), format!("charts/shoal-operator/crds/{file}")] {
+            let committed = std::fs::read_to_string(repo().join(&path)).unwrap_or_default();
+            assert!(
+                committed == generated,
+                "{path} has drifted from the Rust types: run `cargo run -p shoal-operator -- crd --kind {kind} > {path}`"
+            );
+        }
     }
+}
+
+#[test]
+fn cel_rules_check_backups_and_restores() {
+    let text = std::fs::read_to_string(repo().join("examples/kvbackup.yaml")).expect("example");
+    let ok: KvBackup = serde_saphyr::from_str(&text).expect("the example parses as a KvBackup");
+    validate_cel(&ok).expect("the KvBackup example passes the CRD's rules");
+    let mut bad = ok.clone();
+    bad.spec.destination = "ftp://host/dir".into();
+    match validate_cel(&bad) {
+        Ok(()) => panic!("accepted an ftp destination"),
+        Err(e) => assert!(format!("{e:?}").contains("s3://BUCKET/PREFIX or file:///DIR"), "{e:?}"),
+    }
+
+    let mut restored = example();
+    restored.spec.restore_from = Some(RestoreFromSpec { source: "s3://b/p/nightly-1".into(), credentials_secret: None });
+    validate_cel(&restored).expect("a restoreFrom source");
+    let mut changed = restored.clone();
+    changed.spec.restore_from = Some(RestoreFromSpec { source: "s3://b/p/nightly-2".into(), credentials_secret: None });
+    assert!(validate_cel_update(&changed, &restored).is_err(), "restoreFrom changed after creation");
+    let mut bad = restored.clone();
+    bad.spec.restore_from = Some(RestoreFromSpec { source: "nightly-1".into(), credentials_secret: None });
+    assert!(validate_cel(&bad).is_err(), "a source without a scheme");
 }
 
 fn example() -> KvCluster {

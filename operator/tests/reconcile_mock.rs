@@ -87,6 +87,7 @@ fn context() -> (Arc<Context>, Verifier) {
         join_stall: Duration::from_secs(600),
         failures: Mutex::new(Default::default()),
         operator: OperatorPeer::parse("shoal-system", "app.kubernetes.io/name=shoal-operator").expect("labels"),
+        restoring: Default::default(),
     };
     (Arc::new(ctx), Verifier { handle })
 }

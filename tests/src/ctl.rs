@@ -48,10 +48,19 @@ pub async fn shoalctl(endpoints: &[String], args: &[&str]) -> CtlOutput {
 
 /// Like [`shoalctl`], killed after `timeout` (for long runs: `bench load`).
 pub async fn shoalctl_with_timeout(endpoints: &[String], args: &[&str], timeout: Duration) -> CtlOutput {
+    shoalctl_with_env(endpoints, args, &[], timeout).await
+}
+
+/// Like [`shoalctl_with_timeout`], with `env` added to its environment.
+pub async fn shoalctl_with_env(endpoints: &[String], args: &[&str], env: &[(&str, &str)], timeout: Duration) -> CtlOutput {
     let mut all: Vec<String> = vec!["--endpoints".into(), endpoints.join(",")];
     all.extend(args.iter().map(|a| a.to_string()));
-    let child =
-        tokio::process::Command::new(bin_dir().join("shoalctl")).args(&all).stdin(std::process::Stdio::null()).kill_on_drop(true).output();
+    let child = tokio::process::Command::new(bin_dir().join("shoalctl"))
+        .args(&all)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
     match tokio::time::timeout(timeout, child).await {
         Ok(Ok(out)) => CtlOutput {
             args: all,

@@ -32,6 +32,7 @@ pub mod netns;
 pub mod pki;
 pub mod prometheus;
 pub mod rng;
+pub mod s3;
 pub mod writers;
 
 use std::net::TcpListener;

@@ -9,7 +9,8 @@
 //! - the RBAC grants exactly what the operator uses, no wildcard;
 //! - `examples/kvcluster.yaml` validates against the KvCluster CRD's
 //!   `openAPIV3Schema` (with `openapi-schema-validator`, refusing unknown fields
-//!   like the API server's strict field validation), and broken copies do not.
+//!   like the API server's strict field validation), and broken copies do not;
+//!   `examples/kvbackup.yaml` likewise against the KvBackup CRD.
 //!
 //! The tools come from `scripts/setup.sh` (which `.ci/run` calls): Helm at
 //! `$SHOAL_HELM`, `~/.cache/shoal-tools/bin/helm` or on `PATH`; the Python
@@ -195,8 +196,8 @@ fn rendered_manifests_pass_kubernetes_validate() {
         ["CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
             .into();
     assert_eq!(kinds, want, "kinds rendered with default values");
-    let crd = one_of_kind(&docs, "CustomResourceDefinition");
-    assert_eq!(name(crd), "kvclusters.shoal.dev");
+    let crds: BTreeSet<&str> = of_kind(&docs, "CustomResourceDefinition").into_iter().map(name).collect();
+    assert_eq!(crds, BTreeSet::from(["kvbackups.shoal.dev", "kvclusters.shoal.dev"]));
 
     let deploy = one_of_kind(&docs, "Deployment");
     assert_eq!(deploy["spec"]["replicas"], 1);
@@ -281,6 +282,7 @@ fn values_schema_rejects_bad_values() {
         ("image.pullPolicy=Sometimes", "image.pullPolicy"),
         ("watchNamespace=Not_A_Namespace", "watchNamespace"),
         ("metrics.port=70000", "metrics.port"),
+        ("scratchSize=lots", "scratchSize"),
     ] {
         match try_template(&[set]) {
             Ok(rendered) => panic!("helm template --set {set} rendered although values.schema.json should refuse it:\n{rendered}"),
@@ -362,6 +364,9 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("shoal.dev", &["kvclusters"], &["get", "list", "watch", "patch", "update"]),
         ("shoal.dev", &["kvclusters/status"], &["get", "patch", "update"]),
         ("shoal.dev", &["kvclusters/finalizers"], &["update"]),
+        // KvBackup: watched, its status written.
+        ("shoal.dev", &["kvbackups"], &["get", "list", "watch"]),
+        ("shoal.dev", &["kvbackups/status"], &["get", "patch", "update"]),
         ("apps", &["statefulsets"], ALL),
         ("", &["services", "configmaps"], ALL),
         ("policy", &["poddisruptionbudgets"], ALL),
@@ -373,6 +378,7 @@ fn rbac_is_exactly_what_the_operator_uses() {
         ("monitoring.coreos.com", &["servicemonitors"], ALL),
         ("networking.k8s.io", &["networkpolicies"], &["create", "patch", "delete"]),
         // spec.tls: read by name, never listed; created (the CA) or applied.
+        // Also the S3 settings of KvBackup and restoreFrom (read by name).
         ("", &["secrets"], &["get", "create", "patch"]),
         ("cert-manager.io", &["certificates"], &["create", "patch"]),
     ]);
@@ -546,4 +552,13 @@ fn example_validates_against_the_crd_schema() {
             }
         }
     }
+    // examples/kvbackup.yaml against the chart's KvBackup CRD.
+    let backup_crd_docs = yaml_file(&chart().join("crds/kvbackup.yaml"));
+    let backup_crd = one_of_kind(&backup_crd_docs, "CustomResourceDefinition");
+    assert_eq!(name(backup_crd), "kvbackups.shoal.dev");
+    let kvb = yaml_file(&root().join("examples/kvbackup.yaml"));
+    validate_against_crd(backup_crd, &kvb[0]).unwrap_or_else(|e| panic!("examples/kvbackup.yaml against the KvBackup CRD:\n{e}"));
+    let mut no_cluster = kvb[0].clone();
+    _ = no_cluster["spec"].as_object_mut().expect("spec").remove("cluster");
+    assert!(validate_against_crd(backup_crd, &no_cluster).is_err_and(|e| e.contains("cluster")), "a KvBackup without a cluster validated");
 }

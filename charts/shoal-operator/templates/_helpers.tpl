@@ -82,6 +82,13 @@ no wildcards, no secrets, only the verbs the operator uses.
 - apiGroups: ["shoal.dev"]
   resources: ["kvclusters/finalizers"]
   verbs: ["update"]
+# KvBackup: backups taken by the operator
+- apiGroups: ["shoal.dev"]
+  resources: ["kvbackups"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["shoal.dev"]
+  resources: ["kvbackups/status"]
+  verbs: ["get", "patch", "update"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -106,7 +113,8 @@ no wildcards, no secrets, only the verbs the operator uses.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# spec.tls: the operator-managed CA and certificates (read by name, never listed)
+# spec.tls: the operator-managed CA and certificates; KvBackup and restoreFrom
+# S3 settings (credentialsSecret) (read by name, never listed)
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

@@ -63,6 +63,8 @@ pub struct PeerStorage {
     log_bytes: u64,
     /// The unapplied tail of the log, so that raft-rs rarely reads it back.
     cache: EntryCache,
+    /// The backup whose fence the region holds as of the applied index; empty: none.
+    backup_fence: String,
 }
 
 fn decode<M: prost::Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
@@ -123,6 +125,7 @@ impl PeerStorage {
             last_term: 0,
             log_bytes: 0,
             cache: EntryCache::default(),
+            backup_fence: region_state.backup_fence,
         };
         storage.last_term = if storage.raft_state.last_index == storage.apply_state.truncated_index {
             storage.apply_state.truncated_term
@@ -151,6 +154,7 @@ impl PeerStorage {
             last_term: 0,
             log_bytes: 0,
             cache: EntryCache::default(),
+            backup_fence: String::new(),
         })
     }
 
@@ -304,9 +308,27 @@ impl PeerStorage {
         self.set_region(region, wb)
     }
 
+    /// The backup whose fence the region holds (empty: none).
+    pub fn backup_fence(&self) -> &str {
+        &self.backup_fence
+    }
+
+    /// Sets (or, with an empty id, lifts) the region's backup fence; goes in the
+    /// same batch as the apply index of the command that did it.
+    pub fn set_backup_fence(&mut self, backup_id: String, wb: &mut WriteBatch<'_>) -> Result<()> {
+        self.backup_fence = backup_id;
+        self.write_region_state(PeerState::Normal, None, wb)
+    }
+
     fn write_region_state(&self, state: PeerState, applying: Option<SnapshotData>, wb: &mut WriteBatch<'_>) -> Result<()> {
         let conf_state = self.conf_state.write_to_bytes().map_err(|e| Error::Internal(e.to_string()))?;
-        let local = RegionLocalState { region: Some(self.region.clone()), state: state as i32, conf_state, applying };
+        let local = RegionLocalState {
+            region: Some(self.region.clone()),
+            state: state as i32,
+            conf_state,
+            applying,
+            backup_fence: self.backup_fence.clone(),
+        };
         wb.put(CF_REGION_META, &keys::region_state_key(self.region.id), &local.encode_to_vec())?;
         Ok(())
     }
@@ -355,6 +377,7 @@ impl PeerStorage {
         self.cache.clear();
         self.log_bytes = 0;
         self.apply_state = RaftApplyState { applied_index: meta.index, truncated_index: meta.index, truncated_term: meta.term };
+        self.backup_fence = data.backup_fence.clone();
 
         if old_last >= old_first {
             let (from, to) = (keys::raft_log_key(self.region.id, old_first), keys::raft_log_key(self.region.id, old_last + 1));

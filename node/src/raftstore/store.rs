@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
-use shoal_proto::{ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd};
+use shoal_proto::{
+    BackupFenceCmd, ChangePeersCmd, MetaCmd, Mutation, PeerState, RaftCmd, RaftMessage, Region, RegionEpoch, RegionLocalState, SplitCmd,
+};
 use tokio::sync::Notify;
 
 use super::liveness::StoreLiveness;
@@ -623,6 +625,12 @@ impl Store {
             let _ = cb.send(Err(Error::KeyNotInRegion { key: m.key.clone(), region_id: region.id }));
             return;
         }
+        // Applying it would refuse it too; this only saves the log entry.
+        if let Some(refusal) = peer.refusal_while_fenced().filter(|_| peer.is_leader()) {
+            metrics.raft_proposals.with_label_values(&["refused"]).inc();
+            let _ = cb.send(Err(refusal));
+            return;
+        }
         let cmd = RaftCmd { region_id: region.id, epoch: region.epoch, mutations, ..Default::default() };
         metrics.raft_proposals.with_label_values(&["proposed"]).inc();
         peer.propose(&cmd, cb);
@@ -642,6 +650,10 @@ impl Store {
             ))));
             return;
         }
+        if let Some(refusal) = peer.refusal_while_fenced() {
+            let _ = cb.send(Err(refusal));
+            return;
+        }
         let region = peer.region();
         if region.epoch != Some(epoch) {
             let _ = cb.send(Err(Error::EpochNotMatch(
@@ -651,6 +663,18 @@ impl Store {
             return;
         }
         let cmd = RaftCmd { region_id, epoch: Some(epoch), split: Some(split), ..Default::default() };
+        peer.propose(&cmd, cb);
+    }
+
+    /// Proposes setting or lifting a backup fence on data region `region_id`
+    /// ([`super::peer`]'s `fence` module); `cb` is answered once it is applied.
+    pub fn propose_backup_fence(&mut self, region_id: u64, fence: BackupFenceCmd, cb: WriteCallback) {
+        let Some(peer) = self.peer_mut(region_id).filter(|_| region_id != META_REGION_ID) else {
+            let _ = cb.send(Err(Error::RegionNotFound(vec![])));
+            return;
+        };
+        let region = peer.region();
+        let cmd = RaftCmd { region_id, epoch: region.epoch, backup_fence: Some(fence), ..Default::default() };
         peer.propose(&cmd, cb);
     }
 

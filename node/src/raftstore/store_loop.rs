@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_proto::{ChangePeers, ChangePeersCmd, MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
+use shoal_proto::{BackupFenceCmd, ChangePeers, ChangePeersCmd, MetaCmd, Mutation, RaftMessage, Region, RegionEpoch, SplitCmd};
 use tokio::sync::oneshot;
 
 use super::peer::{CmdResult, ReadCallback, RegionRead, WriteCallback};
@@ -38,6 +38,7 @@ pub enum StoreMsg {
     ReadRegion { region_id: u64, cb: ReadCallback },
     Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
     Meta { cmd: MetaCmd, cb: WriteCallback },
+    BackupFence { region_id: u64, fence: BackupFenceCmd, cb: WriteCallback },
     TransferLeader { region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64 },
     ChangePeers { cmd: ChangePeersCmd, cb: WriteCallback },
     DestroyPeer { region_id: u64, peer_id: u64 },
@@ -111,6 +112,12 @@ impl StoreHandle {
     /// Proposes a meta command (this store's meta peer must lead) and waits for its result.
     pub async fn meta(&self, cmd: MetaCmd) -> Result<CmdResult> {
         self.command(|cb| StoreMsg::Meta { cmd, cb }).await
+    }
+
+    /// Proposes setting or lifting a backup fence on `region_id` (this store's
+    /// peer must lead) and waits until it is applied.
+    pub async fn backup_fence(&self, region_id: u64, fence: BackupFenceCmd) -> Result<CmdResult> {
+        self.command(|cb| StoreMsg::BackupFence { region_id, fence, cb }).await
     }
 
     /// Waits until this store may serve a linearizable read of all of `region_id`.
@@ -235,6 +242,7 @@ fn run(
                 StoreMsg::ReadRegion { region_id, cb } => store.read_region(region_id, cb),
                 StoreMsg::Split { region_id, epoch, split, cb } => store.propose_split(region_id, epoch, split, cb),
                 StoreMsg::Meta { cmd, cb } => store.propose_meta(cmd, cb),
+                StoreMsg::BackupFence { region_id, fence, cb } => store.propose_backup_fence(region_id, fence, cb),
                 StoreMsg::TransferLeader { region_id, epoch, to_peer } => store.transfer_leader(region_id, epoch, to_peer),
                 StoreMsg::ChangePeers { cmd, cb } => store.propose_conf_change(cmd, cb),
                 StoreMsg::DestroyPeer { region_id, peer_id } => store.destroy_peer(region_id, peer_id)?,

@@ -253,16 +253,23 @@ impl AdminService {
 impl AdminService {
     /// Whether the caller of `request` may make the operator's calls.
     fn authorize<T>(&self, request: &Request<T>) -> Result<()> {
-        let Some(allowed) = &self.allowed_cns else { return Ok(()) };
-        let certs = request.peer_certs();
-        let cn = tls::admin_identity(certs.as_deref().map(Vec::as_slice));
-        if cn.as_ref().is_some_and(|cn| allowed.contains(cn)) {
-            return Ok(());
-        }
-        self.metrics.admin_denied.inc();
-        let who = cn.map_or("a caller without a certificate Common Name".to_string(), |cn| format!("CN={cn}"));
-        Err(Error::PermissionDenied(format!("admin calls are allowed to certificates with CN in {allowed:?}, not to {who}")))
+        authorize(self.allowed_cns.as_deref().map(Vec::as_slice), &self.metrics, request)
     }
+}
+
+/// The operator-only check of Admin and Backup calls: with `allowed` set,
+/// the client certificate's Common Name must be on it (else
+/// `PERMISSION_DENIED`, counted in `shoal_admin_denied_total`).
+pub fn authorize<T>(allowed: Option<&[String]>, metrics: &Metrics, request: &Request<T>) -> Result<()> {
+    let Some(allowed) = allowed else { return Ok(()) };
+    let certs = request.peer_certs();
+    let cn = tls::admin_identity(certs.as_deref().map(Vec::as_slice));
+    if cn.as_ref().is_some_and(|cn| allowed.contains(cn)) {
+        return Ok(());
+    }
+    metrics.admin_denied.inc();
+    let who = cn.map_or("a caller without a certificate Common Name".to_string(), |cn| format!("CN={cn}"));
+    Err(Error::PermissionDenied(format!("admin calls are allowed to certificates with CN in {allowed:?}, not to {who}")))
 }
 
 /// Labels as `SetStoreLabels` documents them: at most 16; keys and values at

@@ -67,6 +67,22 @@ pub fn to_reply(err: Error, registry: &StoreRegistry) -> Reply {
     }
 }
 
+/// An error as a gRPC status, for answers without a header (a stream): a
+/// routing answer becomes `UNAVAILABLE` with its message.
+pub fn status_of(err: Error) -> Status {
+    let message = err.to_string();
+    let code = match err {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::NotFound(_) => Code::NotFound,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::OutcomeUnknown(_) => Code::Unknown,
+        Error::Engine(_) | Error::Raft(_) | Error::Internal(_) | Error::Io(_) => Code::Internal,
+        _ => Code::Unavailable,
+    };
+    Status::new(code, message)
+}
+
 fn region(err: RegionError) -> Reply {
     Reply::Region(Box::new(err))
 }

@@ -7,12 +7,13 @@
 //! and start holding nothing; load the [`Store`] and start its loop; start
 //! the transport; bind and serve `Kv` ([`kv::KvService`]), `Raft`
 //! ([`transport::RaftService`]), `Meta` ([`meta::MetaService`]), `Admin`
-//! ([`admin::AdminService`], sharing Meta's state) and `Status`
+//! ([`admin::AdminService`], sharing Meta's state), `Backup`
+//! ([`backup::BackupService`]: fencing and exporting regions) and `Status`
 //! ([`status::StatusService`]) on the listen address (the peer port); with
 //! `--client-listen-addr`, `Kv`, `Meta`'s lookups and `Status` on a client
 //! port too, which names client addresses in its hints
 //! ([`registry::StoreRegistry::for_clients`], [`meta::MetaService::for_clients`]),
-//! so that a network policy can keep clients off Raft and Admin; both over TLS,
+//! so that a network policy can keep clients off Raft, Admin and Backup; both over TLS,
 //! mutual with `--client-cert-auth`, when the node has certificates ([`tls`]);
 //! and [`http::StatusHttp`] on the status address; start the [`heartbeat::Heartbeat`] task, which reports
 //! to meta, splits regions and carries out placement orders.
@@ -23,6 +24,7 @@
 //! (which fails what still waits and flushes the WAL), return.
 
 pub mod admin;
+pub mod backup;
 pub mod errors;
 pub mod evacuate;
 pub mod heartbeat;
@@ -43,6 +45,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use shoal_proto::admin_server::AdminServer;
+use shoal_proto::backup_server::BackupServer;
 use shoal_proto::kv_server::KvServer;
 use shoal_proto::meta_server::MetaServer;
 use shoal_proto::raft_server::RaftServer;
@@ -187,6 +190,16 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         allowed_cns: (!cfg.admin_allowed_cn.is_empty()).then(|| Arc::new(cfg.admin_allowed_cn.clone())),
         metrics: metrics.clone(),
     };
+    let backup = backup::BackupService {
+        store: handle.clone(),
+        engine: engine.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        timeout: cfg.request_timeout(),
+        dir: cfg.data_dir.join("backup"),
+        kept: Default::default(),
+        allowed_cns: admin.allowed_cns.clone(),
+    };
     let heartbeat = tokio::spawn(
         heartbeat::Heartbeat {
             store: handle.clone(),
@@ -257,6 +270,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .add_service(RaftServer::new(raft).max_decoding_message_size(transport::MAX_RAFT_BATCH_BYTES))
         .add_service(MetaServer::new(meta))
         .add_service(AdminServer::new(admin))
+        .add_service(BackupServer::new(backup))
         .add_service(StatusServer::new(status));
     let reload = tls.clone().map(|tls| tokio::spawn(tls::watch(tls, cfg.tls_reload_interval(), metrics.clone())));
     // Both ports stop when `stop` has run (after the evacuation).

@@ -2,7 +2,8 @@
 //!
 //! Everything comes from one RocksDB snapshot, so the data and the Raft position
 //! agree (applies write both in one batch): the region descriptor
-//! (`RegionLocalState`), the apply state, the term of the applied entry, and one
+//! (`RegionLocalState`, whose backup fence the snapshot carries), the apply
+//! state, the term of the applied entry, and one
 //! SST file per column family range of [`super::data_ranges`] that has keys.
 //! The result is a [`Generated`]: the Raft snapshot (metadata + `SnapshotData`)
 //! and the paths of its files.
@@ -88,7 +89,7 @@ pub(crate) fn generate(engine: &Arc<Engine>, dir: &Path, region_id: u64, seq: u6
         return Err(e);
     }
 
-    let data = SnapshotData { region: Some(region.clone()), files: files_meta, key: Some(key) };
+    let data = SnapshotData { region: Some(region.clone()), files: files_meta, key: Some(key), backup_fence: state.backup_fence.clone() };
     let mut metadata = SnapshotMetadata { index: key.index, term: key.term, ..Default::default() };
     metadata.set_conf_state(super::conf_state_of(&state, &region)?);
     let mut snapshot = Snapshot::default();

@@ -221,6 +221,7 @@ fn bad_snapshot_data_is_refused_before_anything_is_written() {
         region: Some(region(2, "a", "b")),
         files: vec![shoal_proto::SnapshotFile { cf: "default".into(), size: 10, checksum: 1, keys: 1 }],
         key: Some(shoal_proto::SnapshotKey { region_id: 2, term: 1, index: 6 }),
+        backup_fence: String::new(),
     };
     assert!(dst.snap.validate(&good).is_ok());
     let mut wrong_region = good.clone();

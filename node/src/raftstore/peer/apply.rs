@@ -1,6 +1,7 @@
 //! Applying committed entries. What a committed command does depends on the
-//! group: in a data region it writes mutations or splits the region
-//! ([`super::split`]); in the meta group it changes the
+//! group: in a data region it writes mutations, splits the region
+//! ([`super::split`]) or sets or lifts a backup fence ([`super::fence`]; a
+//! fenced region refuses writes and splits); in the meta group it changes the
 //! [`crate::meta::state::MetaState`]. Either way a command whose region id or
 //! epoch version no longer matches, or whose keys left the region, is refused
 //! on every replica alike. Membership changes apply in [`super::conf_change`].
@@ -38,6 +39,11 @@ pub enum CmdResult {
     Meta(MetaResult),
     /// A membership change was applied; the region as it is now.
     ConfChanged(Region),
+    /// A backup fence was lifted; whether that backup's fence was still in
+    /// place (not lifted before, by its lease).
+    FenceLifted {
+        held: bool,
+    },
 }
 
 /// Answers a command once its entry is applied (or known to be lost).
@@ -155,6 +161,12 @@ impl Peer {
         }
         if self.meta.is_some() {
             return Ok(Err(Error::InvalidArgument("the meta group holds no user data".into())));
+        }
+        if let Some(fence) = &cmd.backup_fence {
+            return self.apply_backup_fence(fence, wb);
+        }
+        if let Some(refusal) = self.refusal_while_fenced() {
+            return Ok(Err(refusal));
         }
         if let Some(split) = &cmd.split {
             return self.apply_split(split, wb, done);

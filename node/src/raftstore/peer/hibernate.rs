@@ -2,7 +2,7 @@
 //! of regions spends nothing on those without work (TiKV's hibernate regions).
 //!
 //! A leader counts the ticks its region has been *quiet* ([`Peer::is_quiet`]:
-//! nothing proposed, read or applying, no membership change or leader transfer
+//! no backup fence to lift in time, nothing proposed, read or applying, no membership change or leader transfer
 //! under way, every entry committed and applied, every peer matched and heard
 //! from, and every peer's store alive). After a heartbeat interval of quiet it
 //! asks to sleep: it pings its followers, and [`Peer::send_messages`] marks
@@ -84,6 +84,7 @@ impl Peer {
         let last = raft.raft_log.last_index();
         self.is_leader()
             && self.region_id() != META_REGION_ID
+            && self.backup_fence().is_empty()
             && self.proposals.is_empty()
             && self.queued_reads.is_empty()
             && self.inflight_reads.is_empty()

@@ -30,6 +30,7 @@
 
 mod apply;
 mod conf_change;
+mod fence;
 mod hibernate;
 mod log_gc;
 mod progress;
@@ -46,6 +47,7 @@ use raft::{LightReady, RawNode, SnapshotStatus, StateRole};
 use shoal_proto::{Peer as PeerMeta, RaftCmd, RaftMessage, Region};
 
 pub use apply::{CmdResult, Completions, WriteCallback};
+pub use fence::FENCE_LEASE_ELECTIONS;
 use hibernate::Hibernation;
 pub use read::{ReadCallback, RegionRead};
 pub use snapshot::SnapshotDone;
@@ -97,6 +99,9 @@ pub struct Peer {
     asked_to_sleep: bool,
     read_timeout_ticks: u64,
     election_ticks: u64,
+    /// While this peer leads a fenced region: the backup and the tick it first
+    /// saw that backup's fence as leader ([`Peer::maybe_lift_stale_fence`]).
+    fence_seen_at: Option<(String, u64)>,
 }
 
 impl Peer {
@@ -151,6 +156,7 @@ impl Peer {
             asked_to_sleep: false,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
             election_ticks: cfg.election_tick as u64,
+            fence_seen_at: None,
         })
     }
 
@@ -289,6 +295,7 @@ impl Peer {
         self.raw_node.tick();
         self.ticks = now;
         self.retry_lost_reads();
+        self.maybe_lift_stale_fence();
         self.maybe_hibernate(quiet);
     }
 
