@@ -1011,7 +1011,14 @@ fn a_kvbackup_restores_into_a_new_cluster_and_a_schedule_keeps_the_newest() {
         env.kubectl_ok(&secret);
         install_operator(&env, &[]);
         apply_example(&env).await;
-        write_keys(&demo_client()).await;
+        let kv = demo_client();
+        write_keys(&kv).await;
+        // A backup of several regions (the 128 KiB regions split after their check).
+        wait_until(Duration::from_secs(120), Duration::from_millis(500), "the keys split into regions", || async {
+            let n = kv.scan_regions(b"", b"", 0).await.map_err(|e| e.to_string())?.len();
+            if n >= 2 { Ok(n) } else { Err(format!("{n} regions")) }
+        })
+        .await;
 
         let manifest = env.control_plane.dir().join("kvbackup.yaml");
         let one_shot = "apiVersion: shoal.dev/v1alpha1\nkind: KvBackup\nmetadata:\n  name: once\nspec:\n  cluster: demo\n  destination: s3://backups/demo\n  credentialsSecret: backup-s3\n";
