@@ -35,8 +35,9 @@ playground() { # NAME BASE_PORT
 
 playground a 31000
 playground b 32000
-A=127.0.0.1:31000,127.0.0.1:31002,127.0.0.1:31004
-B=127.0.0.1:32000,127.0.0.1:32002,127.0.0.1:32004
+endpoints() { sed -n 's/^ready: endpoints=//p' "$work/$1.out" | head -1; }
+A="$(endpoints a)"
+B="$(endpoints b)"
 
 "$BIN/shoalctl" --endpoints "$A" bench load --keys "$KEYS" --value-size "$VALUE"
 start=$(date +%s.%N)

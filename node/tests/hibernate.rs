@@ -3,7 +3,8 @@
 //! then sends no Raft message however long the stores tick; a write, a read or
 //! a leader transfer wakes it and is served; a sleeping region whose leader's
 //! store dies elects a new leader (the stores notice the silence through their
-//! pings); followers that missed the message to sleep wake the region again.
+//! pings); followers that missed the message to sleep wake the region again;
+//! a write to a sleeping region costs one append and one heartbeat round.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -61,6 +62,26 @@ fn an_idle_region_sleeps_everywhere_and_sends_nothing_until_a_write_wakes_it() {
         assert_eq!(c.value(s, "b").as_deref(), Some("2"), "store {s} applied the write made after sleeping");
     }
     wait_asleep(&mut c);
+}
+
+/// A write to a sleeping region of three costs eight Raft messages until it
+/// sleeps again: an append to each follower and its answer, then one
+/// heartbeat round that both carries the commit index (data regions do not
+/// broadcast it) and puts the region back to sleep. Before, an empty append
+/// told each follower of the commit and a regular heartbeat round came before
+/// the one that put it to sleep: 12 to 16 messages.
+#[test]
+fn a_write_to_a_sleeping_region_costs_one_append_and_one_heartbeat_round() {
+    let (mut c, leader) = asleep_after_writing("a", "1");
+    let sent = |c: &Cluster| c.raft_messages_sent.get(&FIRST_REGION_ID).copied().unwrap_or(0);
+    let before = sent(&c);
+    ok(c.write(leader, put("b", "2")));
+    wait_asleep(&mut c);
+    for s in 1..=3 {
+        assert_eq!(c.value(s, "b").as_deref(), Some("2"), "store {s} applied the write before sleeping");
+    }
+    let messages = sent(&c) - before;
+    assert!(messages <= 8, "{messages} Raft messages for one write to a sleeping region (2 appends, 2 answers, 2 heartbeats, 2 answers)");
 }
 
 #[test]

@@ -894,10 +894,14 @@ impl Store {
 
     /// One round of the Ready loop for every peer of the ready set that has a
     /// Ready, in raft-rs's documented order, with group commit: the new entries
-    /// and hard states of all peers go to disk in one batch. What their
+    /// and hard states of all peers go to disk in one batch. What a leader's
     /// committed entries write goes in a batch written just before it,
     /// unsynced, and their writers are answered then: those entries are on
     /// this store's disk already, and need not wait for this round's fsync.
+    /// A follower's committed entries are applied after that write, once its
+    /// answers to the leader (the persisted messages) have been handed to
+    /// `send_now`: nobody waits on a follower's apply, and the leader waits on
+    /// those answers to commit.
     ///
     /// The messages a leader may send before persisting (appends, heartbeats)
     /// are handed to `send_now` before that batch is written, so a follower
@@ -920,6 +924,8 @@ impl Store {
         let mut applied_wb = engine.batch();
         let mut applied_done = Completions::default();
         let mut readies = Vec::new();
+        // Followers' committed entries, applied after the round's write (step 4).
+        let mut deferred = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
         // Whether the batch must be synced (see above). A finished snapshot
         // must be: its received files are released once the batch is written.
@@ -964,7 +970,12 @@ impl Store {
                 self.metrics.elections.inc();
             }
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
-            if rd.snapshot().is_empty() && !finished.contains(id) {
+            if rd.snapshot().is_empty() && !finished.contains(id) && !peer.is_leader() {
+                // A follower has no writer waiting: its entries are applied
+                // after the round's write and once its answers to the
+                // leader are on their way, off the path of the next commit.
+                deferred.push((*id, rd.take_committed_entries()));
+            } else if rd.snapshot().is_empty() && !finished.contains(id) {
                 let applying = Instant::now();
                 peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
                 peer.record_commit_of_applied(&mut applied_wb)?;
@@ -1011,12 +1022,26 @@ impl Store {
             self.metrics.wal_sync_duration.observe(started.elapsed().as_secs_f64());
         }
 
+        // 6. messages that needed the persist (a follower's answers), sent now.
+        let mut persisted = Vec::new();
+        for (id, rd) in &mut readies {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.send_messages(rd.take_persisted_messages(), &mut persisted, &mut snaps);
+            }
+        }
+        if !persisted.is_empty() {
+            send_now(persisted);
+        }
         let mut apply_wb = engine.batch();
         let applying = Instant::now();
+        let mut deferred = deferred.into_iter().peekable();
         for (id, rd) in readies {
+            let entries = deferred.next_if(|(d, _)| *d == id).map(|(_, e)| e);
             let Some(peer) = self.peers.get_mut(&id) else { continue };
-            let mut rd = rd;
-            peer.send_messages(rd.take_persisted_messages(), &mut out, &mut snaps); // 6. messages that needed the persist
+            if let Some(entries) = entries {
+                peer.apply_committed(entries, &mut apply_wb, &mut done)?; // 4, for a follower
+                peer.record_commit_of_applied(&mut apply_wb)?;
+            }
             let light = peer.advance(rd); // 7. advance
             peer.handle_light_ready(light, &mut apply_wb, &mut out, &mut snaps, &mut done)?; // 8. light ready
         }

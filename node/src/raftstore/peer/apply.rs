@@ -119,6 +119,7 @@ impl Peer {
             };
             self.proposals.applied(entry.index, entry.term, result, &mut done.writes);
         }
+        self.maybe_skip_bcast_commit(last);
         self.raw_node.mut_store().set_applied(last, wb)
     }
 

@@ -1,14 +1,16 @@
 //! Hibernation: an idle region stops ticking, so that a store with thousands
 //! of regions spends nothing on those without work (TiKV's hibernate regions).
 //!
-//! A leader counts the ticks its region has been *quiet* ([`Peer::is_quiet`]:
-//! no backup fence to lift in time, nothing proposed, read or applying, no membership change or leader transfer
-//! under way, every entry committed and applied, every peer matched and heard
-//! from, and every peer's store alive). After a heartbeat interval of quiet it
-//! asks to sleep: it pings its followers, and [`Peer::send_messages`] marks
-//! those heartbeats `hibernate`; once they are sent the leader is
-//! [`Hibernation::Asleep`]. A follower that steps a `hibernate` heartbeat from
-//! its leader falls asleep too. An asleep peer is not ticked: no heartbeats, no
+//! At each tick a leader checks whether its region is *quiet* ([`Peer::is_quiet`]:
+//! no backup fence to lift in time, nothing proposed, read or applying, no
+//! membership change or leader transfer under way, every entry committed and
+//! applied, every peer matched and heard from, and every peer's store alive).
+//! If it is, it asks to sleep at once: the heartbeats that tick sends, or a
+//! ping if it sends none, are marked `hibernate` by [`Peer::send_messages`],
+//! and once they are sent the leader is [`Hibernation::Asleep`]. A follower
+//! that steps a `hibernate` heartbeat from its leader falls asleep too (the
+//! heartbeat also brings it the commit index, which data regions do not
+//! broadcast on their own). An asleep peer is not ticked: no heartbeats, no
 //! election timer.
 //!
 //! Anything that gives the region work wakes it ([`Peer::wake`]): a proposal, a
@@ -19,7 +21,9 @@
 //!
 //! Sleeping early is cheap and staying awake is not: an awake region sends a
 //! heartbeat round every heartbeat interval, so with writes spread over
-//! thousands of regions most of the Raft traffic would be idle heartbeats.
+//! thousands of regions most of the Raft traffic would be idle heartbeats. A
+//! region written once in a while thus costs one heartbeat round per write,
+//! the one that puts it back to sleep.
 //!
 //! A sleeping follower does not notice its leader die, since it runs no election
 //! timer. The store does, through [`crate::raftstore::liveness`]: every store
@@ -55,24 +59,23 @@ impl Peer {
     /// Wakes this peer (see the module header).
     pub fn wake(&mut self) {
         self.hibernation = Hibernation::Awake;
-        self.quiet_ticks = 0;
     }
 
-    /// After a tick: a leader `quiet` for a heartbeat interval asks its region
-    /// to sleep (a region of one voter and no learner sleeps at once).
+    /// After a tick: a leader whose region was `quiet` when the tick began asks
+    /// it to sleep (a region of one voter and no learner sleeps at once). If
+    /// the tick itself broadcast heartbeats, those carry the request; otherwise
+    /// it pings.
     pub(super) fn maybe_hibernate(&mut self, quiet: bool) {
-        if !quiet {
-            self.quiet_ticks = 0;
+        if !quiet || !self.is_leader() {
             return;
         }
-        self.quiet_ticks += 1;
-        if self.quiet_ticks < self.hibernate_after_ticks {
-            return;
-        }
-        if self.raw_node.raft.prs().iter().count() == 1 {
+        let raft = &self.raw_node.raft;
+        if raft.prs().iter().count() == 1 {
             self.hibernation = Hibernation::Asleep;
-        } else {
-            self.hibernation = Hibernation::Asking;
+            return;
+        }
+        self.hibernation = Hibernation::Asking;
+        if !raft.msgs.iter().any(|m| m.get_msg_type() == MessageType::MsgHeartbeat) {
             self.raw_node.ping();
         }
     }
@@ -142,7 +145,6 @@ impl Peer {
             && self.raw_node.raft.raft_log.committed == self.raw_node.raft.raft_log.last_index()
         {
             self.hibernation = Hibernation::Asleep;
-            self.quiet_ticks = 0;
         }
     }
 }

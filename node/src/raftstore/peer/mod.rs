@@ -91,14 +91,14 @@ pub struct Peer {
     /// (an asleep peer is not ticked; the store sets its clock when it wakes).
     ticks: u64,
     hibernation: Hibernation,
-    /// Ticks this leader's region has been quiet ([`Peer::maybe_hibernate`]),
-    /// and how many make it sleep (a heartbeat interval).
-    quiet_ticks: u64,
-    hibernate_after_ticks: u64,
     /// Whether this round's messages carried the heartbeats that put the region to sleep.
     asked_to_sleep: bool,
     read_timeout_ticks: u64,
     election_ticks: u64,
+    /// The index of a split or fence proposed here that is not applied yet,
+    /// or 0: commit indexes are broadcast until then
+    /// ([`Peer::maybe_skip_bcast_commit`]).
+    broadcast_commit_until: u64,
     /// While this peer leads a fenced region: the backup and the tick it first
     /// saw that backup's fence as leader ([`Peer::maybe_lift_stale_fence`]).
     fence_seen_at: Option<(String, u64)>,
@@ -131,6 +131,15 @@ impl Peer {
         let mut cfg = cfg.clone();
         cfg.id = id;
         cfg.applied = storage.applied_index();
+        // A data region's leader does not send an empty append to tell its
+        // followers of each new commit index: the next append, heartbeat or
+        // hibernating ping carries it (membership changes, splits and fences
+        // are still told at once: `broadcast_commit_until_applied`). Writes are answered by the leader, so only followers' applies
+        // wait, and for a region written once in a while this halves its Raft
+        // messages. The meta group keeps the broadcast: it is one region that
+        // never sleeps, and a follower that takes over should find its copy
+        // of the directory current.
+        cfg.skip_bcast_commit = meta.is_none();
         let logger = logger.new(slog::o!("region" => region.id, "peer" => id));
         let raw_node = RawNode::new(&cfg, storage, &logger)?;
         Ok(Peer {
@@ -151,12 +160,11 @@ impl Peer {
             next_read_id: 1,
             ticks: 0,
             hibernation: Hibernation::Awake,
-            quiet_ticks: 0,
-            hibernate_after_ticks: cfg.heartbeat_tick.max(1) as u64,
             asked_to_sleep: false,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
             election_ticks: cfg.election_tick as u64,
             fence_seen_at: None,
+            broadcast_commit_until: 0,
         })
     }
 
@@ -329,13 +337,36 @@ impl Peer {
         }
         self.wake();
         match self.raw_node.propose(vec![], cmd.encode_to_vec()) {
-            Ok(()) => self.track_proposal(cb),
+            Ok(()) => {
+                if cmd.split.is_some() || cmd.backup_fence.is_some() {
+                    self.broadcast_commit_until_applied();
+                }
+                self.track_proposal(cb)
+            }
             Err(raft::Error::ProposalDropped) => {
                 let _ = cb.send(Err(Error::Unavailable(format!("region {}: proposal dropped (leader changing)", self.region_id()))));
             }
             Err(e) => {
                 let _ = cb.send(Err(e.into()));
             }
+        }
+    }
+
+    /// A split or a fence changes the region on every replica: until the entry
+    /// just proposed is applied here, each new commit index is broadcast at
+    /// once, so that followers apply it without waiting for a heartbeat (the
+    /// right half of a split elects as soon as its leader's store applies it).
+    fn broadcast_commit_until_applied(&mut self) {
+        self.broadcast_commit_until = self.raw_node.raft.raft_log.last_index();
+        self.raw_node.skip_bcast_commit(false);
+    }
+
+    /// After applying up to `applied`: a data region goes back to not
+    /// broadcasting commit indexes once its split or fence is applied.
+    pub(super) fn maybe_skip_bcast_commit(&mut self, applied: u64) {
+        if self.broadcast_commit_until != 0 && applied >= self.broadcast_commit_until {
+            self.broadcast_commit_until = 0;
+            self.raw_node.skip_bcast_commit(true);
         }
     }
 
