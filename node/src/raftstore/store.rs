@@ -923,9 +923,9 @@ impl Store {
         // What the Readies' committed entries write (see below).
         let mut applied_wb = engine.batch();
         let mut applied_done = Completions::default();
+        // Each peer's Ready, with a follower's committed entries to apply
+        // after the round's write (step 4).
         let mut readies = Vec::new();
-        // Followers' committed entries, applied after the round's write (step 4).
-        let mut deferred = Vec::new();
         let mut snaps = std::mem::take(&mut self.snap_out);
         // Whether the batch must be synced (see above). A finished snapshot
         // must be: its received files are released once the batch is written.
@@ -970,23 +970,26 @@ impl Store {
                 self.metrics.elections.inc();
             }
             peer.handle_soft_state_and_reads(&mut rd); // 3. role changes, read states
-            if rd.snapshot().is_empty() && !finished.contains(id) && !peer.is_leader() {
-                // A follower has no writer waiting: its entries are applied
-                // after the round's write and once its answers to the
-                // leader are on their way, off the path of the next commit.
-                deferred.push((*id, rd.take_committed_entries()));
-            } else if rd.snapshot().is_empty() && !finished.contains(id) {
-                let applying = Instant::now();
-                peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
-                peer.record_commit_of_applied(&mut applied_wb)?;
-                apply_time += applying.elapsed();
+            let mut deferred = None;
+            if rd.snapshot().is_empty() && !finished.contains(id) {
+                if peer.is_leader() {
+                    let applying = Instant::now();
+                    peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
+                    peer.record_commit_of_applied(&mut applied_wb)?;
+                    apply_time += applying.elapsed();
+                } else {
+                    // A follower has no writer waiting: its entries are applied
+                    // after the round's write and once its answers to the
+                    // leader are on their way, off the path of the next commit.
+                    deferred = Some(rd.take_committed_entries());
+                }
             } else {
                 // After a snapshot (or the entries that waited for one) in
                 // `wb`: in the same batch, which they must follow.
                 peer.apply_committed(rd.take_committed_entries(), &mut wb, &mut done)?;
             }
             sync |= peer.persist(&rd, &mut wb)?; // 5. entries and hard state
-            readies.push((*id, rd));
+            readies.push((*id, rd, deferred));
         }
         if !early.is_empty() {
             send_now(early);
@@ -1024,7 +1027,7 @@ impl Store {
 
         // 6. messages that needed the persist (a follower's answers), sent now.
         let mut persisted = Vec::new();
-        for (id, rd) in &mut readies {
+        for (id, rd, _) in &mut readies {
             if let Some(peer) = self.peers.get_mut(id) {
                 peer.send_messages(rd.take_persisted_messages(), &mut persisted, &mut snaps);
             }
@@ -1034,11 +1037,9 @@ impl Store {
         }
         let mut apply_wb = engine.batch();
         let applying = Instant::now();
-        let mut deferred = deferred.into_iter().peekable();
-        for (id, rd) in readies {
-            let entries = deferred.next_if(|(d, _)| *d == id).map(|(_, e)| e);
+        for (id, rd, deferred) in readies {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
-            if let Some(entries) = entries {
+            if let Some(entries) = deferred {
                 peer.apply_committed(entries, &mut apply_wb, &mut done)?; // 4, for a follower
                 peer.record_commit_of_applied(&mut apply_wb)?;
             }

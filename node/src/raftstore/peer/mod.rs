@@ -134,9 +134,9 @@ impl Peer {
         // A data region's leader does not send an empty append to tell its
         // followers of each new commit index: the next append, heartbeat or
         // hibernating ping carries it (membership changes, splits and fences
-        // are still told at once: `broadcast_commit_until_applied`). Writes are answered by the leader, so only followers' applies
-        // wait, and for a region written once in a while this halves its Raft
-        // messages. The meta group keeps the broadcast: it is one region that
+        // are still told at once: `broadcast_commit_until_applied`). Writes
+        // are answered by the leader, so only followers' applies wait, and
+        // for a region written once in a while this halves its Raft messages. The meta group keeps the broadcast: it is one region that
         // never sleeps, and a follower that takes over should find its copy
         // of the directory current.
         cfg.skip_bcast_commit = meta.is_none();
