@@ -26,50 +26,27 @@ duration="${BENCH_DURATION:-10}"
 work="${BENCH_WORK:-${TMPDIR:-/tmp}/shoal-bench-ab}"
 out="${BENCH_OUT:-$root/bench-out/ab-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$work" "$out"
-pg_pid=""
-log() { printf '[bench-ab %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-stop() {
-  [ -n "$pg_pid" ] || return 0
-  kill -INT "$pg_pid" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pg_pid" 2>/dev/null || true
-  pg_pid=""
-}
+bench_name=bench-ab
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 trap 'stop; rm -rf "$work/run"' EXIT
-start() { # BIN NAME DIR [node args...]: a playground on DIR; waits for `ready:`
-  local bin="$1" name="$2" dir="$3"; shift 3
-  local args=(); for a in "$@"; do args+=("--node-arg=$a"); done
-  mkdir -p "$dir"
-  "$bin/shoalctl" playground --data-dir "$dir" --base-port "$port" --ready-timeout-secs 600 "${args[@]}" \
-    >"$out/$name.playground.out" 2>&1 &
-  pg_pid=$!
-  for _ in $(seq 1 6000); do
-    grep -q '^ready:' "$out/$name.playground.out" && break
-    kill -0 "$pg_pid" 2>/dev/null || { log "$name: playground exited"; exit 1; }
-    sleep 0.1
-  done
-  grep -q '^ready:' "$out/$name.playground.out" || { log "$name: not ready"; exit 1; }
-  endpoints="$(sed -n 's/^ready: endpoints=//p' "$out/$name.playground.out")"
-}
-metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
-regions() { metric $((port + 1)) shoal_store_regions; }
-asleep() { metric $((port + 1)) shoal_store_hibernated_regions; }
-put() { # BIN NAME CONC: ops/s and p99 of uniform puts
-  "$1/shoalctl" --endpoints "$endpoints" --output json bench run --workload custom --read-ratio 0 \
-    --distribution uniform --keys "$keys" --concurrency "$3" --duration "$duration" >"$out/$2.json"
-  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['total']; print(round(t['ops_per_sec']), 'p99_ms', t['p99_us']/1000)" "$out/$2.json"
+
+put() { # NAME CONC: ops/s and p99 of uniform puts
+  "$bin/shoalctl" --endpoints "$endpoints" --output json bench run --workload custom --read-ratio 0 \
+    --distribution uniform --keys "$keys" --concurrency "$2" --duration "$duration" >"$out/$1.json"
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['total']; print(round(t['ops_per_sec']), 'p99_ms', t['p99_us']/1000)" "$out/$1.json"
 }
 
-first="$1"
+bin="$1"
 if [ ! -d "$work/one" ] || [ ! -d "$work/many" ]; then
   rm -rf "$work/one" "$work/many"
-  log "one region: loading $keys keys with $first"
-  start "$first" one-load "$work/one"
-  "$first/shoalctl" --endpoints "$endpoints" bench load --keys "$keys" --concurrency 64 >/dev/null
+  log "one region: loading $keys keys with $bin"
+  start one-load "$work/one"
+  "$bin/shoalctl" --endpoints "$endpoints" bench load --keys "$keys" --concurrency 64 >/dev/null
   stop
   log "many regions: loading $keys keys with --region-split-keys=16"
-  start "$first" many-load "$work/many" --region-split-keys=16 --heartbeat-interval-ms=200
-  "$first/shoalctl" --endpoints "$endpoints" bench load --keys "$keys" --concurrency 64 >/dev/null
+  start many-load "$work/many" --region-split-keys=16 --heartbeat-interval-ms=200
+  "$bin/shoalctl" --endpoints "$endpoints" bench load --keys "$keys" --concurrency 64 >/dev/null
   last=0 still=0
   while [ "$still" -lt 3 ]; do
     sleep 10; n="$(regions)"; log "regions: $n"
@@ -82,13 +59,13 @@ for round in ${BENCH_ROUNDS:-1}; do
     tag="$(basename "$(dirname "$bin")")/$(basename "$bin") r$round"
     name="$(echo "$tag" | tr '/ ' '__')"
     rm -rf "$work/run"; cp -a "$work/one" "$work/run"
-    start "$bin" "one-$name" "$work/run"
-    for c in 16 64 256; do echo "$tag one c$c: $(put "$bin" "one-$name-c$c" "$c")" | tee -a "$out/results"; done
+    start "one-$name" "$work/run"
+    for c in 16 64 256; do echo "$tag one c$c: $(put "one-$name-c$c" "$c")" | tee -a "$out/results"; done
     stop
     rm -rf "$work/run"; cp -a "$work/many" "$work/run"
-    start "$bin" "many-$name" "$work/run"
+    start "many-$name" "$work/run"
     for _ in $(seq 1 120); do [ "$(asleep)" -ge $(($(regions) * 9 / 10)) ] && break; sleep 1; done
-    echo "$tag many($(regions)) c16: $(put "$bin" "many-$name-c16" 16)" | tee -a "$out/results"
+    echo "$tag many($(regions)) c16: $(put "many-$name-c16" 16)" | tee -a "$out/results"
     stop
   done
 done

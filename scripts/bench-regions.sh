@@ -33,46 +33,12 @@ data_root="${BENCH_DATA_ROOT:-${TMPDIR:-/tmp}}"
 out="${1:-$root/bench-out/regions-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$out"
 work="$(mktemp -d "$data_root/shoal-bench-regions.XXXXXX")"
-pg_pid=""
-
-log() { printf '[bench-regions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+bench_name=bench-regions
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 [ -x "$bin/shoalctl" ] && [ -x "$bin/shoal-node" ] || die "no shoalctl/shoal-node in $bin (set BENCH_BIN)"
-
-stop() {
-  [ -n "$pg_pid" ] || return 0
-  kill -INT "$pg_pid" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pg_pid" 2>/dev/null || true
-  pg_pid=""
-}
 cleanup() { stop; rm -rf "$work"; }
 trap cleanup EXIT
-
-# start NAME DATA_DIR [node args...]: a playground on DATA_DIR, waits for `ready:`.
-start() {
-  local name="$1" dir="$2"; shift 2
-  local args=()
-  for a in "$@"; do args+=("--node-arg=$a"); done
-  mkdir -p "$dir"
-  "$bin/shoalctl" playground --data-dir "$dir" --base-port "$port" --ready-timeout-secs 600 "${args[@]}" \
-    >"$out/$name.playground.out" 2>&1 &
-  pg_pid=$!
-  for _ in $(seq 1 6000); do
-    grep -q '^ready:' "$out/$name.playground.out" && break
-    kill -0 "$pg_pid" 2>/dev/null || die "$name: playground exited: $(tail -3 "$out/$name.playground.out")"
-    sleep 0.1
-  done
-  grep -q '^ready:' "$out/$name.playground.out" || die "$name: not ready"
-  grep -q '^node: n3 ' "$out/$name.playground.out" || sleep 1
-  endpoints="$(sed -n 's/^ready: endpoints=//p' "$out/$name.playground.out")"
-  pids="$(grep -o 'pid=[0-9]*' "$out/$name.playground.out" | cut -d= -f2 | tr '\n' ' ')"
-}
-
-# metric PORT NAME: one unlabelled metric of the node whose status port is PORT.
-metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
-regions() { metric $((port + 1)) shoal_store_regions; }
-asleep() { metric $((port + 1)) shoal_store_hibernated_regions; }
 
 # measure NAME: idle CPU (% of a core) and RSS (MiB) per node, then put throughput.
 measure() {
