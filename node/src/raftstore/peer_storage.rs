@@ -271,12 +271,16 @@ impl PeerStorage {
         self.write_raft_state(wb)
     }
 
-    /// Records a new hard state (term, vote, commit).
+    /// Records a new hard state. Only a new term or vote is written: the
+    /// commit index is kept in memory and goes to disk with the next write of
+    /// the raft state (entries appended, a term or vote), as the commit index
+    /// is recoverable ([`Self::set_commit`]).
     pub fn set_hard_state(&mut self, hs: &HardState, wb: &mut WriteBatch<'_>) -> Result<()> {
+        let changed = (hs.term, hs.vote) != (self.raft_state.term, self.raft_state.vote);
         self.raft_state.term = hs.term;
         self.raft_state.vote = hs.vote;
         self.raft_state.commit = hs.commit;
-        self.write_raft_state(wb)
+        if changed { self.write_raft_state(wb) } else { Ok(()) }
     }
 
     /// The persisted hard state's term and vote.
@@ -284,10 +288,15 @@ impl PeerStorage {
         (self.raft_state.term, self.raft_state.vote)
     }
 
-    /// Records a new commit index learned after persisting (raft-rs's light ready).
-    pub fn set_commit(&mut self, commit: u64, wb: &mut WriteBatch<'_>) -> Result<()> {
+    /// Records a new commit index learned after persisting (raft-rs's light
+    /// ready), in memory only. A commit index on disk behind the real one
+    /// loses nothing: after a restart the leader's next message brings the
+    /// rest, and [`Self::load`] raises it to the applied index (what was
+    /// applied was committed), which raft-rs requires. So a write that only
+    /// commits and applies costs no raft-state write (one key fewer per
+    /// region and round on the leader, and on each follower).
+    pub fn set_commit(&mut self, commit: u64) {
         self.raft_state.commit = commit;
-        self.write_raft_state(wb)
     }
 
     fn write_raft_state(&self, wb: &mut WriteBatch<'_>) -> Result<()> {
@@ -603,6 +612,29 @@ mod tests {
         assert_eq!(reloaded.last_index().unwrap(), 7);
         assert_eq!(reloaded.term(7).unwrap(), 8);
         assert_eq!(engine.get(CF_RAFT_LOG, &keys::raft_log_key(1, 8)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_new_commit_index_alone_is_not_written_and_reloads_as_the_applied_index() {
+        let (_dir, engine) = setup();
+        let mut s = load(engine.clone()).unwrap();
+        append(&mut s, &[entry(6, 6), entry(7, 6), entry(8, 6)]);
+        let mut wb = engine.batch();
+        s.set_hard_state(&HardState { term: 6, vote: 1, commit: 5, ..Default::default() }, &mut wb).unwrap();
+        engine.write(wb, true).unwrap();
+        // Commit 8, apply 7: nothing but the apply state reaches the disk.
+        let mut wb = engine.batch();
+        s.set_hard_state(&HardState { term: 6, vote: 1, commit: 8, ..Default::default() }, &mut wb).unwrap();
+        s.set_commit(8);
+        assert!(wb.is_empty(), "a commit-only hard state wrote the raft state");
+        s.set_applied(7, &mut wb).unwrap();
+        engine.write(wb, true).unwrap();
+        assert_eq!(s.commit_index(), 8);
+        let st = load(engine.clone()).unwrap().initial_state().unwrap();
+        assert_eq!((st.hard_state.term, st.hard_state.vote, st.hard_state.commit), (6, 1, 7));
+        // The next append carries the commit index known then.
+        append(&mut s, &[entry(9, 6)]);
+        assert_eq!(load(engine).unwrap().initial_state().unwrap().hard_state.commit, 8);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use shoal_proto::{
@@ -67,18 +68,45 @@ pub const GC_INTERVAL_TICKS: u64 = 10;
 /// those after peers came or went).
 const NEIGHBOURS_TICKS: u64 = 100;
 
-/// Sets the per-region gauges to what `peer` knows now.
-fn refresh_gauges(m: &Metrics, peer: &Peer) {
-    let region = peer.region_id().to_string();
-    m.region_commit_index.with_label_values(&[&region]).set(peer.commit_index() as i64);
-    m.region_applied_index.with_label_values(&[&region]).set(peer.applied_index() as i64);
-    m.region_term.with_label_values(&[&region]).set(peer.term() as i64);
-    m.region_is_leader.with_label_values(&[&region]).set(peer.is_leader() as i64);
+/// One region's series of the per-region gauges, looked up once (labelling
+/// them costs a string and a hash per series; an asleep region's are set as it
+/// falls asleep, a thousand times a second under writes spread thin).
+struct RegionGauges {
+    commit_index: IntGauge,
+    applied_index: IntGauge,
+    term: IntGauge,
+    is_leader: IntGauge,
+}
+
+impl RegionGauges {
+    fn new(m: &Metrics, region_id: u64) -> RegionGauges {
+        let region = region_id.to_string();
+        RegionGauges {
+            commit_index: m.region_commit_index.with_label_values(&[&region]),
+            applied_index: m.region_applied_index.with_label_values(&[&region]),
+            term: m.region_term.with_label_values(&[&region]),
+            is_leader: m.region_is_leader.with_label_values(&[&region]),
+        }
+    }
+
+    /// Sets them to what `peer` knows now.
+    fn refresh(&self, peer: &Peer) {
+        self.commit_index.set(peer.commit_index() as i64);
+        self.applied_index.set(peer.applied_index() as i64);
+        self.term.set(peer.term() as i64);
+        self.is_leader.set(peer.is_leader() as i64);
+    }
+}
+
+/// Sets the per-region gauges of `peer` to what it knows now.
+fn refresh_gauges(gauges: &mut HashMap<u64, RegionGauges>, m: &Metrics, peer: &Peer) {
+    gauges.entry(peer.region_id()).or_insert_with(|| RegionGauges::new(m, peer.region_id())).refresh(peer);
 }
 
 /// Drops the per-region series of a region whose peer left this store (a
 /// stale `shoal_region_is_leader` of 1 would hide a region without a leader).
-fn forget_gauges(m: &Metrics, region_id: u64) {
+fn forget_gauges(gauges: &mut HashMap<u64, RegionGauges>, m: &Metrics, region_id: u64) {
+    gauges.remove(&region_id);
     let region = region_id.to_string();
     for g in [&m.region_commit_index, &m.region_applied_index, &m.region_term, &m.region_is_leader] {
         let _ = g.remove_label_values(&[&region]);
@@ -175,6 +203,8 @@ pub struct Store {
     metrics: Arc<Metrics>,
     /// Wakes the heartbeat task early: a peer reported pending caught up.
     heartbeat_wanted: Arc<Notify>,
+    /// Each region's per-region gauges.
+    gauges: HashMap<u64, RegionGauges>,
 }
 
 impl Store {
@@ -210,6 +240,7 @@ impl Store {
             logger: logger.clone(),
             metrics,
             heartbeat_wanted: Arc::new(Notify::new()),
+            gauges: HashMap::new(),
         };
         let (start, end) = keys::region_state_range();
         let mut region_ids = Vec::new();
@@ -489,7 +520,7 @@ impl Store {
         self.awake.remove(&region_id);
         self.leading.remove(&region_id);
         self.neighbours_dirty = true;
-        forget_gauges(&self.metrics, region_id);
+        forget_gauges(&mut self.gauges, &self.metrics, region_id);
     }
 
     /// This store's peer of `region_id`, about to be handed something: it joins
@@ -833,7 +864,7 @@ impl Store {
         for id in &self.awake {
             let Some(peer) = self.peers.get_mut(id) else { continue };
             compacted += peer.maybe_compact_log(count, size, &mut wb)? as u64;
-            refresh_gauges(m, peer);
+            refresh_gauges(&mut self.gauges, m, peer);
         }
         if compacted > 0 {
             // Only applied entries go: losing this batch in a crash loses nothing.
@@ -975,7 +1006,6 @@ impl Store {
                 if peer.is_leader() {
                     let applying = Instant::now();
                     peer.apply_committed(rd.take_committed_entries(), &mut applied_wb, &mut applied_done)?; // 4. committed entries
-                    peer.record_commit_of_applied(&mut applied_wb)?;
                     apply_time += applying.elapsed();
                 } else {
                     // A follower has no writer waiting: its entries are applied
@@ -1041,7 +1071,6 @@ impl Store {
             let Some(peer) = self.peers.get_mut(&id) else { continue };
             if let Some(entries) = deferred {
                 peer.apply_committed(entries, &mut apply_wb, &mut done)?; // 4, for a follower
-                peer.record_commit_of_applied(&mut apply_wb)?;
             }
             let light = peer.advance(rd); // 7. advance
             peer.handle_light_ready(light, &mut apply_wb, &mut out, &mut snaps, &mut done)?; // 8. light ready
@@ -1096,7 +1125,7 @@ impl Store {
                 };
                 let role_changed = if peer.is_leader() { self.leading.insert(*id) } else { self.leading.remove(id) };
                 if fell_asleep || role_changed {
-                    refresh_gauges(&self.metrics, peer);
+                    refresh_gauges(&mut self.gauges, &self.metrics, peer);
                 }
                 if role_changed && peer.is_leader() {
                     self.metrics.leader_changes.inc();

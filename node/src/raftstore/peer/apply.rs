@@ -96,7 +96,9 @@ impl Peer {
     /// Stage: committed entries. Applies them to the data column families, with the
     /// new applied index, in `wb`; their writers are answered once `wb` is written.
     /// raft-rs hands out only entries this store has persisted, so `wb` may be
-    /// written before the round's new entries are (see [`Self::record_commit_of_applied`]).
+    /// written before the round's new entries are. The applied index may then
+    /// be on disk ahead of the commit index, which loading the peer corrects
+    /// (see [`crate::raftstore::peer_storage::PeerStorage::set_commit`]).
     pub fn apply_committed(&mut self, entries: Vec<Entry>, wb: &mut WriteBatch<'_>, done: &mut Completions) -> Result<()> {
         if let Some(a) = self.applying.as_mut() {
             // Their writes must land after the snapshot's data, not under it.
@@ -121,18 +123,6 @@ impl Peer {
         }
         self.maybe_skip_bcast_commit(last);
         self.raw_node.mut_store().set_applied(last, wb)
-    }
-
-    /// Puts the commit index in `wb` if what was applied into it went past the
-    /// one on disk: an applied index must never be durable ahead of the commit
-    /// index (raft-rs refuses to start so), and this batch is written before
-    /// the round's hard state.
-    pub fn record_commit_of_applied(&mut self, wb: &mut WriteBatch<'_>) -> Result<()> {
-        let applied = self.raw_node.store().applied_index();
-        if applied > self.raw_node.store().commit_index() {
-            self.raw_node.mut_store().set_commit(applied, wb)?;
-        }
-        Ok(())
     }
 
     /// Applies one command into `wb`. Returns the outcome for its writer: a

@@ -394,6 +394,9 @@ impl Peer {
                 tracing::warn!(region = self.region_id(), to = m.to, "dropping message to a peer not in the region");
                 continue;
             };
+            if self.answer_unneeded(&m) {
+                continue;
+            }
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let hibernate = self.hibernate_flag(&m);
             match m.write_to_bytes() {
@@ -408,7 +411,9 @@ impl Peer {
         self.after_send();
     }
 
-    /// Stage: persist. Adds new entries and the hard state to the round's
+    /// Stage: persist. Adds new entries and a new term or vote to the round's
+    /// batch (a new commit index alone is kept in memory: see
+    /// [`super::peer_storage::PeerStorage::set_commit`]). Adds them to the round's
     /// batch. Returns whether the batch must be synced before this Ready's
     /// persisted messages go out: it holds entries, or a new term or vote (a
     /// commit index alone can be learned again after a crash).
@@ -439,7 +444,7 @@ impl Peer {
         done: &mut Completions,
     ) -> Result<()> {
         if let Some(commit) = light.commit_index() {
-            self.raw_node.mut_store().set_commit(commit, wb)?;
+            self.raw_node.mut_store().set_commit(commit);
         }
         self.send_messages(light.take_messages(), out, snaps);
         self.apply_committed(light.take_committed_entries(), wb, done)?;
