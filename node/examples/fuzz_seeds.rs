@@ -82,8 +82,14 @@ fn main() {
     msg.to = 51;
     msg.term = 6;
     msg.set_snapshot(snap);
-    let header =
-        RaftMessage { region_id: 5, from_store_id: 2, to_store_id: 1, message: msg.write_to_bytes().expect("encode"), hibernate: false };
+    let header = RaftMessage {
+        region_id: 5,
+        from_store_id: 2,
+        to_store_id: 1,
+        message: msg.write_to_bytes().expect("encode"),
+        hibernate: false,
+        leaving: false,
+    };
     let mut heartbeat = Message::default();
     heartbeat.set_msg_type(MessageType::MsgHeartbeat);
     heartbeat.to = 51;
@@ -94,6 +100,7 @@ fn main() {
         to_store_id: 1,
         message: heartbeat.write_to_bytes().expect("encode"),
         hibernate: true,
+        leaving: false,
     };
     write("raft_message", "snapshot-and-heartbeat", &RaftMessageBatch { messages: vec![header, beat] }.encode_to_vec());
 

@@ -349,7 +349,14 @@ fn snapshot_message(region: &shoal_proto::Region, to: u64, index: u64) -> RaftMe
     snap.mut_metadata().mut_conf_state().voters = vec![to - 100];
     snap.mut_metadata().mut_conf_state().learners = vec![to];
     snap.data = prost::Message::encode_to_vec(&data).into();
-    RaftMessage { region_id: region.id, from_store_id: 1, to_store_id: 4, message: m.write_to_bytes().unwrap(), hibernate: false }
+    RaftMessage {
+        region_id: region.id,
+        from_store_id: 1,
+        to_store_id: 4,
+        message: m.write_to_bytes().unwrap(),
+        hibernate: false,
+        leaving: false,
+    }
 }
 
 /// Settled (a): two snapshots stepped in one drain were both taken when their

@@ -9,6 +9,11 @@
 //! timeout is reported once by [`StoreLiveness::newly_silent`]; the store then
 //! wakes its asleep peers of the regions that have a peer there.
 //!
+//! The pings also say whether their store is *leaving* (stopping, and handing
+//! its leaders away: [`StoreLiveness::set_leaving`]); a leaving store is
+//! offered no leadership ([`StoreLiveness::is_leaving`]), so that stores
+//! stopping together do not hand their regions back and forth.
+//!
 //! Cost: one small message per neighbour per tick, however many regions.
 //! Collections are ordered so that a simulation replays exactly.
 
@@ -25,11 +30,43 @@ pub struct StoreLiveness {
     heard_at: BTreeMap<u64, u64>,
     /// Neighbours already reported silent and not heard from since.
     silent: BTreeSet<u64>,
+    /// This store is stopping: its pings say so.
+    leaving: bool,
+    /// Neighbours whose last ping said they are stopping.
+    leaving_stores: BTreeSet<u64>,
 }
 
 impl StoreLiveness {
     pub fn new(store_id: u64, silent_after: u64) -> StoreLiveness {
-        StoreLiveness { store_id, silent_after, neighbours: BTreeSet::new(), heard_at: BTreeMap::new(), silent: BTreeSet::new() }
+        StoreLiveness {
+            store_id,
+            silent_after,
+            neighbours: BTreeSet::new(),
+            heard_at: BTreeMap::new(),
+            silent: BTreeSet::new(),
+            leaving: false,
+            leaving_stores: BTreeSet::new(),
+        }
+    }
+
+    /// This store is stopping: from the next tick its pings say so.
+    pub fn set_leaving(&mut self) {
+        self.leaving = true;
+    }
+
+    /// Whether `store` is stopping: this one once [`Self::set_leaving`], a
+    /// neighbour whose last ping said so.
+    pub fn is_leaving(&self, store: u64) -> bool {
+        if store == self.store_id { self.leaving } else { self.leaving_stores.contains(&store) }
+    }
+
+    /// A ping from `ping.from_store_id` arrived: notes whether it is leaving.
+    pub fn pinged(&mut self, ping: &RaftMessage) {
+        if ping.leaving {
+            self.leaving_stores.insert(ping.from_store_id);
+        } else {
+            self.leaving_stores.remove(&ping.from_store_id);
+        }
     }
 
     /// Whether `msg` is a store ping rather than a region's Raft message.
@@ -64,7 +101,14 @@ impl StoreLiveness {
     pub fn pings(&self) -> Vec<RaftMessage> {
         self.neighbours
             .iter()
-            .map(|to| RaftMessage { region_id: 0, from_store_id: self.store_id, to_store_id: *to, message: Vec::new(), hibernate: false })
+            .map(|to| RaftMessage {
+                region_id: 0,
+                from_store_id: self.store_id,
+                to_store_id: *to,
+                message: Vec::new(),
+                hibernate: false,
+                leaving: self.leaving,
+            })
             .collect()
     }
 
@@ -111,5 +155,22 @@ mod tests {
         assert_eq!(l.newly_silent(61), vec![4]);
         l.set_neighbours([4].into(), 62);
         assert_eq!(l.pings().len(), 1);
+    }
+
+    #[test]
+    fn a_leaving_store_says_so_in_its_pings_and_its_neighbours_remember_until_it_stops_saying_it() {
+        let mut one = StoreLiveness::new(1, 10);
+        let mut two = StoreLiveness::new(2, 10);
+        one.set_neighbours([2].into(), 0);
+        assert!(!one.is_leaving(1) && one.pings().iter().all(|p| !p.leaving));
+        one.set_leaving();
+        assert!(one.is_leaving(1));
+        two.pinged(&one.pings()[0]);
+        assert!(two.is_leaving(1) && !two.is_leaving(2) && !two.is_leaving(3));
+        // Restarted (a new process is not leaving): the next ping clears it.
+        let mut one = StoreLiveness::new(1, 10);
+        one.set_neighbours([2].into(), 0);
+        two.pinged(&one.pings()[0]);
+        assert!(!two.is_leaving(1));
     }
 }

@@ -568,6 +568,7 @@ impl Store {
     pub fn on_raft_message(&mut self, msg: RaftMessage) {
         self.liveness.heard(msg.from_store_id, self.ticks);
         if StoreLiveness::is_ping(&msg) {
+            self.liveness.pinged(&msg);
             return;
         }
         let m = match Message::parse_from_bytes(&msg.message) {
@@ -578,6 +579,10 @@ impl Store {
             }
         };
         let region_id = msg.region_id;
+        if m.get_msg_type() == MessageType::MsgTimeoutNow && self.liveness.is_leaving(self.store_id) {
+            tracing::info!(region = region_id, from = msg.from_store_id, "a stopping store takes no leadership; refusing a transfer");
+            return;
+        }
         let is_vote = matches!(m.get_msg_type(), MessageType::MsgRequestPreVote | MessageType::MsgRequestVote);
         let from_leader = matches!(m.get_msg_type(), MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot);
         // A leader addressing a newer peer id of this region here means this
@@ -780,12 +785,38 @@ impl Store {
         }
     }
 
+    /// This store is stopping: it tells its neighbours (in its pings), takes
+    /// no leadership from now on, and is offered none.
+    /// Its neighbours hear it at once: the pings go with the next round's
+    /// first messages, not at the next tick.
+    pub fn set_leaving(&mut self) {
+        tracing::info!("stopping: taking no leadership from now on");
+        self.liveness.set_leaving();
+        self.pings = self.liveness.pings();
+    }
+
+    /// The neighbouring stores that cannot take a region's leadership:
+    /// stopping (their pings said so), or silent for an election timeout.
+    pub fn unavailable_stores(&self) -> BTreeSet<u64> {
+        let now = self.ticks;
+        self.peers
+            .values()
+            .flat_map(|p| p.region().peers.iter().map(|m| m.store_id))
+            .filter(|s| *s != self.store_id && (self.liveness.is_leaving(*s) || !self.liveness.is_alive(*s, now)))
+            .collect()
+    }
+
     /// Moves leadership of `region_id` to its peer `to_peer`, if the region still
-    /// has `epoch` and this store leads it; otherwise does nothing.
+    /// has `epoch`, this store leads it, and `to_peer`'s store is not stopping;
+    /// otherwise does nothing.
     pub fn transfer_leader(&mut self, region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64) {
+        let leaving = |store| self.liveness.is_leaving(store);
+        let target = self.peers.get(&region_id).and_then(|p| p.region().peers.iter().find(|p| p.id == to_peer && !p.is_learner));
+        if target.is_none_or(|t| leaving(t.store_id)) {
+            return;
+        }
         if let Some(peer) = self.peer_mut(region_id)
             && peer.region().epoch == epoch
-            && peer.region().peers.iter().any(|p| p.id == to_peer && !p.is_learner)
         {
             tracing::info!(region = region_id, to_peer, "transferring leadership");
             peer.transfer_leader(to_peer);

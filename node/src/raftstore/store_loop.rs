@@ -12,6 +12,7 @@
 //! they are queued, so an overloaded store pushes back instead of growing memory
 //! and latency without limit. Raft messages are never refused.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -32,20 +33,66 @@ pub const MAX_PENDING_REQUESTS: usize = 65_536;
 
 pub enum StoreMsg {
     Raft(RaftMessage),
-    Write { mutations: Vec<Mutation>, cb: WriteCallback },
-    Read { key: Vec<u8>, cb: ReadCallback },
-    LocalRegion { key: Vec<u8>, cb: ReadCallback },
-    ReadRegion { region_id: u64, cb: ReadCallback },
-    Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
-    Meta { cmd: MetaCmd, cb: WriteCallback },
-    BackupFence { region_id: u64, fence: BackupFenceCmd, cb: WriteCallback },
-    TransferLeader { region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64 },
-    ChangePeers { cmd: ChangePeersCmd, cb: WriteCallback },
-    DestroyPeer { region_id: u64, peer_id: u64 },
-    SnapshotStatus { region_id: u64, to_peer: u64, ok: bool },
-    SnapshotGenerated { region_id: u64 },
-    LeaderReports { cb: oneshot::Sender<HeartbeatInfo> },
-    Status { cb: oneshot::Sender<Vec<PeerStatus>> },
+    Write {
+        mutations: Vec<Mutation>,
+        cb: WriteCallback,
+    },
+    Read {
+        key: Vec<u8>,
+        cb: ReadCallback,
+    },
+    LocalRegion {
+        key: Vec<u8>,
+        cb: ReadCallback,
+    },
+    ReadRegion {
+        region_id: u64,
+        cb: ReadCallback,
+    },
+    Split {
+        region_id: u64,
+        epoch: RegionEpoch,
+        split: SplitCmd,
+        cb: WriteCallback,
+    },
+    Meta {
+        cmd: MetaCmd,
+        cb: WriteCallback,
+    },
+    BackupFence {
+        region_id: u64,
+        fence: BackupFenceCmd,
+        cb: WriteCallback,
+    },
+    TransferLeader {
+        region_id: u64,
+        epoch: Option<RegionEpoch>,
+        to_peer: u64,
+    },
+    ChangePeers {
+        cmd: ChangePeersCmd,
+        cb: WriteCallback,
+    },
+    DestroyPeer {
+        region_id: u64,
+        peer_id: u64,
+    },
+    SnapshotStatus {
+        region_id: u64,
+        to_peer: u64,
+        ok: bool,
+    },
+    SnapshotGenerated {
+        region_id: u64,
+    },
+    LeaderReports {
+        cb: oneshot::Sender<HeartbeatInfo>,
+    },
+    /// The node is stopping: see [`Store::set_leaving`].
+    Leaving,
+    Status {
+        cb: oneshot::Sender<Vec<PeerStatus>>,
+    },
     Shutdown,
 }
 
@@ -62,6 +109,10 @@ impl StoreMsg {
 pub struct HeartbeatInfo {
     pub leaders: Vec<LeaderReport>,
     pub idle: Vec<(Region, u64)>,
+    /// Neighbouring stores that cannot take a region's leadership, stopping
+    /// or silent (for a store handing its leaders away: see
+    /// [`Store::unavailable_stores`]).
+    pub unavailable_stores: BTreeSet<u64>,
 }
 
 /// A cheap, cloneable way to reach the store loop from any thread or task.
@@ -125,6 +176,12 @@ impl StoreHandle {
         let (cb, rx) = oneshot::channel();
         self.send(StoreMsg::ReadRegion { region_id, cb })?;
         rx.await.map_err(|_| Error::Unavailable("store loop dropped the request".into()))?
+    }
+
+    /// The node is stopping: the store takes no leadership from now on and
+    /// tells its neighbours, which offer it none.
+    pub fn set_leaving(&self) -> Result<()> {
+        self.send(StoreMsg::Leaving)
     }
 
     /// Asks the region's leader on this store to hand leadership to `to_peer`.
@@ -248,9 +305,11 @@ fn run(
                 StoreMsg::DestroyPeer { region_id, peer_id } => store.destroy_peer(region_id, peer_id)?,
                 StoreMsg::SnapshotStatus { region_id, to_peer, ok } => store.report_snapshot(region_id, to_peer, ok),
                 StoreMsg::SnapshotGenerated { region_id } => store.snapshot_generated(region_id),
+                StoreMsg::Leaving => store.set_leaving(),
                 StoreMsg::LeaderReports { cb } => {
                     let idle = store.idle_peers();
-                    let _ = cb.send(HeartbeatInfo { leaders: store.leader_reports(), idle });
+                    let _ =
+                        cb.send(HeartbeatInfo { leaders: store.leader_reports(), idle, unavailable_stores: store.unavailable_stores() });
                 }
                 StoreMsg::Write { mutations, cb } => store.propose_write(mutations, cb),
                 StoreMsg::Read { key, cb } => store.read(&key, cb),

@@ -402,7 +402,7 @@ impl Peer {
             match m.write_to_bytes() {
                 Ok(bytes) => {
                     let (region_id, from_store_id) = (self.region_id(), self.store_id);
-                    let msg = RaftMessage { region_id, from_store_id, to_store_id: to_store, message: bytes, hibernate };
+                    let msg = RaftMessage { region_id, from_store_id, to_store_id: to_store, message: bytes, hibernate, leaving: false };
                     if is_snapshot { snaps.push(msg) } else { out.push(msg) }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode raft message"),

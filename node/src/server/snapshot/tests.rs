@@ -133,6 +133,7 @@ fn source(noisy: usize, plain: usize) -> (Node, SnapshotData, RaftMessage) {
         to_store_id: RECEIVER,
         message: msg.write_to_bytes().unwrap(),
         hibernate: false,
+        leaving: false,
     };
     (src, data, header)
 }
