@@ -60,6 +60,12 @@ impl StoreLiveness {
         if store == self.store_id { self.leaving } else { self.leaving_stores.contains(&store) }
     }
 
+    /// The neighbours that cannot take a region's leadership at tick `now`:
+    /// stopping, or silent for an election timeout.
+    pub fn unavailable(&self, now: u64) -> BTreeSet<u64> {
+        self.neighbours.iter().filter(|s| self.leaving_stores.contains(s) || !self.is_alive(**s, now)).copied().collect()
+    }
+
     /// A ping from `ping.from_store_id` arrived: notes whether it is leaving.
     pub fn pinged(&mut self, ping: &RaftMessage) {
         if ping.leaving {
@@ -165,8 +171,11 @@ mod tests {
         assert!(!one.is_leaving(1) && one.pings().iter().all(|p| !p.leaving));
         one.set_leaving();
         assert!(one.is_leaving(1));
+        two.set_neighbours([1, 3].into(), 0);
         two.pinged(&one.pings()[0]);
         assert!(two.is_leaving(1) && !two.is_leaving(2) && !two.is_leaving(3));
+        assert_eq!(two.unavailable(10), [1].into(), "store 1 is stopping");
+        assert_eq!(two.unavailable(11), [1, 3].into(), "store 3 is silent too");
         // Restarted (a new process is not leaving): the next ping clears it.
         let mut one = StoreLiveness::new(1, 10);
         one.set_neighbours([2].into(), 0);

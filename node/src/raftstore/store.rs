@@ -785,10 +785,9 @@ impl Store {
         }
     }
 
-    /// This store is stopping: it tells its neighbours (in its pings), takes
-    /// no leadership from now on, and is offered none.
-    /// Its neighbours hear it at once: the pings go with the next round's
-    /// first messages, not at the next tick.
+    /// This store is stopping: it takes no leadership from now on, and tells
+    /// its neighbours, which offer it none. They hear it at once: the pings go
+    /// with the next round's first messages, not at the next tick.
     pub fn set_leaving(&mut self) {
         tracing::info!("stopping: taking no leadership from now on");
         self.liveness.set_leaving();
@@ -798,12 +797,7 @@ impl Store {
     /// The neighbouring stores that cannot take a region's leadership:
     /// stopping (their pings said so), or silent for an election timeout.
     pub fn unavailable_stores(&self) -> BTreeSet<u64> {
-        let now = self.ticks;
-        self.peers
-            .values()
-            .flat_map(|p| p.region().peers.iter().map(|m| m.store_id))
-            .filter(|s| *s != self.store_id && (self.liveness.is_leaving(*s) || !self.liveness.is_alive(*s, now)))
-            .collect()
+        self.liveness.unavailable(self.ticks)
     }
 
     /// Moves leadership of `region_id` to its peer `to_peer`, if the region still
