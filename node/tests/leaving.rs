@@ -2,7 +2,8 @@
 //! SIGTERM before it hands its leaders away) over the in-memory network of
 //! [`common::Cluster`]: a stopping store takes no leadership, even when a
 //! transfer to it was ordered before its leader knew, and once its pings have
-//! said so it is offered none; a store that is not stopping still is.
+//! said so it is offered none; a store that is not stopping still is. Nor is a
+//! store that fell silent offered leadership.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -59,4 +60,21 @@ fn a_stopping_leader_hands_its_region_to_a_store_that_is_not_stopping() {
     transfer(&mut c, to, leader);
     c.tick(3 * ELECTION);
     assert_eq!(c.leaders(FIRST_REGION_ID), vec![to]);
+}
+
+#[test]
+fn a_leader_offers_no_leadership_to_a_silent_store_and_keeps_taking_writes() {
+    let mut c = Cluster::new(3);
+    let leader = c.wait_leader(FIRST_REGION_ID);
+    let gone = (1..=3).find(|&s| s != leader).unwrap();
+    c.crash(gone);
+    c.tick(ELECTION + 2);
+    assert_eq!(c.store(leader).unavailable_stores(), [gone].into(), "silent for an election timeout");
+    // Meta may order this: it hears of a dead store only after its heartbeats stop
+    // for `--max-store-down-time-secs`. A transfer under way would hold the
+    // region's writes (raft drops proposals) until it timed out.
+    transfer(&mut c, leader, gone);
+    ok(c.write(leader, put("during", "the order")));
+    c.tick(3 * ELECTION);
+    assert_eq!(c.leaders(FIRST_REGION_ID), vec![leader]);
 }

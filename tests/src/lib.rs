@@ -6,7 +6,8 @@
 //! or on an empty one ([`Cluster::restart_empty`], a lost volume); more nodes
 //! can be started with `--join` ([`Cluster::join_node`]).
 //! The binaries are found next to the test executable's `target/<profile>/`
-//! directory, or in `$SHOAL_BIN_DIR`.
+//! directory, or in `$SHOAL_BIN_DIR`. A failed test prints the last lines of
+//! each node's log; `SHOAL_TEST_KEEP_LOGS=DIR` also copies the whole logs there.
 //!
 //! Also here: [`shoalctl`] and typed views of its JSON ([`ctl`]), a reader of
 //! one metric from a node's `/metrics` ([`parse_metric`], [`Cluster::metric`]),
@@ -585,6 +586,15 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             for n in &self.nodes {
                 eprintln!("---- log of {} ----\n{}", n.name, n.log_tail());
+            }
+            if let Some(dir) = std::env::var_os("SHOAL_TEST_KEEP_LOGS") {
+                let name = self.dir.path().file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                let dir = Path::new(&dir).join(format!("{}-{name}", std::process::id()));
+                let _ = std::fs::create_dir_all(&dir);
+                for n in &self.nodes {
+                    let _ = std::fs::copy(&n.log, dir.join(format!("{}.log", n.name)));
+                }
+                eprintln!("---- whole logs kept in {} ----", dir.display());
             }
         }
     }

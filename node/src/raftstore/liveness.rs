@@ -11,8 +11,9 @@
 //!
 //! The pings also say whether their store is *leaving* (stopping, and handing
 //! its leaders away: [`StoreLiveness::set_leaving`]); a leaving store is
-//! offered no leadership ([`StoreLiveness::is_leaving`]), so that stores
-//! stopping together do not hand their regions back and forth.
+//! offered no leadership ([`StoreLiveness::can_lead`]), so that stores
+//! stopping together do not hand their regions back and forth; nor is a
+//! silent one.
 //!
 //! Cost: one small message per neighbour per tick, however many regions.
 //! Collections are ordered so that a simulation replays exactly.
@@ -64,6 +65,14 @@ impl StoreLiveness {
     /// stopping, or silent for an election timeout.
     pub fn unavailable(&self, now: u64) -> BTreeSet<u64> {
         self.neighbours.iter().filter(|s| self.leaving_stores.contains(s) || !self.is_alive(**s, now)).copied().collect()
+    }
+
+    /// Whether `store` may be handed a region's leadership at tick `now`: it
+    /// is not stopping, and it was heard from within an election timeout (a
+    /// transfer to a dead store would hold the region's writes until raft
+    /// gives up on it, an election timeout later).
+    pub fn can_lead(&self, store: u64, now: u64) -> bool {
+        !self.is_leaving(store) && self.is_alive(store, now)
     }
 
     /// A ping from `ping.from_store_id` arrived: notes whether it is leaving.
@@ -176,6 +185,9 @@ mod tests {
         assert!(two.is_leaving(1) && !two.is_leaving(2) && !two.is_leaving(3));
         assert_eq!(two.unavailable(10), [1].into(), "store 1 is stopping");
         assert_eq!(two.unavailable(11), [1, 3].into(), "store 3 is silent too");
+        assert!(!two.can_lead(1, 0), "a stopping store is offered no leadership");
+        assert!(two.can_lead(3, 10) && !two.can_lead(3, 11), "nor is one silent for an election timeout");
+        assert!(two.can_lead(2, 1_000), "this store can, as long as it is not stopping");
         // Restarted (a new process is not leaving): the next ping clears it.
         let mut one = StoreLiveness::new(1, 10);
         one.set_neighbours([2].into(), 0);

@@ -801,12 +801,14 @@ impl Store {
     }
 
     /// Moves leadership of `region_id` to its peer `to_peer`, if the region still
-    /// has `epoch`, this store leads it, and `to_peer`'s store is not stopping;
-    /// otherwise does nothing.
+    /// has `epoch`, this store leads it, and `to_peer`'s store can lead (not
+    /// stopping, not silent: meta may order a transfer to a store that died
+    /// since its last heartbeat); otherwise does nothing.
     pub fn transfer_leader(&mut self, region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64) {
-        let leaving = |store| self.liveness.is_leaving(store);
         let target = self.peers.get(&region_id).and_then(|p| p.region().peers.iter().find(|p| p.id == to_peer && !p.is_learner));
-        if target.is_none_or(|t| leaving(t.store_id)) {
+        let Some(store) = target.map(|t| t.store_id) else { return };
+        if !self.liveness.can_lead(store, self.ticks) {
+            tracing::info!(region = region_id, to_peer, store, "not transferring leadership to a store that is stopping or silent");
             return;
         }
         if let Some(peer) = self.peer_mut(region_id)

@@ -33,66 +33,22 @@ pub const MAX_PENDING_REQUESTS: usize = 65_536;
 
 pub enum StoreMsg {
     Raft(RaftMessage),
-    Write {
-        mutations: Vec<Mutation>,
-        cb: WriteCallback,
-    },
-    Read {
-        key: Vec<u8>,
-        cb: ReadCallback,
-    },
-    LocalRegion {
-        key: Vec<u8>,
-        cb: ReadCallback,
-    },
-    ReadRegion {
-        region_id: u64,
-        cb: ReadCallback,
-    },
-    Split {
-        region_id: u64,
-        epoch: RegionEpoch,
-        split: SplitCmd,
-        cb: WriteCallback,
-    },
-    Meta {
-        cmd: MetaCmd,
-        cb: WriteCallback,
-    },
-    BackupFence {
-        region_id: u64,
-        fence: BackupFenceCmd,
-        cb: WriteCallback,
-    },
-    TransferLeader {
-        region_id: u64,
-        epoch: Option<RegionEpoch>,
-        to_peer: u64,
-    },
-    ChangePeers {
-        cmd: ChangePeersCmd,
-        cb: WriteCallback,
-    },
-    DestroyPeer {
-        region_id: u64,
-        peer_id: u64,
-    },
-    SnapshotStatus {
-        region_id: u64,
-        to_peer: u64,
-        ok: bool,
-    },
-    SnapshotGenerated {
-        region_id: u64,
-    },
-    LeaderReports {
-        cb: oneshot::Sender<HeartbeatInfo>,
-    },
-    /// The node is stopping: see [`Store::set_leaving`].
+    Write { mutations: Vec<Mutation>, cb: WriteCallback },
+    Read { key: Vec<u8>, cb: ReadCallback },
+    LocalRegion { key: Vec<u8>, cb: ReadCallback },
+    ReadRegion { region_id: u64, cb: ReadCallback },
+    Split { region_id: u64, epoch: RegionEpoch, split: SplitCmd, cb: WriteCallback },
+    Meta { cmd: MetaCmd, cb: WriteCallback },
+    BackupFence { region_id: u64, fence: BackupFenceCmd, cb: WriteCallback },
+    TransferLeader { region_id: u64, epoch: Option<RegionEpoch>, to_peer: u64 },
+    ChangePeers { cmd: ChangePeersCmd, cb: WriteCallback },
+    DestroyPeer { region_id: u64, peer_id: u64 },
+    SnapshotStatus { region_id: u64, to_peer: u64, ok: bool },
+    SnapshotGenerated { region_id: u64 },
+    LeaderReports { cb: oneshot::Sender<HeartbeatInfo> },
+    // The node is stopping: see `Store::set_leaving`.
     Leaving,
-    Status {
-        cb: oneshot::Sender<Vec<PeerStatus>>,
-    },
+    Status { cb: oneshot::Sender<Vec<PeerStatus>> },
     Shutdown,
 }
 
