@@ -1,8 +1,9 @@
 //! Placement: where peers and leaders should be. A pure function of the stores
 //! (with their effective states), the regions (the meta region included, with
 //! their leaders and pending peers) and the regions ordered recently, run by
-//! the meta leader on every heartbeat; its orders travel back to region leaders
-//! in heartbeat responses.
+//! the meta leader on every heartbeat (unless its inputs are those of a plan
+//! that ordered nothing: `crate::server::directory_cache`); its orders travel
+//! back to region leaders in heartbeat responses.
 //!
 //! One plan gives at most one order per region, skips regions in cooling (an
 //! order was made for them and their epoch has not changed since), and, in turn:
@@ -28,7 +29,8 @@
 //!    `tolerance` above the one with the fewest, it moves one of its regions'
 //!    leadership to a voter on the other, at most `max_transfers` per plan;
 //!    never of a region with a learner or a pending peer (a new leader would
-//!    generate and send its snapshot again).
+//!    generate and send its snapshot again). A region ordered to move counts
+//!    as led by its target while it cools ([`Cooldown::leads_to`]).
 //!
 //! Repairs and region moves together make at most `max_ops` orders per plan.
 //! New peer ids are not chosen here: an [`Change::AddLearner`] names the store,
@@ -71,7 +73,7 @@ pub struct PlacementConfig {
 
 impl Default for PlacementConfig {
     fn default() -> Self {
-        PlacementConfig { replication_factor: 3, max_transfers: 4, tolerance: 1, max_ops: 8, max_snapshots_per_store: 4 }
+        PlacementConfig { replication_factor: 3, max_transfers: 64, tolerance: 1, max_ops: 8, max_snapshots_per_store: 4 }
     }
 }
 
@@ -81,6 +83,10 @@ pub struct Cooldown {
     /// The store the order adds a learner on, which counts as being seeded
     /// until the region reports it.
     pub adds_learner_on: Option<u64>,
+    /// The store the order moves leadership to, which counts as leading the
+    /// region until the region reports its new leader (so that the plans made
+    /// meanwhile do not move more leaders than the imbalance asks).
+    pub leads_to: Option<u64>,
 }
 
 /// What one plan looks at.
@@ -346,10 +352,25 @@ mod tests {
         // Region 1's peer on store 2 is a learner: it can never lead.
         regions[0].region.as_mut().unwrap().peers[1].is_learner = true;
         let cooling: HashSet<u64> = [2].into();
-        let p = plan(&stores, &regions, &cooling, &PlacementConfig::default());
+        let p = plan(&stores, &regions, &cooling, &PlacementConfig { max_transfers: 4, ..Default::default() });
         assert_eq!(p.transfers.len(), 4, "max_transfers caps one plan");
         assert!(p.transfers.iter().all(|t| t.region_id != 2), "cooling region moved");
         assert!(!p.transfers.iter().any(|t| t.region_id == 1 && t.to.store_id == 2), "learner chosen as leader");
+    }
+
+    #[test]
+    fn a_leader_ordered_to_move_counts_where_it_goes_until_the_region_reports() {
+        // The directory still shows store 1 leading all six; regions 1 and 2
+        // were ordered to stores 2 and 3 a moment ago: two more moves balance.
+        let stores: BTreeMap<u64, StoreState> = [1, 2, 3].into_iter().map(|s| (s, StoreState::Up)).collect();
+        let regions: Vec<RegionInfo> = (1..=6).map(|id| region(id, 1, &[1, 2, 3])).collect();
+        let cooling: HashMap<u64, Cooldown> =
+            [(1, Cooldown { leads_to: Some(2), ..Default::default() }), (2, Cooldown { leads_to: Some(3), ..Default::default() })].into();
+        let cluster = Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &HashMap::new(), cooling: &cooling };
+        let p = super::plan(&cluster, &PlacementConfig::default());
+        let to: Vec<u64> = p.transfers.iter().map(|t| t.to.store_id).collect();
+        assert_eq!(to, vec![2, 3], "{p:?}");
+        assert!(p.transfers.iter().all(|t| t.region_id > 2 && t.from_store == 1), "{p:?}");
     }
 
     #[test]

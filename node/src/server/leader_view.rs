@@ -164,7 +164,7 @@ mod tests {
         let mut v = LeaderView::default();
         let e1 = RegionEpoch { conf_ver: 1, version: 1 };
         let e2 = RegionEpoch { conf_ver: 2, version: 1 };
-        v.cool(5, e1, 1, Cooldown { adds_learner_on: Some(4) }, t0);
+        v.cool(5, e1, 1, Cooldown { adds_learner_on: Some(4), ..Default::default() }, t0);
         v.cool(6, e1, 1, Cooldown::default(), t0);
         v.cool(7, e1, 1, Cooldown::default(), t0);
         let epochs = |id: u64| {

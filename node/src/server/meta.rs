@@ -41,6 +41,7 @@ use shoal_proto::{
 };
 use tonic::{Request, Response, Status};
 
+use super::directory_cache::{DirectoryCache, QuietInputs};
 use super::errors::{Reply, serve_request};
 pub use super::leader_view::LeaderView;
 use super::registry::StoreRegistry;
@@ -78,32 +79,6 @@ pub struct MetaService {
     /// The meta leader's address as this store's heartbeats last found it:
     /// where a store without a meta peer points callers.
     pub meta_leader: Arc<Mutex<Option<String>>>,
-}
-
-/// The stores and regions of one meta state generation, shared by every plan
-/// made until the state changes: an idle cluster's heartbeats plan over the
-/// same directory again and again, and copying 10,000 regions for each was
-/// most of an idle meta leader's CPU.
-#[derive(Clone, Default)]
-pub struct DirectoryCache(Arc<Mutex<Option<Directory>>>);
-
-type Directory = (u64, Arc<Vec<StoreMeta>>, Arc<Vec<RegionInfo>>);
-
-impl DirectoryCache {
-    fn get(&self, meta: &SharedMeta) -> (Arc<Vec<StoreMeta>>, Arc<Vec<RegionInfo>>) {
-        let generation = MetaService::read(meta, |st| st.generation());
-        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, stores, regions)) = cached.as_ref()
-            && *g == generation
-        {
-            return (stores.clone(), regions.clone());
-        }
-        let (g, stores, regions) = MetaService::read(meta, |st| {
-            (st.generation(), Arc::new(st.stores().cloned().collect::<Vec<_>>()), Arc::new(st.all_regions().cloned().collect::<Vec<_>>()))
-        });
-        *cached = Some((g, stores.clone(), regions.clone()));
-        (stores, regions)
-    }
 }
 
 /// A response type with a `MetaHeader`.
@@ -370,7 +345,7 @@ impl MetaService {
     /// leads (new learners get ids from the allocator) and makes seeded
     /// JOINING stores UP.
     async fn plan_for(&self, meta: &SharedMeta, store_id: u64) -> Result<Vec<Operator>> {
-        let (stored, regions) = self.directory.get(meta);
+        let (generation, stored, regions) = self.directory.get(meta);
         let now = Instant::now();
         let (plan, mine_changes, mine_transfers) = {
             let mut view = self.view();
@@ -388,8 +363,19 @@ impl MetaService {
             };
             let cooling = view.cooling(now, current);
             let zones: BTreeMap<u64, String> = stored.iter().filter_map(|s| Some((s.id, s.labels.get(ZONE_LABEL)?.clone()))).collect();
+            // Nothing cooling or pending: if nothing else changed since a plan
+            // that ordered nothing, this one would order nothing either.
+            let settled = cooling.is_empty() && view.pending().values().all(HashSet::is_empty);
+            if settled && let Some(under_replicated) = self.directory.quiet(generation, &stores, &zones) {
+                self.metrics.under_replicated_regions.set(under_replicated as i64);
+                return Ok(Vec::new());
+            }
             let cluster = Cluster { stores: &stores, zones: &zones, regions: &regions, pending: view.pending(), cooling: &cooling };
             let plan = placement::plan(&cluster, &self.placement);
+            if settled && plan.is_empty() && plan.seeded.is_empty() {
+                let under_replicated = plan.under_replicated.len();
+                self.directory.set_quiet(generation, QuietInputs { states: stores, zones, under_replicated });
+            }
             let changes: Vec<_> = plan.changes.iter().filter(|c| c.leader_store == store_id).cloned().collect();
             let transfers: Vec<_> = plan.transfers.iter().filter(|t| t.from_store == store_id).cloned().collect();
             // Cool before the ids are allocated, so that a concurrent plan does
@@ -399,10 +385,10 @@ impl MetaService {
                     Change::AddLearner { store_id } => Some(*store_id),
                     _ => None,
                 });
-                view.cool(c.region_id, c.epoch, c.leader_store, Cooldown { adds_learner_on }, now);
+                view.cool(c.region_id, c.epoch, c.leader_store, Cooldown { adds_learner_on, ..Cooldown::default() }, now);
             }
             for t in &transfers {
-                view.cool(t.region_id, t.epoch, t.from_store, Cooldown::default(), now);
+                view.cool(t.region_id, t.epoch, t.from_store, Cooldown { leads_to: Some(t.to.store_id), ..Cooldown::default() }, now);
             }
             (plan, changes, transfers)
         };

@@ -25,6 +25,7 @@
 
 pub mod admin;
 pub mod backup;
+pub mod directory_cache;
 pub mod errors;
 pub mod evacuate;
 pub mod heartbeat;

@@ -43,8 +43,13 @@ impl Model {
                     *m.learners.entry(p.store_id).or_default() += 1;
                 }
             }
-            if info.leader_store_id != 0 {
-                *m.leaders.entry(info.leader_store_id).or_default() += 1;
+            // A leader ordered to move recently counts where it goes.
+            let leader = match cooling.get(&r.id).and_then(|c| c.leads_to) {
+                Some(to) if info.leader_store_id != 0 => to,
+                _ => info.leader_store_id,
+            };
+            if leader != 0 {
+                *m.leaders.entry(leader).or_default() += 1;
             }
             // A learner ordered recently and not in the directory yet.
             if let Some(store) = cooling.get(&r.id).and_then(|c| c.adds_learner_on)

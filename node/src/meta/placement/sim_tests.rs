@@ -274,7 +274,7 @@ fn one_order_per_region_cooling_respected_and_the_op_limit_holds() {
     let regions = three_store_regions(20);
     let cfg = PlacementConfig { max_snapshots_per_store: 10, ..Default::default() };
     let cooling: HashMap<u64, Cooldown> =
-        (2..12).map(|id| (id, Cooldown { adds_learner_on: if id < 4 { Some(4) } else { None } })).collect();
+        (2..12).map(|id| (id, Cooldown { adds_learner_on: if id < 4 { Some(4) } else { None }, ..Default::default() })).collect();
     let stores: BTreeMap<u64, StoreState> = stores.into_iter().collect();
     let p =
         plan(&Cluster { stores: &stores, zones: &BTreeMap::new(), regions: &regions, pending: &HashMap::new(), cooling: &cooling }, &cfg);
