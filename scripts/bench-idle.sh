@@ -27,13 +27,11 @@ bench_name=bench-idle
 trap 'stop; rm -rf "$work/idle-run"' EXIT
 rm -rf "$work/idle-run"; cp -a "$work/$ds" "$work/idle-run"
 start "$name" "$work/idle-run"
-leaders() { for p in $((port + 1)) $((port + 3)) $((port + 5)); do metric "$p" shoal_store_leaders; done | paste -sd' '; }
 began=$(date +%s)
 while :; do
   counts="$(leaders)"; t=$(($(date +%s) - began))
   echo "$name: t=${t}s leaders per node: $counts; asleep on n1: $(asleep) of $(regions)"
-  spread=$(echo "$counts" | tr ' ' '\n' | sort -n | sed -n '1p;$p' | paste -sd' ' | awk '{ print $2 - $1 }')
-  [ "$spread" -le 2 ] && break
+  [ "$(leader_spread)" -le 2 ] && break
   [ "$t" -ge "${BALANCE_SECS:-300}" ] && { echo "$name: not balanced after ${t}s"; break; }
   sleep 10
 done

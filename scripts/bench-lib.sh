@@ -40,3 +40,6 @@ start() {
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 regions() { metric $((port + 1)) shoal_store_regions; }
 asleep() { metric $((port + 1)) shoal_store_hibernated_regions; }
+# leaders: each node's leader count; leader_spread: the most minus the fewest.
+leaders() { for p in $((port + 1)) $((port + 3)) $((port + 5)); do metric "$p" shoal_store_leaders; done | paste -sd' '; }
+leader_spread() { leaders | tr ' ' '\n' | sort -n | sed -n '1p;$p' | paste -sd' ' | awk '{ print $2 - $1 }'; }
