@@ -8,7 +8,8 @@
 #      BENCH_NODE_ARGS extra node flags for all four nodes
 #      (e.g. "--snapshot-max-bytes-per-sec=0" to lift the default 100 MiB/s limit),
 #      BENCH_LOG_DIR where to keep the nodes' logs (default: deleted with the data).
-# Prints the load, then the seeding time, regions and bytes moved and MB/s.
+# Prints the load, then the seeding time, regions and bytes moved and MB/s, the MB
+# each node's compactions wrote meanwhile, and each snapshot stage's time.
 set -euo pipefail
 bin="${1:-${CARGO_TARGET_DIR:-target}/release}"
 port="${BENCH_BASE_PORT:-27000}"
@@ -40,15 +41,21 @@ ctl() { "$bin/shoalctl" --endpoints "$eps" "$@"; }
 
 echo "== load $keys keys of $vsize B ($mib MiB)"
 ctl bench load --keys "$keys" --value-size "$vsize" --concurrency "${BENCH_CONCURRENCY:-16}"
-# Let the last splits land and the load's compactions finish: the nodes idle
-# (under 5% of a core together over a second), at most two minutes.
+# Let the last splits land and the load's compactions finish: no compaction
+# running or pending on any node, and the nodes idle (under 5% of a core
+# together over a second), at most two minutes.
 node_pids=$(pgrep -f -- "--data-dir $data/n" | tr '\n' ' ')
 cpu_ticks() { for p in $node_pids; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+status_urls() { for n in 0 1 2; do echo "http://127.0.0.1:$((port + 2 * n + 1))/metrics"; done; [ -z "$n4" ] || echo "http://$n4_status/metrics"; }
+# Sum of a metric (all label sets) on each node, one line per node.
+per_node() { for u in $(status_urls); do curl -s "$u" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%.0f\n", s}'; done; }
 hz=$(getconf CLK_TCK)
 for _ in $(seq 1 120); do
   a=$(cpu_ticks); sleep 1; b=$(cpu_ticks)
-  [ $((b - a)) -lt $((hz / 20)) ] && break
+  busy=$(per_node shoal_engine_compactions_running; per_node shoal_engine_pending_compaction_bytes)
+  [ $((b - a)) -lt $((hz / 20)) ] && ! grep -qv '^0$' <<<"$busy" && break
 done
+compacted_before=$(per_node shoal_engine_compaction_write_bytes_total | tr '\n' ' ')
 echo "regions: $(ctl region list | tail -n +2 | wc -l)"
 ctl store list
 
@@ -76,6 +83,7 @@ while :; do
   sleep 0.2
 done
 end=$(date +%s.%N)
+compacted_after=$(per_node shoal_engine_compaction_write_bytes_total | tr '\n' ' ')
 ctl store list
 received=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshot_bytes_total\{direction="received"\}/ {print $2}')
 applied=$(curl -s "http://$n4_status/metrics" | awk '/^shoal_snapshots_total\{event="applied"\}/ {print $2}')
@@ -87,6 +95,15 @@ secs = end - start
 print(f"seeded store: {secs:.1f} s from join to up; {int(applied)} snapshots applied; "
       f"{moved / 1e6:.1f} MB of region data to move at the join: {moved / 1e6 / secs:.1f} MB/s of region data; "
       f"{received / 1e6:.1f} MB received on the wire: {received / 1e6 / secs:.1f} MB/s")
+EOF
+python3 - $compacted_before -- $compacted_after <<'EOF'
+import sys
+args = sys.argv[1:]
+cut = args.index("--")
+before, after = [int(a) for a in args[:cut]], [int(a) for a in args[cut + 1:]]
+before += [0] * (len(after) - len(before))  # n4 had not started
+print("compactions during the seeding, MB written per node (n1..n4): "
+      + " / ".join(f"{(a - b) / 1e6:.1f}" for a, b in zip(after, before)))
 EOF
 # Per stage, from the four nodes' histograms: how many snapshots, how long each took.
 for n in 0 1 2 3; do

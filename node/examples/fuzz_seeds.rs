@@ -105,7 +105,7 @@ fn main() {
     write("raft_message", "snapshot-and-heartbeat", &RaftMessageBatch { messages: vec![header, beat] }.encode_to_vec());
 
     // snapshot_stream: the data, then the one chunk that completes it.
-    let c = chunk::encode(0, 0, &raw).expect("chunk");
+    let c = chunk::encode(0, 0, &raw, true).expect("chunk");
     write("snapshot_stream", "complete", &pieces(&[data.encode_to_vec(), c.encode_to_vec()]));
 
     // peer_storage: a region with one applied entry in its log.

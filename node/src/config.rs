@@ -141,6 +141,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub snapshot_chunk_size: Option<usize>,
     /// Snapshot bytes this store sends per second, all sends together; 0 = unlimited.
+    /// Chunks are zstd-compressed only while this limit holds the sends back.
     #[arg(long)]
     pub snapshot_max_bytes_per_sec: Option<u64>,
     /// A store not heard from for this long is DOWN: placement replaces its peers.

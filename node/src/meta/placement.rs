@@ -32,6 +32,13 @@
 //!    generate and send its snapshot again). A region ordered to move counts
 //!    as led by its target while it cools ([`Cooldown::leads_to`]).
 //!
+//! Before any of this, each region with a learner (reported, or ordered while
+//! it cools) counts the voter its promotion will remove as gone
+//! (`repair::project_removals`), and that promotion removes that voter: while
+//! many learners are seeded at once, the stores giving regions up already
+//! count as having done so, so balance neither sends a joining store more
+//! than its share nor trades regions among the others.
+//!
 //! Repairs and region moves together make at most `max_ops` orders per plan.
 //! New peer ids are not chosen here: an [`Change::AddLearner`] names the store,
 //! and the caller allocates the id. A JOINING store with no learners on it and
@@ -156,7 +163,8 @@ fn region_epoch(info: &RegionInfo) -> RegionEpoch {
 /// Plans the next orders for `cluster`.
 pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
     let regions = cluster.regions;
-    let directory = Model::new(cluster.stores, cluster.zones, regions, cluster.cooling);
+    let mut directory = Model::new(cluster.stores, cluster.zones, regions, cluster.cooling);
+    repair::project_removals(&mut directory, regions, cluster.cooling, cfg.replication_factor);
     let mut m = directory.clone();
     let mut out = Plan::default();
     // Regions (by index) that got an order in this plan or may not get one.
@@ -192,6 +200,7 @@ pub fn plan(cluster: &Cluster<'_>, cfg: &PlacementConfig) -> Plan {
                 out.transfers.push(Transfer { region_id: r.id, epoch: region_epoch(info), from_store: info.leader_store_id, to });
             }
             Action::Change(changes) => {
+                m.unproject(r.id);
                 m.apply(&changes);
                 touched.extend(changes.iter().filter_map(|c| match c {
                     Change::AddLearner { store_id } => Some(*store_id),

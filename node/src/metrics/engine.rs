@@ -1,7 +1,8 @@
 //! `shoal_engine_*`: RocksDB's health, read from the engine when scraped
 //! ([`Engine::stats`]): bytes in SST files and memtables, pending compaction
 //! bytes and SST files per level for each column family, write stops and
-//! delays, block cache usage, hits and misses.
+//! delays, block cache usage, hits and misses, compactions running and the
+//! bytes they wrote.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,8 @@ pub struct EngineCollector {
     block_cache_hits: IntCounter,
     block_cache_misses: IntCounter,
     stall_seconds: Counter,
+    compactions_running: IntGauge,
+    compaction_write_bytes: IntCounter,
     /// One scrape at a time: counters are reset and set from RocksDB's totals.
     lock: Mutex<()>,
 }
@@ -51,11 +54,13 @@ impl EngineCollector {
             block_cache_hits: IntCounter::new("shoal_engine_block_cache_hits_total", "Block cache hits")?,
             block_cache_misses: IntCounter::new("shoal_engine_block_cache_misses_total", "Block cache misses")?,
             stall_seconds: Counter::new("shoal_engine_write_stall_seconds_total", "Time writes spent stalled by RocksDB")?,
+            compactions_running: IntGauge::new("shoal_engine_compactions_running", "Compactions RocksDB is running now")?,
+            compaction_write_bytes: IntCounter::new("shoal_engine_compaction_write_bytes_total", "Bytes written by compactions")?,
             lock: Mutex::new(()),
         })
     }
 
-    fn collectors(&self) -> [&dyn Collector; 10] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
             &self.sst_bytes,
             &self.memtable_bytes,
@@ -67,6 +72,8 @@ impl EngineCollector {
             &self.block_cache_hits,
             &self.block_cache_misses,
             &self.stall_seconds,
+            &self.compactions_running,
+            &self.compaction_write_bytes,
         ]
     }
 }
@@ -98,6 +105,8 @@ impl Collector for EngineCollector {
         self.delayed_write_rate.set(stats.delayed_write_rate as i64);
         set_total(&self.block_cache_hits, stats.block_cache_hits);
         set_total(&self.block_cache_misses, stats.block_cache_misses);
+        set_total(&self.compaction_write_bytes, stats.compaction_write_bytes);
+        self.compactions_running.set(stats.running_compactions as i64);
         self.stall_seconds.reset();
         self.stall_seconds.inc_by(stats.stall_micros as f64 / 1e6);
         self.collectors().into_iter().flat_map(|c| c.collect()).collect()

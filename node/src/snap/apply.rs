@@ -1,7 +1,9 @@
 //! Applying a received snapshot: the region's data becomes exactly the snapshot's.
 //!
 //! For every range of [`super::data_ranges`] the old keys are deleted (range
-//! tombstones, one synced write), then the received SST files are ingested.
+//! tombstones, one synced write; none for a range without keys, so that files
+//! ingested into a store that never held the region go below level 0), then
+//! the received SST files are ingested.
 //! Each file is hard-linked to a temporary name first and RocksDB moves that
 //! link into the database, so the received file stays until
 //! [`SnapManager::release_received`]: after a crash anywhere in between, the

@@ -2,11 +2,13 @@
 //!
 //! Generation: [`SnapManager::request`] (raft-rs's `Storage::snapshot`, on the
 //! store thread) only looks at memory: it returns a ready snapshot that is new
-//! enough, or queues the region for the generator thread (at most one job per
-//! region) and returns `None`. The generator runs [`SnapManager::generate`],
-//! tells the store ([`SnapManager::on_generated`]: raft-rs would otherwise ask
-//! again only at the follower's next heartbeat answer), then collects garbage;
-//! it also wakes every [`GC_INTERVAL`] to collect.
+//! enough, or queues the region for the generator threads (at most one job per
+//! region) and returns `None`. [`GENERATORS`] threads take jobs from that one
+//! queue, so a store seeding several learners builds that many snapshots at
+//! once. Each runs [`SnapManager::generate`], tells the store
+//! ([`SnapManager::on_generated`]: raft-rs would otherwise ask again only at
+//! the follower's next heartbeat answer), then collects garbage; they also
+//! wake every [`GC_INTERVAL`] to collect.
 //!
 //! Lifetime of generated snapshots: a send pins its snapshot with
 //! [`SnapManager::hold`] (a [`SnapshotHold`]); unpinned ones are deleted when a
@@ -43,8 +45,10 @@ const HANDED_OUT_GRACE: Duration = Duration::from_secs(30);
 pub const MAX_PARTIAL_IDLE: Duration = Duration::from_secs(600);
 /// Received snapshots never released (raft dropped them as stale) go after this.
 pub const MAX_RECEIVED_AGE: Duration = Duration::from_secs(3600);
-/// How often the generator thread collects garbage when idle.
+/// How often the generator threads collect garbage when idle.
 const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// Snapshots generated at once per store.
+pub const GENERATORS: usize = 2;
 
 struct GeneratedSnap {
     key: SnapshotKey,
@@ -78,6 +82,8 @@ pub struct SnapManager {
     /// Snapshots being received, by (from store, key): one stream at a time each.
     pub(super) receiving: Arc<Mutex<HashSet<(u64, SnapshotKey)>>>,
     jobs: Mutex<Sender<u64>>,
+    /// When the received files were last swept (by whichever generator thread).
+    last_sweep: Mutex<Instant>,
     seq: std::sync::atomic::AtomicU64,
     /// Failpoint: while set, applies wait (see [`SnapManager::hold_applies`]).
     pub(super) apply_gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
@@ -134,7 +140,7 @@ impl SnapManager {
     /// Opens the snapshot directory `dir` (creating it), removes what an earlier
     /// run left that is never needed again (generated snapshots, partial and
     /// temporary files; received snapshots stay for a redo of their apply), and
-    /// starts the generator thread.
+    /// starts the generator threads.
     pub fn open(dir: &Path, engine: Arc<Engine>, metrics: Arc<Metrics>) -> Result<Arc<SnapManager>> {
         std::fs::create_dir_all(dir)?;
         for entry in std::fs::read_dir(dir)? {
@@ -151,12 +157,16 @@ impl SnapManager {
             state: Mutex::new(State::default()),
             receiving: Arc::default(),
             jobs: Mutex::new(tx),
+            last_sweep: Mutex::new(Instant::now()),
             seq: Default::default(),
             apply_gate: Arc::default(),
             on_generated: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&mgr);
-        std::thread::Builder::new().name("snap-gen".into()).spawn(move || generator(weak, rx))?;
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..GENERATORS {
+            let (weak, rx) = (Arc::downgrade(&mgr), rx.clone());
+            std::thread::Builder::new().name("snap-gen".into()).spawn(move || generator(weak, &rx))?;
+        }
         Ok(mgr)
     }
 
@@ -357,11 +367,12 @@ impl SnapManager {
     }
 }
 
-/// The generator thread: one job at a time, garbage collection in between.
-fn generator(mgr: Weak<SnapManager>, jobs: Receiver<u64>) {
-    let mut last_sweep = Instant::now();
+/// One generator thread: one job at a time from the shared queue, garbage
+/// collection in between.
+fn generator(mgr: Weak<SnapManager>, jobs: &Mutex<Receiver<u64>>) {
     loop {
-        let job = jobs.recv_timeout(GC_INTERVAL);
+        // The lock is held only while waiting: the other threads queue on it.
+        let job = lock(jobs).recv_timeout(GC_INTERVAL);
         let Some(mgr) = mgr.upgrade() else { return };
         match job {
             Ok(region_id) => {
@@ -379,10 +390,14 @@ fn generator(mgr: Weak<SnapManager>, jobs: Receiver<u64>) {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let sweep = last_sweep.elapsed() >= GC_INTERVAL;
-        if sweep {
-            last_sweep = Instant::now();
-        }
+        let sweep = {
+            let mut last = lock(&mgr.last_sweep);
+            let due = last.elapsed() >= GC_INTERVAL;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
         mgr.collect_garbage(sweep);
     }
 }

@@ -85,10 +85,17 @@ pub struct EngineStats {
     pub block_cache_hits: u64,
     pub block_cache_misses: u64,
     pub stall_micros: u64,
+    /// Bytes compactions have written, since the engine opened.
+    pub compaction_write_bytes: u64,
+    /// Compactions running now.
+    pub running_compactions: u64,
 }
 
 /// Levels RocksDB has by default (L0..L6).
 const LEVELS: usize = 7;
+/// Age a bottommost file must reach before RocksDB rewrites it only to drop
+/// what released snapshots protected.
+const BOTTOMMOST_FILE_COMPACTION_DELAY: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +163,19 @@ impl Engine {
             .collect();
 
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        // Once a snapshot is released (a region snapshot generated, a scan
+        // done), RocksDB rewrites every bottommost file written while it was
+        // held, to zero its sequence numbers and drop what only the snapshot
+        // still needed (deleted log entries): a store that had just taken
+        // writes rewrote all its data and much of its log while it seeded a
+        // new store. With the delay only files an hour old are rewritten so;
+        // younger ones mostly meet an ordinary compaction first.
+        let delay = BOTTOMMOST_FILE_COMPACTION_DELAY.as_secs().to_string();
+        for name in configured.iter().map(|c| c.name.as_str()).chain(INTERNAL_CFS) {
+            if let Some(h) = db.cf_handle(name) {
+                db.set_options_cf(h, &[("bottommost_file_compaction_delay", delay.as_str())])?;
+            }
+        }
         Ok(Engine { db, user_cfs: configured.into_iter().map(|c| c.name).collect(), cf_options, sync_delay_us: AtomicU64::new(0), db_opts })
     }
 
@@ -238,6 +258,8 @@ impl Engine {
             block_cache_hits: self.db_opts.get_ticker_count(Ticker::BlockCacheHit),
             block_cache_misses: self.db_opts.get_ticker_count(Ticker::BlockCacheMiss),
             stall_micros: self.db_opts.get_ticker_count(Ticker::StallMicros),
+            compaction_write_bytes: self.db_opts.get_ticker_count(Ticker::CompactWriteBytes),
+            running_compactions: db_int("rocksdb.num-running-compactions"),
         }
     }
 
@@ -324,6 +346,37 @@ mod tests {
 
     fn cf(spec: &str) -> CfConfig {
         spec.parse().unwrap()
+    }
+
+    #[test]
+    fn bottommost_rewrites_are_delayed_on_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            drop(Engine::open(dir.path(), &[cf("users")]).unwrap());
+            // RocksDB writes the options in force to a new OPTIONS-* file on
+            // each open and change; the newest one has the highest number.
+            let newest = std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|n| Some((n.strip_prefix("OPTIONS-")?.parse::<u64>().ok()?, n)))
+                .max()
+                .unwrap()
+                .1;
+            let text = std::fs::read_to_string(dir.path().join(newest)).unwrap();
+            let delays: Vec<(&str, &str)> = text
+                .split("[CFOptions \"")
+                .skip(1)
+                .map(|section| {
+                    let name = section.split('"').next().unwrap();
+                    let delay = section.lines().find_map(|l| l.trim().strip_prefix("bottommost_file_compaction_delay=")).unwrap();
+                    (name, delay)
+                })
+                .collect();
+            for (name, delay) in &delays {
+                assert_eq!(*delay, "3600", "{name}: {delays:?}");
+            }
+            assert_eq!(delays.len(), 2 + INTERNAL_CFS.len(), "{delays:?}");
+        }
     }
 
     #[test]

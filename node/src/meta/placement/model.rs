@@ -1,7 +1,10 @@
 //! The cluster as one plan sees it: each store's effective state, its zone,
 //! and how many peers, learners being seeded and leaders it holds — updated as
 //! the plan orders changes, so that later decisions of the same plan see
-//! earlier ones.
+//! earlier ones. A voter that a promotion under way will remove already counts
+//! as gone ([`Model::removals`], see `repair::project_removals`): otherwise
+//! the stores giving up regions to a store being seeded look loaded until the
+//! promotions land, and balance sends it more than its share.
 //!
 //! Zones: a store's *domain* is its `zone` label, or the store itself when it
 //! has none (an unlabeled store shares a failure domain with no other). A
@@ -24,6 +27,9 @@ pub(super) struct Model {
     /// Learners per store: peers still being seeded, or about to be.
     pub learners: HashMap<u64, usize>,
     pub leaders: HashMap<u64, usize>,
+    /// By region: the voter its learner's promotion will remove, already
+    /// subtracted from `regions`.
+    pub removals: HashMap<u64, Peer>,
 }
 
 impl Model {
@@ -144,6 +150,19 @@ impl Model {
                     }
                 }
             }
+        }
+    }
+
+    /// Counts `region`'s voter that its promotion would remove as gone.
+    pub fn project_removal(&mut self, region: u64, voter: Peer) {
+        dec(&mut self.regions, voter.store_id);
+        self.removals.insert(region, voter);
+    }
+
+    /// Undoes `region`'s projected removal, before an order for it is applied.
+    pub fn unproject(&mut self, region: u64) {
+        if let Some(v) = self.removals.remove(&region) {
+            *self.regions.entry(v.store_id).or_default() += 1;
         }
     }
 

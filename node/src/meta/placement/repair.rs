@@ -5,12 +5,12 @@
 //! voters sharing a zone). At most one order per region; the region's voters
 //! never drop below the replication factor and its leader is never removed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use shoal_proto::{Peer, RegionInfo};
 
 use super::model::Model;
-use super::{Change, PlacementConfig};
+use super::{Change, Cooldown, PlacementConfig};
 
 /// What a region needs next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +35,9 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
         let ready = learners.iter().find(|l| !pending.is_some_and(|p| p.contains(&l.id)))?;
         let mut changes = vec![Change::Promote(*ready)];
         if voters.len() + 1 > rf {
-            match removal_candidate(m, &voters, Some(ready), leader) {
+            // The removal the model counted already, unless it cannot be made now.
+            let projected = m.removals.get(&r.id).copied().filter(|v| v.store_id != leader && voters.contains(v));
+            match projected.or_else(|| removal_candidate(m, &voters, Some(ready), leader)) {
                 Some(v) => changes.push(Change::Remove(v)),
                 // Only the leader could go: move leadership first, then promote.
                 None => {
@@ -75,6 +77,25 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
         return Some(Action::Change(vec![Change::AddLearner { store_id }]));
     }
     None
+}
+
+/// Counts in `m` the voter each region's promotion will remove: regions with
+/// a learner on a good store (reported, or ordered as `cooling` says) and
+/// already `rf` voters. Each is the voter [`removal_candidate`] picks at that
+/// point; [`repair`] removes that one when the learner is promoted.
+pub(super) fn project_removals(m: &mut Model, regions: &[RegionInfo], cooling: &HashMap<u64, Cooldown>, rf: usize) {
+    for info in regions {
+        let Some(r) = info.region.as_ref() else { continue };
+        let voters: Vec<Peer> = r.peers.iter().filter(|p| !p.is_learner).copied().collect();
+        if voters.len() < rf || info.leader_store_id == 0 {
+            continue;
+        }
+        let ordered = cooling.get(&r.id).and_then(|c| c.adds_learner_on).map(|store_id| Peer { id: 0, store_id, is_learner: true });
+        let Some(joining) = r.peers.iter().copied().find(|p| p.is_learner).or(ordered).filter(|l| m.good(l.store_id)) else { continue };
+        if let Some(v) = removal_candidate(m, &voters, Some(&joining), info.leader_store_id) {
+            m.project_removal(r.id, v);
+        }
+    }
 }
 
 /// The voter to remove when one must go (`joining`: the learner promoted in

@@ -1,5 +1,6 @@
 //! Placement over a simulated cluster: each plan's orders are applied to a
-//! model of the regions (a learner is seeded one round after it is added), and
+//! model of the regions (a learner is seeded `seed_rounds` rounds after it is
+//! added, one unless a test says otherwise), and
 //! the invariants are checked after every round until placement has nothing
 //! left to do.
 
@@ -20,6 +21,10 @@ struct Sim {
     cfg: PlacementConfig,
     next_peer: u64,
     rounds: usize,
+    /// Rounds a learner stays pending (being seeded) after it is added.
+    seed_rounds: usize,
+    /// The round each learner was added in, by peer id.
+    added: HashMap<u64, usize>,
 }
 
 fn region(id: u64, leader: u64, stores: &[u64]) -> RegionInfo {
@@ -46,6 +51,8 @@ impl Sim {
             cfg,
             next_peer: 100_000,
             rounds: 0,
+            seed_rounds: 1,
+            added: HashMap::new(),
         }
     }
 
@@ -71,8 +78,12 @@ impl Sim {
         for id in p.changes.iter().map(|c| c.region_id).chain(p.transfers.iter().map(|t| t.region_id)) {
             assert!(ordered.insert(id), "two orders for region {id} in one plan: {p:?}");
         }
-        // Learners added last round are caught up now.
-        self.pending.clear();
+        // Learners added `seed_rounds` rounds ago are caught up now.
+        let (rounds, seed_rounds, added) = (self.rounds, self.seed_rounds, &self.added);
+        for peers in self.pending.values_mut() {
+            peers.retain(|p| added.get(p).is_some_and(|at| at + seed_rounds > rounds));
+        }
+        self.pending.retain(|_, peers| !peers.is_empty());
         for t in &p.transfers {
             let info = self.region_mut(t.region_id);
             assert_eq!(info.leader_store_id, t.from_store);
@@ -113,6 +124,7 @@ impl Sim {
             self.next_peer = next;
             if let Some(id) = added {
                 self.pending.entry(order.region_id).or_default().insert(id);
+                self.added.insert(id, self.rounds);
             }
         }
         for s in &p.seeded {
@@ -209,6 +221,41 @@ fn a_joining_store_is_seeded_a_few_at_a_time_up_to_its_share_then_marked_done() 
     sim.assert_healthy();
     sim.assert_balanced();
     assert_eq!(sim.count(4), 9, "36 peers over 4 stores");
+}
+
+#[test]
+fn a_joining_store_seeded_slowly_many_at_a_time_gets_its_share_and_no_more() {
+    // Leaders spread over the three stores, eight learners seeded at once,
+    // each for four rounds: meanwhile the stores giving regions up must count
+    // as having given them up, or the new store is sent more than its share
+    // and the surplus moves on again.
+    let mut stores = up(&[1, 2, 3]);
+    stores.push((4, StoreState::Joining));
+    let regions =
+        std::iter::once(region(META_REGION_ID, 1, &[1, 2, 3])).chain((2..20).map(|id| region(id, 1 + id % 3, &[1, 2, 3]))).collect();
+    let mut sim = Sim::new(&stores, regions, PlacementConfig { max_snapshots_per_store: 8, ..Default::default() });
+    sim.seed_rounds = 4;
+    let mut learners = Vec::new();
+    for _ in 0..200 {
+        let waiting = !sim.pending.is_empty();
+        let p = sim.step();
+        for order in &p.changes {
+            for c in &order.changes {
+                if let Change::AddLearner { store_id } = c {
+                    learners.push((order.region_id, *store_id));
+                }
+            }
+        }
+        if p.is_empty() && !waiting {
+            break;
+        }
+    }
+    sim.assert_healthy();
+    sim.assert_balanced();
+    assert_eq!(sim.stores[&4], StoreState::Up);
+    assert!(learners.iter().all(|(_, s)| *s == 4), "learners only on the new store: {learners:?}");
+    assert_eq!(learners.len(), sim.count(4), "every learner stays where it went: {learners:?}");
+    assert_eq!(sim.count(4), 14, "57 peers over 4 stores");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! One chunk of a snapshot file on the wire: zstd-compressed when that makes
-//! it smaller, with the raw length and CRC-32 of the uncompressed bytes.
+//! One chunk of a snapshot file on the wire: zstd-compressed when the sender
+//! asks for it and that makes it smaller, with the raw length and CRC-32 of
+//! the uncompressed bytes.
 
 use shoal_proto::{ChunkCompression, SnapshotChunk};
 
@@ -8,13 +9,16 @@ use crate::error::{Error, Result};
 /// zstd level: fast; SST blocks are often compressed already.
 const ZSTD_LEVEL: i32 = 1;
 
-/// Builds the chunk of file `file` at `offset` carrying `raw`.
-pub fn encode(file: u32, offset: u64, raw: &[u8]) -> Result<SnapshotChunk> {
+/// Builds the chunk of file `file` at `offset` carrying `raw`; with `compress`,
+/// zstd-compressed if that makes it smaller.
+pub fn encode(file: u32, offset: u64, raw: &[u8], compress: bool) -> Result<SnapshotChunk> {
     let raw_len = u32::try_from(raw.len()).map_err(|_| Error::Internal(format!("chunk of {} bytes is too big", raw.len())))?;
     let checksum = crc32fast::hash(raw);
-    let compressed = zstd::bulk::compress(raw, ZSTD_LEVEL)?;
-    let (compression, data) =
-        if compressed.len() < raw.len() { (ChunkCompression::ChunkZstd, compressed) } else { (ChunkCompression::ChunkNone, raw.to_vec()) };
+    let compressed = if compress { Some(zstd::bulk::compress(raw, ZSTD_LEVEL)?) } else { None };
+    let (compression, data) = match compressed {
+        Some(c) if c.len() < raw.len() => (ChunkCompression::ChunkZstd, c),
+        _ => (ChunkCompression::ChunkNone, raw.to_vec()),
+    };
     Ok(SnapshotChunk { header: None, file_index: file, offset, compression: compression as i32, data, raw_len, checksum })
 }
 
@@ -53,13 +57,17 @@ mod tests {
     #[test]
     fn round_trips_and_catches_damage() {
         let compressible = vec![7u8; 100_000];
-        let c = encode(2, 4096, &compressible).unwrap();
+        let c = encode(2, 4096, &compressible, true).unwrap();
         assert_eq!(c.compression, ChunkCompression::ChunkZstd as i32);
         assert!(c.data.len() < 1000);
         assert_eq!(decode(&c, 1 << 20).unwrap(), compressible);
+        let plain = encode(2, 4096, &compressible, false).unwrap();
+        assert_eq!(plain.compression, ChunkCompression::ChunkNone as i32);
+        assert_eq!((plain.checksum, plain.raw_len), (c.checksum, c.raw_len));
+        assert_eq!(decode(&plain, 1 << 20).unwrap(), compressible);
 
         let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        let n = encode(0, 0, &noise).unwrap();
+        let n = encode(0, 0, &noise, true).unwrap();
         assert_eq!(decode(&n, 1 << 20).unwrap(), noise);
 
         let mut flipped = c.clone();

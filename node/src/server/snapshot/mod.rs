@@ -4,8 +4,9 @@
 //!   produces, pins its generated files ([`crate::snap::SnapshotHold`]), opens a
 //!   `Raft.Snapshot` stream to the target store, sends the header chunk (the
 //!   `RaftMessage` itself), reads the receiver's resume point, streams the files
-//!   from there in [`SnapSendConfig::chunk_size`] chunks ([`chunk`]: zstd, with the
-//!   raw length and CRC-32) under a per-store rate limit ([`rate::RateLimiter`]),
+//!   from there in [`SnapSendConfig::chunk_size`] chunks ([`chunk`]: the raw
+//!   length and CRC-32, and zstd when the rate limit rather than the CPU holds
+//!   the send back) under a per-store rate limit ([`rate::RateLimiter`]),
 //!   waits for the `done` ack, retries a broken stream from the new resume point,
 //!   and reports the outcome (the store turns it into raft's `report_snapshot`).
 //! - Receiving ([`receive`]): [`receive::receive`] checks the header, resumes or

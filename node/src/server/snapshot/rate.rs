@@ -2,6 +2,8 @@
 //!
 //! Tokens (bytes) refill at the rate up to a burst; taking more than there are
 //! leaves a debt that the taker waits out, so the average stays at the rate.
+//! [`RateLimiter::has_room`] tells a sender whether the wire is what holds it
+//! back: only then is spending CPU on compression worth it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,6 +35,18 @@ impl RateLimiter {
         if *tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-*tokens / self.rate as f64) }
     }
 
+    /// Whether `n` bytes could be taken at `now` without waiting (always, when
+    /// unlimited). Takes nothing.
+    pub fn has_room(&self, n: u64, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = *st;
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        (tokens + elapsed * self.rate as f64).min(self.burst) >= n as f64
+    }
+
     /// Takes `n` bytes, waiting as long as the rate requires.
     pub async fn acquire(&self, n: u64) {
         let wait = self.reserve(n, Instant::now());
@@ -60,5 +74,19 @@ mod tests {
         assert_eq!(l.reserve(1000, later), Duration::from_secs(1));
         let unlimited = RateLimiter::new(0, 0);
         assert_eq!(unlimited.reserve(u64::MAX, t0), Duration::ZERO);
+        assert!(unlimited.has_room(u64::MAX, t0));
+    }
+
+    #[test]
+    fn has_room_while_the_bucket_holds_the_bytes_and_takes_nothing() {
+        let t0 = Instant::now();
+        let l = RateLimiter { rate: 1000, burst: 100.0, state: Mutex::new((100.0, t0)) };
+        assert!(l.has_room(100, t0));
+        assert!(l.has_room(100, t0), "asking took nothing");
+        assert!(!l.has_room(101, t0 + Duration::from_secs(5)), "never more than the burst");
+        assert_eq!(l.reserve(100, t0), Duration::ZERO);
+        assert!(!l.has_room(1, t0));
+        assert!(l.has_room(50, t0 + Duration::from_millis(50)), "refilled at the rate");
+        assert!(!l.has_room(51, t0 + Duration::from_millis(50)));
     }
 }

@@ -279,8 +279,10 @@ async fn produce(tx: mpsc::Sender<SnapshotChunk>, src: Source, start: (u32, u64)
         while offset < size {
             let len = chunk_size.min((size - offset) as usize);
             let f = file.take().ok_or_else(|| Error::Internal("snapshot file handle lost".into()))?;
+            // Compress only when the rate limit, not the CPU, holds the send back.
+            let compress = !limiter.has_room(len as u64, Instant::now());
             let (f, chunk) = tokio::task::spawn_blocking(move || {
-                let res = read_chunk(&f, n as u32, offset, len);
+                let res = read_chunk(&f, n as u32, offset, len, compress);
                 (f, res)
             })
             .await
@@ -302,9 +304,9 @@ async fn produce(tx: mpsc::Sender<SnapshotChunk>, src: Source, start: (u32, u64)
     Ok(())
 }
 
-fn read_chunk(file: &std::fs::File, n: u32, offset: u64, len: usize) -> Result<SnapshotChunk> {
+fn read_chunk(file: &std::fs::File, n: u32, offset: u64, len: usize, compress: bool) -> Result<SnapshotChunk> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset)?;
-    chunk::encode(n, offset, &buf)
+    chunk::encode(n, offset, &buf, compress)
 }

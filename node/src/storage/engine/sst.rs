@@ -54,7 +54,10 @@ impl Engine {
     }
 
     /// Deletes every key of each `(cf, start, end)` range (an empty `end` means
-    /// unbounded), in one synced write.
+    /// unbounded), in one synced write. A range without keys gets no
+    /// tombstone: in the memtable it would overlap a file ingested into that
+    /// range next (a snapshot applied on a store that never held the region),
+    /// force a flush, and send both files to level 0 to be compacted.
     pub fn delete_ranges(&self, ranges: &[(String, Vec<u8>, Vec<u8>)]) -> Result<(), EngineError> {
         let mut wb = self.batch();
         for (cf, start, end) in ranges {
@@ -67,6 +70,8 @@ impl Engine {
                     }
                     _ => continue,
                 }
+            } else if self.scan(cf, start, end, 1)?.is_empty() {
+                continue;
             } else {
                 end.clone()
             };
@@ -196,6 +201,29 @@ mod tests {
         assert!(!sst.exists(), "ingestion moves the file");
         assert_eq!(keys(&other, "default"), ["b", "c", "zz"]);
         assert_eq!(other.get("default", b"b").unwrap().as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn a_snapshot_ingested_into_an_empty_range_skips_level_0() {
+        // A store receiving a region it never held: no key of the range is
+        // there, so no tombstone is written. One in the memtable would overlap
+        // the ingested file, force a flush and put both files in level 0,
+        // where compaction rewrites them.
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(Engine::open(&dir.path().join("src"), &[]).unwrap());
+        put(&source, "default", &[("b", "1"), ("c", "2")]);
+        let sst = dir.path().join("x.sst");
+        assert_eq!(source.snapshot().export_sst("default", b"b", b"d", &sst).unwrap(), 2);
+
+        let target = Engine::open(&dir.path().join("dst"), &[]).unwrap();
+        put(&target, "default", &[("a", "other region"), ("zz", "other region")]);
+        target.delete_ranges(&[("default".into(), b"b".to_vec(), b"d".to_vec()), ("default".into(), b"zzz".to_vec(), vec![])]).unwrap();
+        target.ingest("default", std::slice::from_ref(&sst)).unwrap();
+        let stats = target.stats();
+        let default = stats.cfs.iter().find(|c| c.name == "default").unwrap();
+        assert_eq!(default.files_per_level[0], 0, "files per level: {:?}", default.files_per_level);
+        assert_eq!(default.files_per_level.iter().sum::<u64>(), 1, "files per level: {:?}", default.files_per_level);
+        assert_eq!(keys(&target, "default"), ["a", "b", "c", "zz"]);
     }
 
     #[test]
