@@ -295,7 +295,7 @@ impl Default for NodeConfig {
             snapshot_chunk_size: 1 << 20,
             snapshot_max_bytes_per_sec: 100 << 20,
             max_store_down_time_secs: 1_800,
-            placement_max_snapshots_per_store: 4,
+            placement_max_snapshots_per_store: 16,
             enable_failpoints: false,
             cert_file: None,
             key_file: None,
@@ -584,7 +584,7 @@ mod tests {
         assert_eq!(cfg.column_families[0].options.compression, Compression::Zstd);
         assert_eq!(cfg.max_key_size, 4096);
         assert_eq!(cfg.max_value_size, 8 << 20);
-        assert_eq!((cfg.max_store_down_time_secs, cfg.placement_max_snapshots_per_store), (1800, 4));
+        assert_eq!((cfg.max_store_down_time_secs, cfg.placement_max_snapshots_per_store), (1800, 16));
         let cfg = parse(&["--name", "a", "--max-store-down-time-secs", "5", "--placement-max-snapshots-per-store", "6"]).unwrap();
         assert_eq!((cfg.max_store_down_time(), cfg.placement_max_snapshots_per_store), (Duration::from_secs(5), 6));
         assert!(parse(&["--name", "a", "--max-store-down-time-secs", "0"]).is_err());

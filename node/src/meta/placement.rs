@@ -80,7 +80,7 @@ pub struct PlacementConfig {
 
 impl Default for PlacementConfig {
     fn default() -> Self {
-        PlacementConfig { replication_factor: 3, max_transfers: 64, tolerance: 1, max_ops: 8, max_snapshots_per_store: 4 }
+        PlacementConfig { replication_factor: 3, max_transfers: 64, tolerance: 1, max_ops: 8, max_snapshots_per_store: 16 }
     }
 }
 
