@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shoal_client::{Client, ClientError};
+use shoal_proto::HeartbeatRequest;
+use shoal_proto::meta_client::MetaClient;
 use shoal_tests::{Cluster, bin_dir, wait_for};
 
 /// Key `i` as `shoalctl bench load` writes it.
@@ -159,11 +161,45 @@ async fn writes_during_splits_are_neither_lost_nor_duplicated() {
     }
 }
 
+/// Each region's (leader store, leader term, approximate size), once two
+/// `region list`s a second apart agree and there are at least four regions.
+async fn settled_sizes(cluster: &Cluster, within: Duration, what: &str) -> BTreeMap<u64, (u64, u64, u64)> {
+    let list = || async {
+        let regions = cluster.region_list().await.ok()?;
+        let sizes: BTreeMap<u64, (u64, u64, u64)> = regions
+            .iter()
+            .map(|r| {
+                let n = |k: &str| r[k].as_u64().unwrap_or(0);
+                (n("id"), (n("leader_store_id"), n("leader_term"), n("approximate_size")))
+            })
+            .collect();
+        (sizes.len() >= 4 && sizes.values().all(|(_, _, size)| *size > 0)).then_some(sizes)
+    };
+    wait_for(within, what, || async {
+        let first = list().await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        (list().await? == first).then_some(first)
+    })
+    .await
+}
+
+/// Besides the metadata itself, the new meta leader shows every region's
+/// current size: stores report only the regions that changed to a
+/// leadership that saw the rest, and everything to a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metadata_stays_available_after_the_meta_leader_is_killed() {
-    let mut cluster = Cluster::start(3, &["--heartbeat-interval-ms", "200"]).await;
+    let mut cluster = Cluster::start(3, &["--heartbeat-interval-ms", "200", "--region-split-size", "262144"]).await;
     let client = cluster.client();
     client.put("default", b"before", b"1").await.expect("put");
+    for i in 0..1_200u32 {
+        client.put("default", format!("bulk/{i:05}").as_bytes(), &[b'v'; 1024]).await.expect("put");
+    }
+    settled_sizes(&cluster, Duration::from_secs(60), "four regions or more, settled").await;
+    // Every region grows after its last split.
+    for i in (0..1_200u32).step_by(4) {
+        client.put("default", format!("bulk/{i:05}").as_bytes(), &[b'w'; 2048]).await.expect("put");
+    }
+    let before = settled_sizes(&cluster, Duration::from_secs(60), "the grown regions, settled").await;
     let first = client.alloc_id(1).await.expect("alloc id").start;
     let meta_leader = cluster.meta_leader().await;
     cluster.nodes[meta_leader].kill9();
@@ -176,6 +212,19 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
     assert!(region.info.region.is_some(), "the directory still knows the region");
     let next = client.alloc_id(1).await.expect("alloc id after failover").start;
     assert!(next > first, "ids keep increasing across a meta leader change ({first} then {next})");
+    // Regions whose leader stayed report what they reported before, well
+    // before the stores' periodic full report (every 5 minutes).
+    let kept = wait_for(Duration::from_secs(20), "the sizes of regions that kept their leader", || async {
+        let after = settled_sizes(&cluster, Duration::from_secs(10), "regions after the kill").await;
+        let kept: Vec<u64> = before
+            .iter()
+            .filter(|(id, (l, t, _))| after.get(id).is_some_and(|(l2, t2, _)| l == l2 && t == t2))
+            .map(|(id, _)| *id)
+            .collect();
+        kept.iter().all(|id| after[id] == before[id]).then_some(kept)
+    })
+    .await;
+    assert!(!kept.is_empty(), "some region kept its leader: {before:?}");
     // Data still serves through the new routing.
     client.put("default", b"after", b"2").await.expect("put after failover");
     assert_eq!(client.get("default", b"before").await.expect("get").as_deref(), Some(&b"1"[..]));
@@ -184,6 +233,33 @@ async fn metadata_stays_available_after_the_meta_leader_is_killed() {
     let back = Client::new(&[cluster.nodes[meta_leader].grpc.clone()], Default::default()).expect("client");
     wait_for(Duration::from_secs(30), "the restarted store serves again", || async { back.get("default", b"after").await.ok().flatten() })
         .await;
+}
+
+/// The meta side of partial heartbeats: a partial report relative to a
+/// leadership that is not this one gets `full_report_wanted`; one relative to
+/// this leadership's `report_epoch`, or a full one, does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_heartbeat_to_another_meta_leadership_asks_for_a_full_one() {
+    let cluster = Cluster::start(1, &[]).await;
+    let client = cluster.client();
+    let store = wait_for(Duration::from_secs(30), "the store registered", || async {
+        client.list_stores().await.ok()?.into_iter().find_map(|d| d.store.filter(|s| s.id == cluster.store_id(0)))
+    })
+    .await;
+    let mut meta = MetaClient::connect(format!("http://{}", cluster.nodes[0].grpc)).await.expect("connect");
+    let beat = |partial: bool, report_epoch: u64| {
+        let req = HeartbeatRequest { store: Some(store.clone()), partial, report_epoch, ..Default::default() };
+        let mut meta = meta.clone();
+        async move { meta.heartbeat(req).await.expect("heartbeat").into_inner() }
+    };
+    let full = beat(false, 0).await;
+    assert!(full.report_epoch != 0 && !full.full_report_wanted, "a full report: {full:?}");
+    let stranger = beat(true, full.report_epoch ^ 0x5a5a).await;
+    assert!(stranger.full_report_wanted, "partial, relative to another leadership: {stranger:?}");
+    assert_eq!(stranger.report_epoch, full.report_epoch);
+    let known = beat(true, full.report_epoch).await;
+    assert!(!known.full_report_wanted, "partial, relative to this leadership: {known:?}");
+    drop(meta.heartbeat(HeartbeatRequest::default()).await.expect_err("a heartbeat names its store"));
 }
 
 /// Four stores, three replicas: one store ends up without a peer of the meta

@@ -13,9 +13,14 @@
 //!    `--region-split-keys`, the task takes a region id and one peer id per peer
 //!    from meta's allocator and proposes the split through Raft, waiting at most
 //!    [`SPLIT_DEADLINE`] for it (a region without quorum never applies it);
-//! 2. heartbeat — the store (address, capacity, used bytes, counts) and every led
-//!    region (descriptor, term, approximate size and keys, bytes written) go to
-//!    the meta leader in one `Heartbeat` call;
+//! 2. heartbeat — the store (address, capacity, used bytes, counts) and its led
+//!    regions (descriptor, term, approximate size and keys, bytes written,
+//!    pending peers) go to the meta leader in one `Heartbeat` call: every region
+//!    the first time this store reports to a meta leadership and every
+//!    [`FULL_REPORT_INTERVAL`], otherwise only the regions whose report
+//!    differs from the last one meta acknowledged ([`Baseline`]; an idle store
+//!    with thousands of regions sends none). An answer with
+//!    `full_report_wanted` (a new meta leader) drops the baseline;
 //! 3. orders — each `TransferLeader` or `ChangePeers` in the answer goes to the
 //!    store loop, which obeys it only if the region still has the epoch it was
 //!    planned for; a `DestroyPeer` removes a peer this store reported idle that
@@ -56,6 +61,9 @@ fn min_gap(interval: Duration) -> Duration {
 const SPLIT_DEADLINE: Duration = Duration::from_secs(10);
 /// Most regions measured in one round, so a heartbeat is never late for long.
 const MAX_CHECKS_PER_ROUND: usize = 8;
+/// How often all led regions are reported, changed or not (a safety net:
+/// a new meta leadership asks for them anyway).
+pub const FULL_REPORT_INTERVAL: Duration = Duration::from_secs(300);
 
 pub struct Heartbeat {
     pub store: StoreHandle,
@@ -81,12 +89,56 @@ struct Estimate {
     dirty: u64,
 }
 
+/// The region reports a meta leadership (`epoch`) acknowledged last, by region.
+#[derive(Debug)]
+struct Baseline {
+    epoch: u64,
+    reports: HashMap<u64, RegionReport>,
+    /// When the last full report was sent.
+    full_at: Instant,
+}
+
+/// The regions to report out of `current`: all of them (`partial` false)
+/// without a baseline or when a full report is due, else those whose report
+/// differs from the baseline's. Returns (reports, partial, epoch).
+fn to_report(baseline: Option<&Baseline>, current: &[RegionReport], now: Instant) -> (Vec<RegionReport>, bool, u64) {
+    match baseline {
+        Some(b) if now.saturating_duration_since(b.full_at) < FULL_REPORT_INTERVAL => {
+            let changed = current.iter().filter(|r| r.region.as_ref().is_none_or(|g| b.reports.get(&g.id) != Some(*r))).cloned().collect();
+            (changed, true, b.epoch)
+        }
+        _ => (current.to_vec(), false, 0),
+    }
+}
+
+/// The baseline once meta has answered a report of `current` (`partial` or
+/// full, sent at `sent_at`): none when meta wants everything next time or
+/// takes only full reports (no epoch).
+fn acknowledged(
+    previous: Option<Baseline>,
+    current: Vec<RegionReport>,
+    partial: bool,
+    sent_at: Instant,
+    epoch: u64,
+    full_report_wanted: bool,
+) -> Option<Baseline> {
+    if full_report_wanted || epoch == 0 {
+        return None;
+    }
+    let full_at = match previous {
+        Some(b) if partial => b.full_at,
+        _ => sent_at,
+    };
+    Some(Baseline { epoch, reports: current.into_iter().filter_map(|r| Some((r.region.as_ref()?.id, r))).collect(), full_at })
+}
+
 impl Heartbeat {
     /// Runs until the store loop stops.
     pub async fn run(self) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut estimates: HashMap<u64, Estimate> = HashMap::new();
+        let mut baseline: Option<Baseline> = None;
         let mut last = Instant::now();
         loop {
             tokio::select! {
@@ -120,7 +172,7 @@ impl Heartbeat {
 
             let interval_ms = last.elapsed().as_millis() as u64;
             last = Instant::now();
-            let regions = reports
+            let current: Vec<RegionReport> = reports
                 .iter()
                 .map(|r| {
                     let e = estimates.get(&r.region.id);
@@ -135,11 +187,21 @@ impl Heartbeat {
                 })
                 .collect();
             let idle_peers = info.idle.into_iter().map(|(region, peer_id)| IdlePeer { region: Some(region), peer_id }).collect();
-            let req =
-                HeartbeatRequest { store: Some(self.me.clone()), stats: Some(self.stats(reports.len())), regions, interval_ms, idle_peers };
+            let sent_at = Instant::now();
+            let (regions, partial, report_epoch) = to_report(baseline.as_ref(), &current, sent_at);
+            let req = HeartbeatRequest {
+                store: Some(self.me.clone()),
+                stats: Some(self.stats(reports.len())),
+                regions,
+                interval_ms,
+                idle_peers,
+                partial,
+                report_epoch,
+            };
             match self.meta.heartbeat(req).await {
                 Ok(resp) => {
                     self.metrics.heartbeats.with_label_values(&["ok"]).inc();
+                    baseline = acknowledged(baseline, current, partial, sent_at, resp.report_epoch, resp.full_report_wanted);
                     for op in resp.operators {
                         self.obey(op);
                     }
@@ -244,5 +306,50 @@ impl Heartbeat {
             last_heartbeat_ms: 0,
             requests_total: self.metrics.requests_total(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(id: u64, size: u64) -> RegionReport {
+        RegionReport { region: Some(Region { id, ..Default::default() }), term: 5, approximate_size: size, ..Default::default() }
+    }
+
+    fn ids(reports: &[RegionReport]) -> Vec<u64> {
+        reports.iter().map(|r| r.region.as_ref().unwrap().id).collect()
+    }
+
+    #[test]
+    fn only_changed_regions_are_reported_to_the_leadership_that_saw_the_rest() {
+        let now = Instant::now();
+        let current = vec![report(1, 10), report(2, 20), report(3, 30)];
+        let (sent, partial, epoch) = to_report(None, &current, now);
+        assert_eq!((ids(&sent), partial, epoch), (vec![1, 2, 3], false, 0), "no baseline: everything");
+
+        let base =
+            Baseline { epoch: 7, reports: current.iter().map(|r| (r.region.as_ref().unwrap().id, r.clone())).collect(), full_at: now };
+        let next = vec![report(1, 10), report(2, 25), report(3, 30), report(4, 0)];
+        let (sent, partial, epoch) = to_report(Some(&base), &next, now);
+        assert_eq!((ids(&sent), partial, epoch), (vec![2, 4], true, 7), "a grown region and a newly led one");
+        let (sent, _, _) = to_report(Some(&base), &current, now + Duration::from_secs(1));
+        assert!(sent.is_empty(), "nothing changed: nothing sent");
+
+        let (sent, partial, epoch) = to_report(Some(&base), &current, now + FULL_REPORT_INTERVAL);
+        assert_eq!((ids(&sent), partial, epoch), (vec![1, 2, 3], false, 0), "a full report is due");
+    }
+
+    #[test]
+    fn a_meta_leader_asking_for_everything_or_without_an_epoch_gets_a_full_report_next() {
+        let t0 = Instant::now();
+        let current = vec![report(1, 10), report(2, 20)];
+        let first = acknowledged(None, current.clone(), false, t0, 7, false).expect("a baseline");
+        assert_eq!((first.epoch, first.full_at, first.reports.len()), (7, t0, 2));
+        let t1 = t0 + Duration::from_secs(1);
+        let next = acknowledged(Some(first), vec![report(1, 11), report(2, 20)], true, t1, 7, false).expect("a baseline");
+        assert_eq!((next.full_at, next.reports[&1].approximate_size), (t0, 11), "a partial report keeps the time of the last full one");
+        assert!(acknowledged(Some(next), current.clone(), true, t1, 8, true).is_none(), "a new leadership wants everything");
+        assert!(acknowledged(None, current, false, t1, 0, false).is_none(), "a meta leader without partial reports");
     }
 }

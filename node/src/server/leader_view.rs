@@ -9,6 +9,12 @@
 //! leader: a meta leader change never marks stores down. Leadership is seen
 //! from the requests it serves: every store heartbeats the leader, so a gap of
 //! [`LeaderView::leader_gap`] without any means this store was not leading.
+//!
+//! Each leadership has a [`LeaderView::report_epoch`], a random number: stores
+//! send only the region reports that changed since the last one this
+//! leadership acknowledged, and a full report to a leadership they have not
+//! reported to (a partial one naming another epoch is answered with a request
+//! for everything).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -42,12 +48,17 @@ pub struct LeaderView {
     cooling: HashMap<u64, Cooling>,
     last_served: Option<Instant>,
     leader_since: Instant,
+    report_epoch: u64,
 }
 
 impl Default for LeaderView {
     fn default() -> Self {
         LeaderView::new(Duration::from_secs(10))
     }
+}
+
+fn new_report_epoch() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// The state to show for a store stored as `stored`, last heard at `last_seen`.
@@ -71,13 +82,20 @@ impl LeaderView {
             cooling: HashMap::new(),
             last_served: None,
             leader_since: Instant::now(),
+            report_epoch: new_report_epoch(),
         }
+    }
+
+    /// This leadership's epoch for partial region reports (never 0).
+    pub fn report_epoch(&self) -> u64 {
+        self.report_epoch
     }
 
     /// Called for each request served as meta leader.
     pub fn served(&mut self, now: Instant) {
         if self.last_served.is_none_or(|t| now.saturating_duration_since(t) > self.leader_gap) {
             self.leader_since = now;
+            self.report_epoch = new_report_epoch();
             self.seen.clear();
             self.cooling.clear();
         }
@@ -149,12 +167,16 @@ mod tests {
         assert_eq!(v.state(3, StoreState::Pending, later, max_down), StoreState::Pending);
         assert_eq!(v.state(4, StoreState::Tombstone, later, max_down), StoreState::Tombstone);
         // Served without a gap: still the same leadership.
+        let epoch = v.report_epoch();
         v.served(t0 + Duration::from_secs(4));
         assert_eq!(v.state(1, StoreState::Up, later, max_down), StoreState::Down);
+        assert_eq!(v.report_epoch(), epoch, "partial reports stay valid");
         // A gap: this store was not leading; every store counts as heard now.
         let back = t0 + Duration::from_secs(30);
         v.served(back);
         assert_eq!(v.state(1, StoreState::Up, later, max_down), StoreState::Up);
+        assert_ne!(v.report_epoch(), epoch, "a new leadership wants full reports");
+        assert_ne!(v.report_epoch(), 0);
         assert_eq!(v.state(1, StoreState::Up, back + Duration::from_secs(61), max_down), StoreState::Down);
     }
 

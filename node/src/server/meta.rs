@@ -8,10 +8,14 @@
 //! (`AllocId`, directory and registry updates) are proposed to the meta group
 //! and answered once applied.
 //!
-//! `Heartbeat`: a store reports itself and every region it leads. What changed
-//! in the directory (a new epoch, a new leader or term) is proposed as one
-//! `PutRegions` command; sizes and write rates are kept in the leader's memory
-//! ([`LeaderView`]) and rebuilt from heartbeats after a meta leader change.
+//! `Heartbeat`: a store reports itself and the regions it leads: all of them
+//! the first time it reports to a leadership, then only those whose report
+//! changed (`partial`, relative to the leadership's
+//! [`LeaderView::report_epoch`]; a partial report naming another epoch gets
+//! `full_report_wanted`). What changed in the directory (a new epoch, a new
+//! leader or term) is proposed as one `PutRegions` command; sizes and write
+//! rates are kept in the leader's memory ([`LeaderView`]) and rebuilt from
+//! heartbeats after a meta leader change.
 //! The meta region (region 1) is reported too and kept in its own slot. The
 //! response carries [`placement`] orders for regions the reporting store leads
 //! (ids for new learners come from the allocator), `DestroyPeer` orders for
@@ -280,8 +284,11 @@ impl MetaService {
             return Err(Error::FailedPrecondition(format!("store {} is tombstoned", me.id)));
         }
         let interval_ms = req.interval_ms.max(1);
-        {
+        let (report_epoch, full_report_wanted) = {
             let mut view = self.view();
+            // A partial report is relative to what some leadership acknowledged:
+            // unless that is this one, what changed meanwhile is missing here.
+            let full_report_wanted = req.partial && req.report_epoch != view.report_epoch();
             let mut stats = req.stats.unwrap_or_default();
             stats.last_heartbeat_ms = now_ms();
             view.heard(me.id, stats, Instant::now());
@@ -295,7 +302,8 @@ impl MetaService {
                     );
                 }
             }
-        }
+            (view.report_epoch(), full_report_wanted)
+        };
         // Registry: a new address (a rescheduled pod, a client port added) or a store meta never saw.
         if known.as_ref().is_none_or(|k| k.address != me.address || k.client_address != me.client_address) {
             let state = known.map_or(StoreState::Up as i32, |k| k.state);
@@ -338,7 +346,7 @@ impl MetaService {
                 kind: Some(operator::Kind::DestroyPeer(DestroyPeer { peer_id: d.peer_id })),
             });
         }
-        Ok(HeartbeatResponse { header: None, operators, stores })
+        Ok(HeartbeatResponse { header: None, operators, stores, report_epoch, full_report_wanted })
     }
 
     /// Runs placement; returns the orders for the regions store `store_id`
