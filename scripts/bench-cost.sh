@@ -21,14 +21,11 @@ bin="$1"; ds="$2"; conc="$3"; name="$4"
 work="${BENCH_WORK:-${TMPDIR:-/tmp}/shoal-bench-ab}"
 out="${BENCH_OUT:-$root/bench-out/cost}"
 port="${BENCH_BASE_PORT:-27400}"
-[ -d "$work/$ds" ] || { echo "no data set $work/$ds: run scripts/bench-ab.sh first" >&2; exit 1; }
 mkdir -p "$out"
 bench_name=bench-cost
 # shellcheck source=scripts/bench-lib.sh
 . "$root/scripts/bench-lib.sh"
-trap 'stop; rm -rf "$work/cost-run"' EXIT
-rm -rf "$work/cost-run"; cp -a "$work/$ds" "$work/cost-run"
-start "$name" "$work/cost-run"
+start_on_copy "$name" cost-run
 if [ "$ds" = many ]; then
   # Leaders balanced first (a restart leaves them where the elections did).
   for _ in $(seq 1 180); do [ "$(leader_spread)" -le 2 ] && break; sleep 1; done

@@ -19,14 +19,11 @@ bin="$1"; ds="$2"; name="$3"
 work="${BENCH_WORK:-${TMPDIR:-/tmp}/shoal-bench-ab}"
 out="${BENCH_OUT:-$root/bench-out/idle}"
 port="${BENCH_BASE_PORT:-27400}"
-[ -d "$work/$ds" ] || { echo "no data set $work/$ds: run scripts/bench-ab.sh first" >&2; exit 1; }
 mkdir -p "$out"
 bench_name=bench-idle
 # shellcheck source=scripts/bench-lib.sh
 . "$root/scripts/bench-lib.sh"
-trap 'stop; rm -rf "$work/idle-run"' EXIT
-rm -rf "$work/idle-run"; cp -a "$work/$ds" "$work/idle-run"
-start "$name" "$work/idle-run"
+start_on_copy "$name" idle-run
 began=$(date +%s)
 while :; do
   counts="$(leaders)"; t=$(($(date +%s) - began))

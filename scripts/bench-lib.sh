@@ -36,6 +36,17 @@ start() {
   pids="$(grep -o 'pid=[0-9]*' "$out/$name.playground.out" | cut -d= -f2 | tr '\n' ' ')"
 }
 
+# start_on_copy NAME RUN: `start` NAME on a fresh copy, $work/RUN, of bench-ab.sh's
+# data set $work/$ds; on exit the playground stops and the copy goes.
+start_on_copy() {
+  local run="$work/$2"
+  [ -d "$work/$ds" ] || die "no data set $work/$ds: run scripts/bench-ab.sh first"
+  # shellcheck disable=SC2064 # expanded now: $run is local
+  trap "stop; rm -rf '$run'" EXIT
+  rm -rf "$run"; cp -a "$work/$ds" "$run"
+  start "$1" "$run"
+}
+
 # metric PORT NAME: one unlabelled metric of the node whose status port is PORT.
 metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
 regions() { metric $((port + 1)) shoal_store_regions; }
