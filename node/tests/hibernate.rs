@@ -4,13 +4,16 @@
 //! a leader transfer wakes it and is served; a sleeping region whose leader's
 //! store dies elects a new leader (the stores notice the silence through their
 //! pings); followers that missed the message to sleep wake the region again;
-//! a write to a sleeping region costs one append and one heartbeat round.
+//! a write to a sleeping region costs one append and one heartbeat round; a
+//! store only the leader's store hears wakes no follower.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{Cluster, ok, put, status_of};
+use common::{Cluster, answer, change, ok, propose_change, put, status_of};
 use shoal_node::raftstore::bootstrap::FIRST_REGION_ID;
+use shoal_node::raftstore::peer::CmdResult;
+use shoal_proto::PeerChangeType;
 
 /// An election timeout in the tests' configuration, in ticks.
 const ELECTION: usize = 10;
@@ -136,6 +139,42 @@ fn an_isolated_sleeping_leader_steps_down_and_the_majority_elects() {
     c.isolated.clear();
     ok(c.write(new, put("healed", "yes")));
     c.tick_until("the old leader applies the write", |c| c.value(leader, "healed").as_deref() == Some("yes"));
+}
+
+/// A store that only the leader's store hears (as a joining store, which
+/// talks to the leader's store alone until its first snapshot is applied)
+/// falls silent for the followers' stores. Their peers sleep on: woken beside
+/// an asleep leader, they timed out and deposed it (a CI failure of
+/// `faults::a_split_proposed_in_a_joint_state…`, whose leader changed while a
+/// learner's snapshot was applied).
+#[test]
+fn a_store_that_only_the_leaders_store_hears_wakes_no_follower() {
+    let (mut c, leader) = asleep_after_writing("before", "1");
+    let s4 = c.add_empty_store();
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, 900, s4)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+    c.tick_until("the learner to be seeded", |c| c.value(s4, "before").is_some());
+    wait_asleep(&mut c);
+    let term = status_of(c.store(leader), FIRST_REGION_ID).term;
+    for follower in (1..=3).filter(|s| *s != leader) {
+        c.cut(follower, s4);
+    }
+    c.tick(3 * ELECTION);
+    assert_eq!(asleep_on(&mut c, FIRST_REGION_ID), c.up(), "store {s4} fell silent for the followers' stores only");
+    assert_eq!(c.leaders(FIRST_REGION_ID), vec![leader]);
+    assert_eq!(status_of(c.store(leader), FIRST_REGION_ID).term, term);
+
+    // Whereas the leader's store missing it wakes the leader, which stays
+    // awake (heartbeating) until it hears from that store again.
+    c.cut(leader, s4);
+    c.tick(2 * ELECTION);
+    assert!(!status_of(c.store(leader), FIRST_REGION_ID).hibernated, "the leader sleeps though store {s4} is silent");
+    c.cut_links.clear();
+    ok(c.write(leader, put("after", "2")));
+    c.tick_until("every store applies the write", |c| (1..=4).all(|s| c.value(s, "after").as_deref() == Some("2")));
+    assert_eq!(c.leaders(FIRST_REGION_ID), vec![leader]);
+    wait_asleep(&mut c);
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! `RaftMessage` of region 0, and it notes the tick of every message it receives
 //! from a store, pings and Raft traffic alike. A neighbour silent for an election
 //! timeout is reported once by [`StoreLiveness::newly_silent`]; the store then
-//! wakes its asleep peers of the regions that have a peer there.
+//! wakes the asleep leaders of regions with a peer there and the asleep
+//! followers whose leader was there (`Peer::wakes_for_silent_store`).
 //!
 //! The pings also say whether their store is *leaving* (stopping, and handing
 //! its leaders away: [`StoreLiveness::set_leaving`]); a leaving store is

@@ -854,7 +854,8 @@ impl Store {
     /// asleep peers of regions with a peer on a store that fell silent are
     /// woken. Every [`GC_INTERVAL_TICKS`], the awake peers truncate logs that
     /// grew past the limits and refresh their region's gauges; the neighbours
-    /// are recomputed when peers came or went, and every [`NEIGHBOURS_TICKS`].
+    /// are recomputed when peers came or went, a membership change or a
+    /// snapshot was applied, and every [`NEIGHBOURS_TICKS`].
     pub fn tick(&mut self) -> Result<()> {
         self.ticks += 1;
         let now = self.ticks;
@@ -907,15 +908,12 @@ impl Store {
         Ok(())
     }
 
-    /// Wakes this store's asleep peers of every region with a peer on `store`
-    /// (it fell silent: if it held their leader, they must elect another).
+    /// Wakes this store's asleep peers that `store` falling silent concerns
+    /// ([`Peer::wakes_for_silent_store`]): leaders of regions with a peer
+    /// there, and followers whose leader was there (they must elect another).
     fn wake_peers_with_store(&mut self, store: u64) {
-        let sleeping: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| !p.is_awake() && p.region().peers.iter().any(|m| m.store_id == store))
-            .map(|(id, _)| *id)
-            .collect();
+        let sleeping: Vec<u64> =
+            self.peers.iter().filter(|(_, p)| !p.is_awake() && p.wakes_for_silent_store(store)).map(|(id, _)| *id).collect();
         for id in &sleeping {
             if let Some(peer) = self.peer_mut(*id) {
                 peer.wake();
@@ -1116,6 +1114,9 @@ impl Store {
         let splits = std::mem::take(&mut done.splits);
         let snapshots = std::mem::take(&mut done.snapshots);
         let destroys = std::mem::take(&mut done.destroys);
+        // New stores to ping and watch, or old ones to stop watching. So does
+        // a snapshot, which brings its region's descriptor.
+        self.neighbours_dirty |= done.membership_changed || !snapshots.is_empty();
         for key in std::mem::take(&mut done.released) {
             self.snap.release_received(&key);
         }

@@ -34,6 +34,8 @@ pub struct Cluster {
     pub stores: Vec<Option<Store>>,
     /// Stores cut off from every other store.
     pub isolated: HashSet<u64>,
+    /// Links cut between two stores, both ways (`Cluster::cut`).
+    pub cut_links: HashSet<(u64, u64)>,
     /// Stores whose incoming messages the network holds back (in order) until
     /// [`Cluster::deliver_held`]: a store that is slow to take its mail. A
     /// snapshot's files arrive (and its sender hears so) but its message waits.
@@ -147,6 +149,7 @@ impl Cluster {
             dirs,
             stores,
             isolated: HashSet::new(),
+            cut_links: HashSet::new(),
             held_for: HashSet::new(),
             held: Vec::new(),
             pass_heartbeats: false,
@@ -230,7 +233,7 @@ impl Cluster {
             return !self.delayed.is_empty();
         }
         for m in due.into_iter().map(|(_, m)| m).chain(msgs) {
-            if self.isolated.contains(&m.from_store_id) || self.isolated.contains(&m.to_store_id) || self.lose() {
+            if !self.linked(m.from_store_id, m.to_store_id) || self.lose() {
                 continue;
             }
             if self.lose_hibernate && m.hibernate {
@@ -253,6 +256,18 @@ impl Cluster {
         true
     }
 
+    /// Cuts the link between stores `a` and `b`, both ways; each still
+    /// reaches every other store.
+    pub fn cut(&mut self, a: u64, b: u64) {
+        self.cut_links.insert((a.min(b), a.max(b)));
+    }
+
+    /// Whether a message from store `from` reaches store `to`: neither is
+    /// isolated and their link is not cut.
+    fn linked(&self, from: u64, to: u64) -> bool {
+        !self.isolated.contains(&from) && !self.isolated.contains(&to) && !self.cut_links.contains(&(from.min(to), from.max(to)))
+    }
+
     /// Seeds the network's generator (losses, duplicates, delays).
     pub fn seed(&mut self, seed: u64) {
         self.rng = seed | 1;
@@ -272,7 +287,7 @@ impl Cluster {
         let (from, to) = (m.from_store_id, m.to_store_id);
         let raft_msg = <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&m.message).unwrap();
         let data = <SnapshotData as prost::Message>::decode(raft_msg.get_snapshot().get_data()).unwrap();
-        let reachable = !self.isolated.contains(&from) && !self.isolated.contains(&to) && self.stores[to as usize - 1].is_some();
+        let reachable = self.linked(from, to) && self.stores[to as usize - 1].is_some();
         let ok = reachable && {
             let sender = self.stores[from as usize - 1].as_ref().unwrap().snap_manager().clone();
             let receiver = self.stores[to as usize - 1].as_ref().unwrap().snap_manager().clone();

@@ -59,6 +59,9 @@ pub struct Completions {
     /// Received snapshots now applied for good, whose files can go.
     pub released: Vec<SnapshotKey>,
     pub destroys: Vec<(u64, u64)>,
+    /// A membership change was applied: the stores holding this store's
+    /// regions' peers (its liveness neighbours) may have changed.
+    pub membership_changed: bool,
 }
 
 impl Completions {
@@ -89,6 +92,7 @@ impl Completions {
         self.snapshots.extend(other.snapshots);
         self.released.extend(other.released);
         self.destroys.extend(other.destroys);
+        self.membership_changed |= other.membership_changed;
     }
 }
 

@@ -183,6 +183,7 @@ impl Peer {
         let member = conf_state.voters.contains(&me) || conf_state.voters_outgoing.contains(&me) || conf_state.learners.contains(&me);
         tracing::info!(region = region.id, voters = ?conf_state.voters, outgoing = ?conf_state.voters_outgoing, learners = ?conf_state.learners, "membership changed");
         self.raw_node.mut_store().set_region_and_conf(region.clone(), conf_state, wb)?;
+        done.membership_changed = true;
         if !member {
             done.destroys.push((region.id, me));
         }

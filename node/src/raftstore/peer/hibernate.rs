@@ -11,7 +11,9 @@
 //! that steps a `hibernate` heartbeat from its leader falls asleep too (the
 //! heartbeat also brings it the commit index, which data regions do not
 //! broadcast on their own), and does not answer it
-//! ([`Peer::answer_unneeded`]). An asleep peer is not ticked: no heartbeats,
+//! ([`Peer::answer_unneeded`]); one still applying a snapshot or short of
+//! committed entries sleeps at its first tick that is not
+//! ([`Peer::maybe_sleep_as_told`]). An asleep peer is not ticked: no heartbeats,
 //! no election timer.
 //!
 //! Anything that gives the region work wakes it ([`Peer::wake`]): a proposal, a
@@ -30,8 +32,10 @@
 //! A sleeping follower does not notice its leader die, since it runs no election
 //! timer. The store does, through [`crate::raftstore::liveness`]: every store
 //! pings its neighbours each tick, and when one falls silent for an election
-//! timeout the store wakes each peer whose region has a peer there; the
-//! followers then elect as usual, and a cut-off leader steps down by check-quorum.
+//! timeout the store wakes the followers whose leader was there, and the
+//! leaders of regions with a peer there ([`Peer::wakes_for_silent_store`]);
+//! the followers then elect as usual, and a cut-off leader steps down by
+//! check-quorum. A follower whose leader is elsewhere sleeps on.
 
 use raft::prelude::{Message, MessageType};
 
@@ -61,6 +65,22 @@ impl Peer {
     /// Wakes this peer (see the module header).
     pub fn wake(&mut self) {
         self.hibernation = Hibernation::Awake;
+        self.told_to_sleep = false;
+    }
+
+    /// Whether this (asleep) peer wakes when its store finds `store` silent
+    /// ([`crate::raftstore::liveness`]). A leader does if a peer of its region
+    /// is there: awake, it heartbeats until that store is heard again. A
+    /// follower does only if its leader was there, or it knows none: it must
+    /// elect another. A follower whose leader is elsewhere stays asleep, or it
+    /// would tick, hear nothing from its asleep leader, and depose it; its
+    /// store may be the only one that misses `store` (a joining store talks
+    /// only to the leader's until its first snapshot is applied).
+    pub fn wakes_for_silent_store(&self, store: u64) -> bool {
+        if self.is_leader() {
+            return self.region().peers.iter().any(|p| p.store_id == store);
+        }
+        self.leader().is_none_or(|l| l.store_id == store)
     }
 
     /// After a tick: a leader whose region was `quiet` when the tick began asks
@@ -148,13 +168,23 @@ impl Peer {
     /// After stepping `m`: a follower told by its leader to sleep does so,
     /// unless it waits on something.
     pub(super) fn after_step(&mut self, m_type: MessageType, from: u64, hibernate: bool) {
-        if hibernate
-            && m_type == MessageType::MsgHeartbeat
+        if hibernate && m_type == MessageType::MsgHeartbeat && !self.is_leader() && from == self.raw_node.raft.leader_id {
+            self.told_to_sleep = true;
+            self.maybe_sleep_as_told();
+        }
+    }
+
+    /// A follower its leader told to sleep does so once it waits on nothing:
+    /// no snapshot going in, every entry it holds committed. Until then it
+    /// ticks; its leader, asleep, sends nothing that would tell it again (a
+    /// learner seeded by snapshot went on ticking while its region slept).
+    pub(super) fn maybe_sleep_as_told(&mut self) {
+        if self.told_to_sleep
             && !self.is_leader()
-            && from == self.raw_node.raft.leader_id
             && !self.is_applying()
             && self.raw_node.raft.raft_log.committed == self.raw_node.raft.raft_log.last_index()
         {
+            self.told_to_sleep = false;
             self.hibernation = Hibernation::Asleep;
         }
     }

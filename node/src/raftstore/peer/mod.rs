@@ -93,6 +93,10 @@ pub struct Peer {
     hibernation: Hibernation,
     /// Whether this round's messages carried the heartbeats that put the region to sleep.
     asked_to_sleep: bool,
+    /// A follower whose leader put the region to sleep while this peer still
+    /// waited on something: it sleeps at its first tick that waits on nothing
+    /// ([`Peer::maybe_sleep_as_told`]).
+    told_to_sleep: bool,
     read_timeout_ticks: u64,
     election_ticks: u64,
     /// The index of a split or fence proposed here that is not applied yet,
@@ -161,6 +165,7 @@ impl Peer {
             ticks: 0,
             hibernation: Hibernation::Awake,
             asked_to_sleep: false,
+            told_to_sleep: false,
             read_timeout_ticks: cfg.election_tick as u64 * 2,
             election_ticks: cfg.election_tick as u64,
             fence_seen_at: None,
@@ -305,6 +310,7 @@ impl Peer {
         self.retry_lost_reads();
         self.maybe_lift_stale_fence();
         self.maybe_hibernate(quiet);
+        self.maybe_sleep_as_told();
     }
 
     /// Asks raft to hand leadership to `to` (a voter of this region); ignored
