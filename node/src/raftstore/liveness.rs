@@ -65,7 +65,7 @@ impl StoreLiveness {
     /// The neighbours that cannot take a region's leadership at tick `now`:
     /// stopping, or silent for an election timeout.
     pub fn unavailable(&self, now: u64) -> BTreeSet<u64> {
-        self.neighbours.iter().filter(|s| self.leaving_stores.contains(s) || !self.is_alive(**s, now)).copied().collect()
+        self.neighbours.iter().filter(|s| !self.can_lead(**s, now)).copied().collect()
     }
 
     /// Whether `store` may be handed a region's leadership at tick `now`: it

@@ -288,7 +288,8 @@ impl MetaService {
             let mut view = self.view();
             // A partial report is relative to what some leadership acknowledged:
             // unless that is this one, what changed meanwhile is missing here.
-            let full_report_wanted = req.partial && req.report_epoch != view.report_epoch();
+            let epoch = view.report_epoch();
+            let full_report_wanted = req.partial && req.report_epoch != epoch;
             let mut stats = req.stats.unwrap_or_default();
             stats.last_heartbeat_ms = now_ms();
             view.heard(me.id, stats, Instant::now());
@@ -302,7 +303,7 @@ impl MetaService {
                     );
                 }
             }
-            (view.report_epoch(), full_report_wanted)
+            (epoch, full_report_wanted)
         };
         // Registry: a new address (a rescheduled pod, a client port added) or a store meta never saw.
         if known.as_ref().is_none_or(|k| k.address != me.address || k.client_address != me.client_address) {

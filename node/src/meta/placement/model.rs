@@ -49,8 +49,9 @@ impl Model {
                     *m.learners.entry(p.store_id).or_default() += 1;
                 }
             }
+            let cooldown = cooling.get(&r.id);
             // A leader ordered to move recently counts where it goes.
-            let leader = match cooling.get(&r.id).and_then(|c| c.leads_to) {
+            let leader = match cooldown.and_then(|c| c.leads_to) {
                 Some(to) if info.leader_store_id != 0 => to,
                 _ => info.leader_store_id,
             };
@@ -58,7 +59,7 @@ impl Model {
                 *m.leaders.entry(leader).or_default() += 1;
             }
             // A learner ordered recently and not in the directory yet.
-            if let Some(store) = cooling.get(&r.id).and_then(|c| c.adds_learner_on)
+            if let Some(store) = cooldown.and_then(|c| c.adds_learner_on)
                 && !r.peers.iter().any(|p| p.store_id == store)
             {
                 *m.regions.entry(store).or_default() += 1;

@@ -86,12 +86,16 @@ pub(super) fn repair(m: &Model, info: &RegionInfo, pending: Option<&HashSet<u64>
 pub(super) fn project_removals(m: &mut Model, regions: &[RegionInfo], cooling: &HashMap<u64, Cooldown>, rf: usize) {
     for info in regions {
         let Some(r) = info.region.as_ref() else { continue };
-        let voters: Vec<Peer> = r.peers.iter().filter(|p| !p.is_learner).copied().collect();
-        if voters.len() < rf || info.leader_store_id == 0 {
+        if info.leader_store_id == 0 {
             continue;
         }
+        // Most regions have no learner and none ordered: nothing to project.
         let ordered = cooling.get(&r.id).and_then(|c| c.adds_learner_on).map(|store_id| Peer { id: 0, store_id, is_learner: true });
         let Some(joining) = r.peers.iter().copied().find(|p| p.is_learner).or(ordered).filter(|l| m.good(l.store_id)) else { continue };
+        let voters: Vec<Peer> = r.peers.iter().filter(|p| !p.is_learner).copied().collect();
+        if voters.len() < rf {
+            continue;
+        }
         if let Some(v) = removal_candidate(m, &voters, Some(&joining), info.leader_store_id) {
             m.project_removal(r.id, v);
         }

@@ -28,11 +28,16 @@ impl RateLimiter {
             return Duration::ZERO;
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = &mut *st;
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *last = now.max(*last);
-        *tokens = (*tokens + elapsed * self.rate as f64).min(self.burst) - n as f64;
-        if *tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-*tokens / self.rate as f64) }
+        let tokens = self.tokens_at(*st, now) - n as f64;
+        *st = (tokens, now.max(st.1));
+        if tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-tokens / self.rate as f64) }
+    }
+
+    /// What the bucket `(tokens, last)` holds at `now`: refilled at the rate
+    /// since `last`, up to the burst.
+    fn tokens_at(&self, (tokens, last): (f64, Instant), now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        (tokens + elapsed * self.rate as f64).min(self.burst)
     }
 
     /// Whether `n` bytes could be taken at `now` without waiting (always, when
@@ -42,9 +47,7 @@ impl RateLimiter {
             return true;
         }
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = *st;
-        let elapsed = now.saturating_duration_since(last).as_secs_f64();
-        (tokens + elapsed * self.rate as f64).min(self.burst) >= n as f64
+        self.tokens_at(*st, now) >= n as f64
     }
 
     /// Takes `n` bytes, waiting as long as the rate requires.
