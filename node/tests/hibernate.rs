@@ -5,7 +5,8 @@
 //! store dies elects a new leader (the stores notice the silence through their
 //! pings); followers that missed the message to sleep wake the region again;
 //! a write to a sleeping region costs one append and one heartbeat round; a
-//! store only the leader's store hears wakes no follower.
+//! store only the leader's store hears wakes no follower, and one a
+//! membership change brings in is watched at once.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -175,6 +176,24 @@ fn a_store_that_only_the_leaders_store_hears_wakes_no_follower() {
     c.tick_until("every store applies the write", |c| (1..=4).all(|s| c.value(s, "after").as_deref() == Some("2")));
     assert_eq!(c.leaders(FIRST_REGION_ID), vec![leader]);
     wait_asleep(&mut c);
+}
+
+/// A store that a membership change brings in is watched from that change
+/// on, not from the stores' next periodic count of their neighbours (every
+/// 100 ticks): a learner's store that never answers is unavailable to the
+/// leader's store an election timeout later.
+#[test]
+fn a_store_a_membership_change_brings_in_is_watched_at_once() {
+    let mut c = Cluster::new(3);
+    let leader = c.wait_leader(FIRST_REGION_ID);
+    let s4 = c.add_empty_store();
+    c.isolated.insert(s4);
+    let rx = propose_change(&mut c, leader, vec![change(PeerChangeType::AddLearner, 900, s4)]);
+    c.settle();
+    assert!(matches!(answer(rx), Ok(CmdResult::ConfChanged(_))));
+    assert!(c.store(leader).unavailable_stores().is_empty());
+    c.tick(ELECTION + 2);
+    assert_eq!(c.store(leader).unavailable_stores().into_iter().collect::<Vec<_>>(), vec![s4]);
 }
 
 #[test]

@@ -1061,6 +1061,8 @@ impl Store {
         }
         self.count_answered(applied_done.answer());
         done.absorb(applied_done);
+        // New stores to ping and watch, or old ones to stop watching.
+        self.neighbours_dirty |= std::mem::take(&mut done.membership_changed);
         if readies.is_empty() && wb.is_empty() {
             self.snap_out = snaps;
             self.stepped_snapshots.clear();
@@ -1114,8 +1116,8 @@ impl Store {
         let splits = std::mem::take(&mut done.splits);
         let snapshots = std::mem::take(&mut done.snapshots);
         let destroys = std::mem::take(&mut done.destroys);
-        // New stores to ping and watch, or old ones to stop watching. So does
-        // a snapshot, which brings its region's descriptor.
+        // So do a follower's (applied after the write), and a snapshot, which
+        // brings its region's descriptor.
         self.neighbours_dirty |= done.membership_changed || !snapshots.is_empty();
         for key in std::mem::take(&mut done.released) {
             self.snap.release_received(&key);
