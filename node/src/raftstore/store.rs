@@ -851,8 +851,8 @@ impl Store {
 
     /// One tick of the store's clock: every awake peer ticks (and joins the
     /// next round), asleep ones stand still; neighbours are pinged, and the
-    /// asleep peers of regions with a peer on a store that fell silent are
-    /// woken. Every [`GC_INTERVAL_TICKS`], the awake peers truncate logs that
+    /// asleep peers that a store falling silent concerns are woken
+    /// (`Store::wake_peers_with_store`). Every [`GC_INTERVAL_TICKS`], the awake peers truncate logs that
     /// grew past the limits and refresh their region's gauges; the neighbours
     /// are recomputed when peers came or went, a membership change or a
     /// snapshot was applied, and every [`NEIGHBOURS_TICKS`].
@@ -923,7 +923,7 @@ impl Store {
         tracing::info!(
             silent_store = store,
             woken = sleeping.len(),
-            "a neighbouring store fell silent; woke the regions with a peer there"
+            "a neighbouring store fell silent; woke the leaders with a peer there and the followers whose leader was there"
         );
     }
 
